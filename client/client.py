@@ -1,0 +1,647 @@
+"""A thin typed client over the generated ``OcrService`` stub, sync and asyncio.
+
+Why a wrapper at all, when the stub works: callers get plain dataclasses instead of proto
+messages, a small exception tree instead of ``grpc.RpcError`` (see ``errors.py``), a
+deadline on every call (a call without one can wait forever on a stuck server), and one
+long-lived channel with message limits that fit images (gRPC's default receive limit of
+4 MiB is smaller than a few hundred raw lines). A channel multiplexes any number of
+concurrent calls, so one client per process and address is the intended use; do not pool.
+
+The sync and the async client differ only in how they wait. Request building and response
+conversion are module-level functions both use, so the two cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Generator,
+    Iterable,
+    Iterator,
+    Sequence,
+)
+from dataclasses import dataclass
+from typing import Any, Self
+
+import grpc
+
+from ocr_client.errors import (
+    OcrClientError,
+    ServerError,
+    ServerUnavailable,
+    from_rpc_error,
+    from_status,
+)
+from ocr_client.images import ColorOrder, ImageInput, to_proto_image
+from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
+
+__all__ = [
+    "DEFAULT_ADDRESS",
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "DEFAULT_TIMEOUT_S",
+    "AsyncOcrClient",
+    "LineResult",
+    "ModelInfo",
+    "OcrClient",
+    "StreamItem",
+    "StreamItemResult",
+    "Word",
+]
+
+DEFAULT_ADDRESS = "localhost:50051"
+DEFAULT_TIMEOUT_S = 30.0
+# Large enough for a full request of raw lines (256 lines of 32 x 2000 RGB pixels are
+# about 48 MiB) and for the server's own request limit; the server enforces its limit.
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+# A stream item: an image (its id is then its position, "0", "1", ...) or (id, image).
+StreamItem = tuple[str, ImageInput] | ImageInput
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True, slots=True)
+class Word:
+    """One word of a line: its text, mean character confidence in [0, 1], and its
+    horizontal extent in pixels of the image sent, ``x_start`` inclusive, ``x_end``
+    exclusive."""
+
+    text: str
+    confidence: float
+    x_start: int
+    x_end: int
+
+    @classmethod
+    def from_proto(cls, msg: ocr_pb2.Word) -> Word:
+        return cls(msg.text, msg.confidence, msg.x_start, msg.x_end)
+
+
+@dataclass(frozen=True, slots=True)
+class LineResult:
+    """The recognised text of one line image; ``text`` is empty when no text was found
+    (then ``confidence`` is 0 and ``words`` is empty)."""
+
+    text: str
+    confidence: float
+    words: tuple[Word, ...] = ()
+
+    @classmethod
+    def from_proto(cls, msg: ocr_pb2.LineResult) -> LineResult:
+        return cls(msg.text, msg.confidence, tuple(Word.from_proto(w) for w in msg.words))
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """A model the server serves; ``name`` is what to pass as ``model=``."""
+
+    name: str
+    is_default: bool
+    charset_size: int
+    input_height: int
+    source: str
+
+    @classmethod
+    def from_proto(cls, msg: ocr_pb2.ModelInfo) -> ModelInfo:
+        return cls(msg.name, msg.is_default, msg.charset_size, msg.input_height, msg.source)
+
+
+@dataclass(frozen=True, slots=True)
+class StreamItemResult:
+    """The answer to one stream item: exactly one of ``line`` and ``error`` is set.
+
+    A failed item does not end the stream (the server goes on with the next item), so its
+    error is returned here as a value, not raised.
+    """
+
+    id: str
+    line: LineResult | None
+    error: OcrClientError | None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @classmethod
+    def from_proto(cls, msg: ocr_pb2.StreamRecognizeResponse) -> StreamItemResult:
+        kind = msg.WhichOneof("result")
+        if kind == "line":
+            return cls(msg.id, LineResult.from_proto(msg.line), None)
+        if kind == "error":
+            return cls(msg.id, None, from_status(msg.error.code, msg.error.message))
+        # Not something a conforming server sends; surface it rather than invent a result.
+        return cls(msg.id, None, ServerError("server sent a response with no result", None))
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def _channel_options(options: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """Default message limits, overridden key by key by the caller's options."""
+    merged: dict[str, Any] = {
+        "grpc.max_send_message_length": DEFAULT_MAX_MESSAGE_BYTES,
+        "grpc.max_receive_message_length": DEFAULT_MAX_MESSAGE_BYTES,
+    }
+    merged.update(options)
+    return list(merged.items())
+
+
+def _check_timeout(timeout: float) -> float:
+    if not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    return float(timeout)
+
+
+def _is_path(x: object) -> bool:
+    return isinstance(x, str | os.PathLike)
+
+
+def _recognize_request(
+    images: Sequence[ImageInput], model: str, color_order: ColorOrder | str
+) -> ocr_pb2.RecognizeLinesRequest:
+    """Converts every image first, so a bad input fails before anything is sent."""
+    return ocr_pb2.RecognizeLinesRequest(
+        images=[to_proto_image(im, color_order) for im in images], model=model
+    )
+
+
+def _lines_from_response(response: ocr_pb2.RecognizeLinesResponse, sent: int) -> list[LineResult]:
+    # The API promises one result per image in order; a mismatch would silently shift
+    # every text onto the wrong image, so it is an error, not a shorter list.
+    if len(response.results) != sent:
+        raise ServerError(f"server returned {len(response.results)} results for {sent} images")
+    return [LineResult.from_proto(r) for r in response.results]
+
+
+def _split_item(index: int, item: StreamItem) -> tuple[str, ImageInput]:
+    if isinstance(item, tuple):
+        if len(item) == 2 and isinstance(item[0], str):
+            return item[0], item[1]
+        raise TypeError("stream items must be images or (id: str, image) tuples")
+    return str(index), item
+
+
+def _stream_request(
+    item_id: str,
+    image: ImageInput,
+    color_order: ColorOrder | str,
+    options: ocr_pb2.StreamOptions | None,
+) -> ocr_pb2.StreamRecognizeRequest:
+    """One stream message; ``options`` only on the first (the server reads them there only)."""
+    request = ocr_pb2.StreamRecognizeRequest(id=item_id, line=to_proto_image(image, color_order))
+    if options is not None:
+        request.options.CopyFrom(options)
+    return request
+
+
+def _stream_requests(
+    items: Iterable[StreamItem], model: str, ordered: bool, color_order: ColorOrder | str
+) -> Iterator[ocr_pb2.StreamRecognizeRequest]:
+    """Lazily, so a long (or endless) item source is never held in memory."""
+    options: ocr_pb2.StreamOptions | None = ocr_pb2.StreamOptions(model=model, ordered=ordered)
+    for index, item in enumerate(items):
+        item_id, image = _split_item(index, item)
+        yield _stream_request(item_id, image, color_order, options)
+        options = None
+
+
+class _FeedState:
+    """Carries an exception raised while producing stream requests (the caller's iterable,
+    or an input that cannot be converted) from the producing side to the reading side.
+
+    Such an error is the caller's, not the server's: the call is cancelled and the reader
+    raises the original exception instead of the CANCELLED status it sees.
+    """
+
+    def __init__(self) -> None:
+        self.error: Exception | None = None
+
+
+class _SyncRequestFeed(_FeedState):
+    """The request iterator handed to grpc, which consumes it on its own thread.
+
+    grpc's handling of an iterator that raises is to log a traceback and fail the call with
+    UNKNOWN "Exception iterating requests!", losing the exception; this catches it first.
+    The call object is known only after the stub returns, possibly after the iterator has
+    already failed, hence ``attach`` and the lock.
+    """
+
+    def __init__(self, requests: Iterator[ocr_pb2.StreamRecognizeRequest]) -> None:
+        super().__init__()
+        self._requests = requests
+        self._lock = threading.Lock()
+        self._call: grpc.Future | None = None
+
+    def __iter__(self) -> Iterator[ocr_pb2.StreamRecognizeRequest]:
+        try:
+            yield from self._requests
+        except Exception as exc:
+            with self._lock:
+                self.error = exc
+                call = self._call
+            if call is not None:
+                call.cancel()
+
+    def attach(self, call: grpc.Future) -> None:
+        with self._lock:
+            self._call = call
+            failed = self.error is not None
+        if failed:
+            call.cancel()
+
+
+# --------------------------------------------------------------------------- sync client
+
+
+class OcrClient:
+    """Blocking client; one channel, closed by ``close()`` or by leaving a ``with`` block.
+
+    Every call has a deadline: its ``timeout`` argument in seconds, or the client's
+    ``timeout`` when that is None. Failures raise :class:`~ocr_client.OcrClientError`
+    subclasses, with the ``grpc.RpcError`` as ``__cause__``. Thread-safe, like the channel.
+    """
+
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        options: Sequence[tuple[str, Any]] = (),
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        self.address = address
+        self._timeout = _check_timeout(timeout)
+        opts = _channel_options(options)
+        if credentials is not None:
+            self._channel = grpc.secure_channel(address, credentials, options=opts)
+        else:
+            self._channel = grpc.insecure_channel(address, options=opts)
+        self._stub = ocr_pb2_grpc.OcrServiceStub(self._channel)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the channel; calls in flight are cancelled."""
+        self._channel.close()
+
+    def _deadline(self, timeout: float | None) -> float:
+        return self._timeout if timeout is None else _check_timeout(timeout)
+
+    def wait_ready(self, timeout: float | None = None) -> None:
+        """Block until the channel is connected, e.g. right after starting a server.
+
+        Raises :class:`~ocr_client.ServerUnavailable` when it is not within the timeout.
+        """
+        seconds = self._deadline(timeout)
+        future = grpc.channel_ready_future(self._channel)
+        try:
+            future.result(timeout=seconds)
+        except grpc.FutureTimeoutError:
+            raise ServerUnavailable(
+                f"server at {self.address} not ready within {seconds:g} s",
+                grpc.StatusCode.UNAVAILABLE,
+            ) from None
+        finally:
+            future.cancel()  # stops watching the channel's connectivity
+
+    def recognize_lines(
+        self,
+        images: Sequence[ImageInput],
+        *,
+        model: str = "",
+        color_order: ColorOrder | str = "rgb",
+        timeout: float | None = None,
+    ) -> list[LineResult]:
+        """Recognise line images in one call; one result per image, in order.
+
+        The server limits the images per call (``max_lines_per_request``, default 256;
+        beyond it :class:`~ocr_client.ServerBusy`). No images: no call, an empty list.
+        """
+        return self._recognize(images, model=model, color_order=color_order, timeout=timeout)[1]
+
+    def recognize_line(
+        self,
+        image: ImageInput,
+        *,
+        model: str = "",
+        color_order: ColorOrder | str = "rgb",
+        timeout: float | None = None,
+    ) -> LineResult:
+        """Recognise one line image (a one-image ``recognize_lines``)."""
+        return self.recognize_lines([image], model=model, color_order=color_order, timeout=timeout)[
+            0
+        ]
+
+    def _recognize(
+        self,
+        images: Sequence[ImageInput],
+        *,
+        model: str,
+        color_order: ColorOrder | str,
+        timeout: float | None,
+    ) -> tuple[str, list[LineResult]]:
+        """``recognize_lines`` plus the name of the model that ran (the CLI reports it)."""
+        seconds = self._deadline(timeout)
+        request = _recognize_request(images, model, color_order)
+        if not request.images:
+            return model, []
+        try:
+            response = self._stub.RecognizeLines(request, timeout=seconds)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from err
+        return response.model, _lines_from_response(response, len(request.images))
+
+    def stream_recognize(
+        self,
+        items: Iterable[StreamItem],
+        *,
+        model: str = "",
+        ordered: bool = False,
+        color_order: ColorOrder | str = "rgb",
+        timeout: float | None = None,
+    ) -> Generator[StreamItemResult, None, None]:
+        """Recognise a stream of items on one call, yielding results as they arrive.
+
+        ``items`` are images (ids "0", "1", ... by position) or ``(id, image)`` pairs; it
+        is read lazily, as the server's flow control allows. Results come as items complete
+        unless ``ordered``. An item's own error is in its result's ``error``; a failure of
+        the whole call raises. The deadline covers the whole stream, so size ``timeout`` for
+        it. Closing the generator early (``close()``, or dropping it after a ``break``)
+        cancels the call, so the server stops working on the rest.
+        """
+        seconds = self._deadline(timeout)
+        feed = _SyncRequestFeed(_stream_requests(items, model, ordered, color_order))
+        call = self._stub.StreamRecognize(iter(feed), timeout=seconds)
+        feed.attach(call)
+        try:
+            for response in call:
+                if feed.error is not None:
+                    break
+                yield StreamItemResult.from_proto(response)
+        except grpc.RpcError as err:
+            if feed.error is not None:
+                raise feed.error from None
+            raise from_rpc_error(err) from err
+        finally:
+            call.cancel()  # no-op once the call has ended; frees the server otherwise
+        if feed.error is not None:
+            raise feed.error
+
+    def list_models(self, timeout: float | None = None) -> list[ModelInfo]:
+        """The models this server serves (one has ``is_default``)."""
+        try:
+            response = self._stub.ListModels(
+                ocr_pb2.ListModelsRequest(), timeout=self._deadline(timeout)
+            )
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from err
+        return [ModelInfo.from_proto(m) for m in response.models]
+
+    def get_stats(self, timeout: float | None = None) -> ocr_pb2.GetStatsResponse:
+        """The micro-batchers' counters, as the proto message (a diagnostics call)."""
+        try:
+            return self._stub.GetStats(ocr_pb2.GetStatsRequest(), timeout=self._deadline(timeout))
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from err
+
+
+# --------------------------------------------------------------------------- async client
+
+
+async def _aiter_items(
+    items: Iterable[StreamItem] | AsyncIterable[StreamItem],
+) -> AsyncIterator[StreamItem]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
+
+
+async def _write_stream(
+    call: Any,
+    items: Iterable[StreamItem] | AsyncIterable[StreamItem],
+    model: str,
+    ordered: bool,
+    color_order: ColorOrder | str,
+    feed: _FeedState,
+) -> None:
+    """Writes the stream's requests (a task beside the reader, so that the server's flow
+    control pausing our writes never stops us reading its responses)."""
+    options: ocr_pb2.StreamOptions | None = ocr_pb2.StreamOptions(model=model, ordered=ordered)
+    try:
+        index = 0
+        async for item in _aiter_items(items):
+            item_id, image = _split_item(index, item)
+            if _is_path(image):  # file reads off the event loop
+                image = await asyncio.to_thread(to_proto_image, image, color_order)
+            request = _stream_request(item_id, image, color_order, options)
+            options = None
+            index += 1
+            try:
+                await call.write(request)
+            except (grpc.RpcError, asyncio.InvalidStateError):
+                return  # the call has ended; the reader reports its status
+        try:
+            await call.done_writing()
+        except (grpc.RpcError, asyncio.InvalidStateError):
+            return
+    except Exception as exc:  # the caller's iterable, or an input that cannot be converted
+        feed.error = exc
+        call.cancel()
+
+
+class AsyncOcrClient:
+    """The asyncio client: same methods as :class:`OcrClient`, awaited.
+
+    The methods take a ``timeout`` (ruff's ASYNC109 prefers ``asyncio.timeout`` around the
+    await) because it is sent to the server as the call's gRPC deadline, so the server drops
+    queued work when it passes; a client-side ``asyncio.timeout`` could not do that.
+
+    The channel is created on first use, inside the running event loop it then belongs to
+    (a grpc.aio channel cannot move between loops); use one client per loop.
+    """
+
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        *,
+        timeout: float = DEFAULT_TIMEOUT_S,
+        options: Sequence[tuple[str, Any]] = (),
+        credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        self.address = address
+        self._timeout = _check_timeout(timeout)
+        self._options = _channel_options(options)
+        self._credentials = credentials
+        self._channel: grpc.aio.Channel | None = None
+        self._stub: Any = None
+        self._closed = False
+
+    async def __aenter__(self) -> Self:
+        self._get_stub()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the channel; calls in flight are cancelled."""
+        self._closed = True
+        if self._channel is not None:
+            channel, self._channel = self._channel, None
+            await channel.close()
+
+    def _get_stub(self) -> Any:
+        if self._closed:
+            raise ValueError("the AsyncOcrClient is closed")
+        if self._channel is None:
+            if self._credentials is not None:
+                self._channel = grpc.aio.secure_channel(
+                    self.address, self._credentials, options=self._options
+                )
+            else:
+                self._channel = grpc.aio.insecure_channel(self.address, options=self._options)
+            self._stub = ocr_pb2_grpc.OcrServiceStub(self._channel)
+        return self._stub
+
+    def _deadline(self, timeout: float | None) -> float:
+        return self._timeout if timeout is None else _check_timeout(timeout)
+
+    async def wait_ready(self, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """Wait until the channel is connected; :class:`~ocr_client.ServerUnavailable`
+        when it is not within the timeout."""
+        seconds = self._deadline(timeout)
+        self._get_stub()
+        assert self._channel is not None
+        try:
+            await asyncio.wait_for(self._channel.channel_ready(), seconds)
+        except TimeoutError:
+            raise ServerUnavailable(
+                f"server at {self.address} not ready within {seconds:g} s",
+                grpc.StatusCode.UNAVAILABLE,
+            ) from None
+
+    async def recognize_lines(
+        self,
+        images: Sequence[ImageInput],
+        *,
+        model: str = "",
+        color_order: ColorOrder | str = "rgb",
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> list[LineResult]:
+        """See :meth:`OcrClient.recognize_lines`. Files are read off the event loop."""
+        _, lines = await self._recognize(
+            images, model=model, color_order=color_order, timeout=timeout
+        )
+        return lines
+
+    async def recognize_line(
+        self,
+        image: ImageInput,
+        *,
+        model: str = "",
+        color_order: ColorOrder | str = "rgb",
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> LineResult:
+        """Recognise one line image (a one-image ``recognize_lines``)."""
+        lines = await self.recognize_lines(
+            [image], model=model, color_order=color_order, timeout=timeout
+        )
+        return lines[0]
+
+    async def _recognize(
+        self,
+        images: Sequence[ImageInput],
+        *,
+        model: str,
+        color_order: ColorOrder | str,
+        timeout: float | None,  # noqa: ASYNC109
+    ) -> tuple[str, list[LineResult]]:
+        seconds = self._deadline(timeout)
+        stub = self._get_stub()
+        images = list(images)
+        if any(_is_path(im) for im in images):
+            request = await asyncio.to_thread(_recognize_request, images, model, color_order)
+        else:
+            request = _recognize_request(images, model, color_order)
+        if not request.images:
+            return model, []
+        try:
+            response = await stub.RecognizeLines(request, timeout=seconds)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from err
+        return response.model, _lines_from_response(response, len(request.images))
+
+    async def stream_recognize(
+        self,
+        items: Iterable[StreamItem] | AsyncIterable[StreamItem],
+        *,
+        model: str = "",
+        ordered: bool = False,
+        color_order: ColorOrder | str = "rgb",
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> AsyncGenerator[StreamItemResult, None]:
+        """See :meth:`OcrClient.stream_recognize`; ``items`` may also be an async iterable.
+
+        A sync ``items`` is iterated on the event loop, so it must not block. To stop early,
+        ``await aclose()`` the generator (or use ``contextlib.aclosing``): that cancels the
+        call at once rather than when the generator is garbage-collected.
+        """
+        seconds = self._deadline(timeout)
+        call = self._get_stub().StreamRecognize(timeout=seconds)
+        feed = _FeedState()
+        writer = asyncio.create_task(_write_stream(call, items, model, ordered, color_order, feed))
+        try:
+            while True:
+                try:
+                    response = await call.read()
+                except asyncio.CancelledError:
+                    # grpc.aio reports a locally cancelled call as CancelledError: when the
+                    # writer cancelled it and this task is not itself being cancelled,
+                    # raise the writer's error.
+                    task = asyncio.current_task()
+                    if feed.error is not None and (task is None or task.cancelling() == 0):
+                        raise feed.error from None
+                    raise
+                except grpc.RpcError as err:
+                    if feed.error is not None:
+                        raise feed.error from None
+                    raise from_rpc_error(err) from err
+                if response is grpc.aio.EOF:
+                    break
+                yield StreamItemResult.from_proto(response)
+        finally:
+            call.cancel()  # no-op once the call has ended; frees the server otherwise
+            writer.cancel()
+        if feed.error is not None:
+            raise feed.error
+
+    async def list_models(self, timeout: float | None = None) -> list[ModelInfo]:  # noqa: ASYNC109
+        """The models this server serves (one has ``is_default``)."""
+        try:
+            response = await self._get_stub().ListModels(
+                ocr_pb2.ListModelsRequest(), timeout=self._deadline(timeout)
+            )
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from err
+        return [ModelInfo.from_proto(m) for m in response.models]
+
+    async def get_stats(self, timeout: float | None = None) -> ocr_pb2.GetStatsResponse:  # noqa: ASYNC109
+        """The micro-batchers' counters, as the proto message (a diagnostics call)."""
+        try:
+            return await self._get_stub().GetStats(
+                ocr_pb2.GetStatsRequest(), timeout=self._deadline(timeout)
+            )
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from err

@@ -1,0 +1,130 @@
+"""Turning what a caller holds (a path, file bytes, a pixel array) into an ``ocr.v1.Image``.
+
+The client must install with grpcio and protobuf only, so numpy is never imported at module
+level: arrays are recognised by duck typing (``shape``, ``dtype``, ``tobytes()``), and numpy
+is imported only once the caller has handed one over (it is then already loaded).
+
+Checks that can be made here (dtype, rank, channel count) are made here, so a wrong array
+fails with a ``ValueError`` that names the problem instead of a server round trip that
+reports a buffer-size mismatch.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal, TypeAlias
+
+from ocr_client.proto.ocr.v1 import ocr_pb2
+
+__all__ = ["ColorOrder", "ImageInput", "to_proto_image"]
+
+# Documents what is accepted; ``Any`` stands for a numpy-like uint8 array of shape (H, W),
+# (H, W, 1), (H, W, 3) or (H, W, 4), which cannot be typed without importing numpy.
+ImageInput: TypeAlias = str | os.PathLike[str] | bytes | bytearray | memoryview | Any
+
+ColorOrder: TypeAlias = Literal["rgb", "bgr"]
+
+_COLOR_ORDERS: dict[str, ocr_pb2.ColorOrder] = {
+    "rgb": ocr_pb2.COLOR_ORDER_RGB,
+    "bgr": ocr_pb2.COLOR_ORDER_BGR,
+}
+
+
+def _color_order_enum(color_order: str) -> ocr_pb2.ColorOrder:
+    try:
+        return _COLOR_ORDERS[color_order.lower()]
+    except (KeyError, AttributeError):
+        raise ValueError(
+            f"color_order must be 'rgb' or 'bgr' (OpenCV arrays are 'bgr'), got {color_order!r}"
+        ) from None
+
+
+def _is_array_like(x: object) -> bool:
+    return (hasattr(x, "shape") and hasattr(x, "dtype")) or hasattr(x, "__array_interface__")
+
+
+def _dtype_name(dtype: object) -> str:
+    # numpy dtypes have .name ("uint8"); other array libraries at least print as "uint8".
+    return str(getattr(dtype, "name", dtype))
+
+
+def _raw_from_array(x: Any, color_order: str) -> ocr_pb2.RawImage:
+    """Pack a uint8 (H, W[, C]) array as interleaved, unpadded, C-order pixels."""
+    order = _color_order_enum(color_order)
+    try:
+        import numpy as np
+    except ImportError:  # a numpy-like array from some other library, numpy absent
+        np = None
+    if np is not None:
+        # No copy for the usual C-contiguous array; a copy for views (crops, flips,
+        # transposes), whose memory is not laid out as the RawImage wants. It also turns
+        # objects that only expose __array__/__array_interface__ (PIL images) into arrays.
+        x = np.ascontiguousarray(x)
+    elif not hasattr(x, "shape") or not hasattr(x, "dtype") or not hasattr(x, "tobytes"):
+        raise TypeError(
+            f"{type(x).__name__} looks like an array but has no shape/dtype/tobytes(); "
+            "install numpy or pass encoded image bytes"
+        )
+    shape = tuple(int(d) for d in x.shape)
+    dtype = _dtype_name(x.dtype)
+    if dtype != "uint8":
+        raise ValueError(
+            f"raw images must be uint8 (8-bit samples), got an array of dtype {dtype}; "
+            "convert it (e.g. scale 16-bit or float data to 0..255) or send an encoded file"
+        )
+    if len(shape) == 2:
+        height, width = shape
+        channels = 1
+    elif len(shape) == 3 and shape[2] in (1, 3, 4):
+        height, width, channels = shape
+    else:
+        raise ValueError(
+            f"raw images must have shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {shape}"
+        )
+    if height < 1 or width < 1:
+        raise ValueError(f"raw images must be at least 1x1 pixels, got shape {shape}")
+    # tobytes() is C (row-major) order by default, which is what RawImage wants even for a
+    # non-contiguous array when numpy was not there to make it contiguous.
+    pixels = x.tobytes()
+    return ocr_pb2.RawImage(
+        width=width,
+        height=height,
+        channels=channels,
+        pixels=pixels,
+        color_order=order if channels >= 3 else ocr_pb2.COLOR_ORDER_UNSPECIFIED,
+    )
+
+
+def to_proto_image(x: ImageInput, color_order: ColorOrder | str = "rgb") -> ocr_pb2.Image:
+    """Build the ``Image`` message for one input.
+
+    - ``str`` or ``os.PathLike``: the file is read and sent encoded, as stored on disk (the
+      server decodes it; sending the file is smaller than sending its pixels).
+    - ``bytes``, ``bytearray``, ``memoryview``: an encoded image file (PNG, JPEG, ...).
+    - a uint8 array of shape (H, W) or (H, W, 1|3|4): raw pixels. ``color_order`` says how
+      3- and 4-channel arrays are ordered: ``"rgb"`` (PIL and most libraries, the default) or
+      ``"bgr"`` (OpenCV's ``cv2.imread``).
+    - an ``ocr_pb2.Image`` is passed through unchanged.
+
+    Raises ``ValueError`` for arrays of another dtype or shape and for empty bytes,
+    ``TypeError`` for anything else, and ``OSError`` when a file cannot be read.
+    """
+    if isinstance(x, ocr_pb2.Image):
+        return x
+    if isinstance(x, str | os.PathLike):
+        data = Path(x).read_bytes()
+        if not data:
+            raise ValueError(f"{os.fspath(x)!s}: the file is empty")
+        return ocr_pb2.Image(data=data)
+    if isinstance(x, bytes | bytearray | memoryview):
+        data = bytes(x)
+        if not data:
+            raise ValueError("image bytes are empty; expected an encoded image file")
+        return ocr_pb2.Image(data=data)
+    if _is_array_like(x):
+        return ocr_pb2.Image(raw=_raw_from_array(x, color_order))
+    raise TypeError(
+        f"cannot send a {type(x).__name__} as an image: pass a path, encoded image bytes "
+        "or a uint8 array of shape (H, W) or (H, W, 1|3|4)"
+    )

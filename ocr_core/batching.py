@@ -1,0 +1,329 @@
+"""The micro-batcher: one queue per model, shared by every call and stream, feeding workers.
+
+Lines wait in one arrival-ordered queue. A free worker takes a batch when
+- the batcher is idle (no batch running anywhere): at once, so a lone request never waits;
+- a bucket has a full batch (``max_lines`` lines or ``max_pixels`` padded pixels); or
+- the oldest line has waited ``max_delay``: its bucket goes, full or not.
+
+A batch holds lines of one width bucket only (see ``preprocess``), so results do not depend
+on batch-mates. Choosing a batch is a pure function (``next_batch``) tested without a loop.
+
+Cancellation is data: a line whose future was cancelled (its call went away) is dropped
+before inference, and one whose deadline passed fails with ``DeadlineExpired``; neither is
+ever computed. Every accepted line's future gets exactly one outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from ocr_core.ctc import LineText
+from ocr_core.errors import DeadlineExpired, InferenceFailed, Overloaded, ShuttingDown
+from ocr_core.preprocess import PreparedLine
+
+log = logging.getLogger(__name__)
+
+InferFn = Callable[[int, Sequence[PreparedLine]], list[LineText]]
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """Batch and queue bounds of one batcher."""
+
+    max_lines: int = 16
+    max_pixels: int = 48 * 4096 * 2
+    max_delay_s: float = 0.002
+    queue_capacity: int = 1024
+
+
+@dataclass(eq=False)
+class PendingLine:
+    """A queued line: its pixels, the future its caller awaits, and its timing."""
+
+    line: PreparedLine
+    future: asyncio.Future[LineText]
+    enqueued_at: float
+    deadline: float | None
+    height: int
+
+    @property
+    def bucket(self) -> int:
+        return self.line.bucket_width
+
+    @property
+    def cost(self) -> int:
+        """Padded pixels this line adds to a batch."""
+        return self.line.bucket_width * self.height
+
+
+def plan_batch(
+    pending: Sequence[PendingLine], bucket: int, max_lines: int, max_pixels: int
+) -> tuple[list[PendingLine], list[PendingLine], bool]:
+    """Take the oldest lines of ``bucket`` up to the limits; return (batch, rest, full).
+
+    ``rest`` keeps arrival order. A line bigger than ``max_pixels`` on its own still forms a
+    batch of one, so it is never stuck. ``full`` says a limit was reached (more of the bucket
+    could not be added, or ``max_lines`` was hit).
+    """
+    batch: list[PendingLine] = []
+    rest: list[PendingLine] = []
+    pixels = 0
+    full = False
+    for item in pending:
+        if item.bucket != bucket or full:
+            rest.append(item)
+            continue
+        if batch and pixels + item.cost > max_pixels:
+            full = True
+            rest.append(item)
+            continue
+        batch.append(item)
+        pixels += item.cost
+        if len(batch) >= max_lines or pixels >= max_pixels:
+            full = True
+    return batch, rest, full
+
+
+def next_batch(
+    pending: Sequence[PendingLine], now: float, limits: BatchLimits, idle: bool
+) -> tuple[list[PendingLine], list[PendingLine]] | None:
+    """Decide what a free worker runs now, or None to keep waiting.
+
+    The oldest line's bucket goes when the batcher is idle or that line has waited
+    ``max_delay``; otherwise the first bucket (in arrival order) with a full batch goes.
+    """
+    if not pending:
+        return None
+    oldest = pending[0]
+    if idle or now - oldest.enqueued_at >= limits.max_delay_s:
+        batch, rest, _ = plan_batch(pending, oldest.bucket, limits.max_lines, limits.max_pixels)
+        return batch, rest
+    seen: set[int] = set()
+    for item in pending:
+        if item.bucket in seen:
+            continue
+        seen.add(item.bucket)
+        batch, rest, full = plan_batch(pending, item.bucket, limits.max_lines, limits.max_pixels)
+        if full:
+            return batch, rest
+    return None
+
+
+@dataclass
+class BatcherStats:
+    """Counters of one batcher (owned by it; read with ``MicroBatcher.stats``)."""
+
+    lines_enqueued: int = 0
+    lines_inferred: int = 0
+    batches: int = 0
+    batch_sizes: Counter[int] = field(default_factory=Counter)
+    queue_wait_s_total: float = 0.0
+    queue_wait_s_max: float = 0.0
+    inference_s_total: float = 0.0
+    content_pixels: int = 0
+    padded_pixels: int = 0
+    dropped_cancelled: int = 0
+    dropped_expired: int = 0
+    rejected_queue_full: int = 0
+    failed_batches: int = 0
+
+
+class MicroBatcher:
+    """Batches lines of one model across all callers and runs them on ``workers`` threads.
+
+    ``infer(worker_index, lines)`` runs in a dedicated thread pool, one thread per worker, and
+    worker ``i`` only ever calls it with index ``i`` (so each can own a session). Use
+    ``start()`` inside the event loop and ``aclose()`` to stop.
+    """
+
+    def __init__(
+        self, name: str, infer: InferFn, workers: int, height: int, limits: BatchLimits
+    ) -> None:
+        self.name = name
+        self.limits = limits
+        self._infer = infer
+        self._workers = workers
+        self._height = height
+        self._pending: list[PendingLine] = []
+        self._running = 0
+        self._closed = False
+        self._changed: asyncio.Event | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._executor: ThreadPoolExecutor | None = None
+        self._stats = BatcherStats()
+
+    def start(self) -> None:
+        """Start the worker tasks on the running loop."""
+        if self._executor is not None:
+            raise RuntimeError("batcher already started")
+        self._changed = asyncio.Event()
+        self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix=f"infer-{self.name}")
+        for index in range(self._workers):
+            task = asyncio.get_running_loop().create_task(
+                self._worker(index), name=f"batcher-{self.name}-{index}"
+            )
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._pending)
+
+    def stats(self) -> BatcherStats:
+        """A snapshot of the counters."""
+        s = self._stats
+        return BatcherStats(**{**s.__dict__, "batch_sizes": Counter(s.batch_sizes)})
+
+    def submit(
+        self, lines: Sequence[PreparedLine], deadline: float | None = None
+    ) -> list[asyncio.Future[LineText]]:
+        """Queue ``lines`` (all or none) and return one future per line.
+
+        ``deadline`` is on the loop's clock (``loop.time()``). Raises ``Overloaded`` when the
+        queue has no room for all of them and ``ShuttingDown`` once closing.
+        """
+        if self._closed or self._changed is None:
+            raise ShuttingDown("the server is shutting down; retry on another instance")
+        free = self.limits.queue_capacity - len(self._pending)
+        if len(lines) > free:
+            self._stats.rejected_queue_full += len(lines)
+            raise Overloaded(
+                f"the server's queue for model {self.name!r} is full ({len(self._pending)} of "
+                f"{self.limits.queue_capacity} lines waiting, {len(lines)} more asked); "
+                "retry with backoff or send fewer lines per call"
+            )
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        futures: list[asyncio.Future[LineText]] = []
+        for line in lines:
+            fut: asyncio.Future[LineText] = loop.create_future()
+            self._pending.append(PendingLine(line, fut, now, deadline, self._height))
+            futures.append(fut)
+        self._stats.lines_enqueued += len(lines)
+        self._changed.set()
+        return futures
+
+    async def recognize(
+        self, lines: Sequence[PreparedLine], deadline: float | None = None
+    ) -> list[LineText]:
+        """Submit ``lines`` and wait for all results; cancelling this drops the queued lines."""
+        futures = self.submit(lines, deadline)
+        try:
+            return list(await asyncio.gather(*futures))
+        finally:
+            for fut in futures:
+                fut.cancel()  # no-op on finished ones; queued ones are dropped unrun
+
+    async def aclose(self) -> None:
+        """Stop taking work, fail what is queued with ``ShuttingDown``, and stop the workers.
+
+        Batches already running finish and deliver their results.
+        """
+        self._closed = True
+        for item in self._pending:
+            if not item.future.done():
+                item.future.set_exception(ShuttingDown("the server shut down before this ran"))
+        self._pending.clear()
+        if self._changed is not None:
+            self._changed.set()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("batcher worker %s crashed", task.get_name(), exc_info=task.exception())
+
+    def _drop_dead(self, now: float) -> None:
+        """Remove cancelled lines and fail expired ones, before any batch is planned."""
+        alive: list[PendingLine] = []
+        for item in self._pending:
+            if item.future.done():
+                self._stats.dropped_cancelled += 1
+            elif item.deadline is not None and now >= item.deadline:
+                self._stats.dropped_expired += 1
+                item.future.set_exception(
+                    DeadlineExpired("the deadline passed while the line was queued; it was not run")
+                )
+            else:
+                alive.append(item)
+        self._pending = alive
+
+    async def _take_batch(self) -> list[PendingLine] | None:
+        assert self._changed is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            self._changed.clear()
+            if self._closed:
+                return None
+            now = loop.time()
+            self._drop_dead(now)
+            plan = next_batch(self._pending, now, self.limits, idle=self._running == 0)
+            if plan is not None:
+                batch, self._pending = plan
+                return batch
+            timeout = None
+            if self._pending:
+                timeout = max(0.0, self._pending[0].enqueued_at + self.limits.max_delay_s - now)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._changed.wait()
+
+    async def _worker(self, index: int) -> None:
+        loop = asyncio.get_running_loop()
+        while (batch := await self._take_batch()) is not None:
+            self._running += 1
+            started = loop.time()
+            try:
+                await self._run_batch(index, batch, started)
+            finally:
+                self._running -= 1
+                if self._changed is not None:
+                    self._changed.set()
+
+    async def _run_batch(self, index: int, batch: list[PendingLine], started: float) -> None:
+        stats = self._stats
+        for item in batch:
+            wait = started - item.enqueued_at
+            stats.queue_wait_s_total += wait
+            stats.queue_wait_s_max = max(stats.queue_wait_s_max, wait)
+        lines = [item.line for item in batch]
+        t0 = time.perf_counter()
+        try:
+            assert self._executor is not None
+            results = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._infer, index, lines
+            )
+            if len(results) != len(batch):
+                raise RuntimeError(f"inference returned {len(results)} results for {len(batch)}")
+        except Exception:
+            stats.failed_batches += 1
+            log.exception(
+                "inference failed for a batch of %d lines (model %s)", len(batch), self.name
+            )
+            for item in batch:
+                if not item.future.done():
+                    item.future.set_exception(
+                        InferenceFailed("inference failed on the server; the error was logged")
+                    )
+            return
+        finally:
+            stats.inference_s_total += time.perf_counter() - t0
+        stats.batches += 1
+        stats.batch_sizes[len(batch)] += 1
+        stats.lines_inferred += len(batch)
+        content = sum(line.width for line in lines) * self._height
+        stats.content_pixels += content
+        stats.padded_pixels += len(batch) * batch[0].bucket * self._height - content
+        for item, result in zip(batch, results, strict=True):
+            if not item.future.done():
+                item.future.set_result(result)

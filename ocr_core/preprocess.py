@@ -1,0 +1,101 @@
+"""Line preprocessing: resize to the model height, choose the width bucket, build batches.
+
+Batch invariance is decided here. A line's model input is its resized pixels padded on the
+right to its *bucket width*, a function of the line's own width only. The batcher only puts
+lines of one bucket into a batch, so a line's input row is byte-for-byte the same whether it
+runs alone or with 63 others, and no line is ever padded to a wider neighbour (the cause of
+PaddleOCR#5603 and EasyOCR#1038).
+
+Lines are kept as resized uint8 BGR (1 byte/sample) until a batch is assembled in a worker
+thread, where they are normalised straight into the batch tensor: queued lines then cost a
+quarter of the memory of float32 and no pixel buffer is copied twice.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ocr_core.errors import InvalidInput
+
+# Padding value in normalised space; (x/255 - 0.5)/0.5 maps mid-gray to 0, the value
+# PP-OCR pads with in training and inference.
+PAD_VALUE = 0.0
+
+
+@dataclass(frozen=True)
+class WidthBuckets:
+    """Maps a resized line width to the width it is padded to.
+
+    Widths are rounded up to a multiple of a step that grows with the width (an eighth of the
+    largest power of two not above it, at least ``min_step``), so padding is at most about
+    12.5 % of a line, and lines of similar width share a bucket and can be batched.
+    ``min_width`` pads very short words up to a width the recognizer handles well.
+    """
+
+    min_width: int = 64
+    min_step: int = 16
+    max_width: int = 4096
+
+    def bucket(self, width: int) -> int:
+        """The padded width for a line ``width`` pixels wide at the model height."""
+        w = max(width, self.min_width)
+        step = max(self.min_step, (1 << (w.bit_length() - 1)) // 8)
+        return min(-(-w // step) * step, max(self.max_width, width))
+
+
+@dataclass(frozen=True)
+class PreparedLine:
+    """A line resized to the model height, ready to be batched.
+
+    ``pixels`` is HxWx3 uint8 BGR at the model height; ``orig_width`` is the width of the
+    image the client sent, used to map CTC positions back to its pixels.
+    """
+
+    pixels: np.ndarray
+    orig_width: int
+    bucket_width: int
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+
+def resized_width(height: int, width: int, target_height: int) -> int:
+    """Width after scaling to ``target_height`` with the aspect ratio kept (PP-OCR rounds up)."""
+    return max(1, math.ceil(target_height * width / height))
+
+
+def prepare_line(image_bgr: np.ndarray, target_height: int, buckets: WidthBuckets) -> PreparedLine:
+    """Resize one HxWx3 uint8 BGR line image to the model height and pick its bucket."""
+    h, w = image_bgr.shape[:2]
+    new_w = resized_width(h, w, target_height)
+    if new_w > buckets.max_width:
+        raise InvalidInput(
+            f"line image is {w}x{h}: at the model height of {target_height} px it would be "
+            f"{new_w} px wide, over the limit of {buckets.max_width} px; split the line into "
+            "shorter pieces (or crop it closer to the text vertically if it is a single line)"
+        )
+    resized = cv2.resize(image_bgr, (new_w, target_height), interpolation=cv2.INTER_LINEAR)
+    return PreparedLine(pixels=resized, orig_width=w, bucket_width=buckets.bucket(new_w))
+
+
+def assemble_batch(lines: list[PreparedLine], height: int) -> np.ndarray:
+    """Stack lines of one bucket into a float32 [N, 3, H, W] tensor, normalised and padded.
+
+    All lines must share a bucket width; mixing buckets would break batch invariance, so it
+    is an error rather than a silent pad.
+    """
+    width = lines[0].bucket_width
+    if any(line.bucket_width != width for line in lines):
+        raise ValueError("assemble_batch needs lines of one bucket width")
+    batch = np.full((len(lines), 3, height, width), PAD_VALUE, dtype=np.float32)
+    for i, line in enumerate(lines):
+        w = line.width
+        # HWC uint8 -> CHW float in [-1, 1], written in place into the batch.
+        np.multiply(line.pixels.transpose(2, 0, 1), 2.0 / 255.0, out=batch[i, :, :, :w])
+        batch[i, :, :, :w] -= 1.0
+    return batch

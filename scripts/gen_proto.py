@@ -1,0 +1,101 @@
+"""Regenerate the checked-in Python stubs in client/proto from proto/.
+
+Usage: python scripts/gen_proto.py [--check]
+
+The API source of truth is ``proto/ocr/v1/ocr.proto`` (its path mirrors its package, as
+other languages and buf expect). The generated Python must live under the namespaced
+import name ``ocr_client.proto``, and the import paths inside generated code come from
+the file's path under the include root, so protoc is given the virtual include mapping
+``ocr_client/proto=proto``: the file compiles as ``ocr_client/proto/ocr/v1/ocr.proto``
+and the stubs import each other as ``ocr_client.proto.ocr.v1``.
+
+``--check`` regenerates into a temporary folder and exits 1 if anything differs from
+the checked-in stubs (used by the stale-stub test).
+"""
+
+from __future__ import annotations
+
+import argparse
+import filecmp
+import importlib.resources
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PROTO_DIR = ROOT / "proto"
+OUT_DIR = ROOT / "client" / "proto"
+VIRTUAL_ROOT = "ocr_client/proto"
+GENERATED_SUFFIXES = ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py")
+
+
+def _include_dirs() -> list[str]:
+    """Include roots for google/protobuf (grpc_tools) and google/rpc (googleapis-common-protos)."""
+    import google.rpc  # googleapis-common-protos ships status.proto beside status_pb2.py
+
+    grpc_tools_protos = importlib.resources.files("grpc_tools") / "_proto"
+    rpc_dir = Path(next(iter(google.rpc.__path__)))
+    return [str(grpc_tools_protos), str(rpc_dir.parent.parent)]
+
+
+def generate(out_root: Path) -> list[Path]:
+    """Compile every .proto under proto/ into ``out_root/ocr_client/proto/...``."""
+    from grpc_tools import protoc
+
+    protos = sorted(PROTO_DIR.rglob("*.proto"))
+    args = [
+        "grpc_tools.protoc",
+        f"-I{VIRTUAL_ROOT}={PROTO_DIR}",
+        *(f"-I{d}" for d in _include_dirs()),
+        f"--python_out={out_root}",
+        f"--pyi_out={out_root}",
+        f"--grpc_python_out={out_root}",
+        *(f"{VIRTUAL_ROOT}/{p.relative_to(PROTO_DIR).as_posix()}" for p in protos),
+    ]
+    if protoc.main(args) != 0:
+        raise SystemExit("protoc failed; see the messages above")
+    generated_root = out_root / VIRTUAL_ROOT
+    return sorted(p for p in generated_root.rglob("*") if p.name.endswith(GENERATED_SUFFIXES))
+
+
+def _package_inits(out_dir: Path, files: list[Path], generated_root: Path) -> None:
+    for f in files:
+        pkg = (out_dir / f.relative_to(generated_root)).parent
+        while pkg != out_dir.parent:
+            init = pkg / "__init__.py"
+            if not init.exists():
+                init.write_text("")
+            pkg = pkg.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="fail if the stubs are stale")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        files = generate(Path(tmp))
+        generated_root = Path(tmp) / VIRTUAL_ROOT
+        stale = []
+        for f in files:
+            target = OUT_DIR / f.relative_to(generated_root)
+            if args.check:
+                if not target.exists() or not filecmp.cmp(f, target, shallow=False):
+                    stale.append(target.relative_to(ROOT))
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(f.read_bytes())
+        if args.check:
+            if stale:
+                print("stale generated stubs (run: python scripts/gen_proto.py):", file=sys.stderr)
+                for s in stale:
+                    print(f"  {s}", file=sys.stderr)
+                return 1
+            return 0
+        _package_inits(OUT_DIR, files, generated_root)
+        for f in files:
+            print(f"wrote {(OUT_DIR / f.relative_to(generated_root)).relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,142 @@
+"""The serve function: load models, start gRPC with health and reflection, shut down gracefully.
+
+Lifecycle (grpc's graceful-shutdown example, adapted):
+1. resolve and load the models (fetching the default if missing) in a worker thread;
+2. start listening with health NOT_SERVING, warm every session up, then report SERVING;
+3. on SIGTERM/SIGINT (or ``stop``): health NOT_SERVING, stop accepting calls, give in-flight
+   calls ``grace_s`` to finish, then close the batchers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
+from ocr_core.batching import BatchLimits
+from ocr_core.engine import OcrEngine, RequestLimits
+from ocr_core.recognizer import LineRecognizer, SessionConfig
+from ocr_core.registry import ModelRegistry
+from ocr_server.config import ServerConfig
+from ocr_server.servicer import OcrServicer
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = ocr_pb2.DESCRIPTOR.services_by_name["OcrService"].full_name
+
+
+def load_recognizers(config: ServerConfig) -> tuple[dict[str, LineRecognizer], str]:
+    """Resolve (fetching if allowed) and load every configured model; returns (models, default)."""
+    registry = ModelRegistry.from_files(
+        cache_dir=config.model_dir, user_config=config.models_config
+    )
+    default = config.model or registry.default_name
+    names = list(dict.fromkeys([default, *config.extra_models]))
+    sessions = SessionConfig(config.workers, config.threads, config.graph_optimization)
+    recognizers = {}
+    for name in names:
+        spec = registry.resolve(name, fetch_missing=config.fetch_missing)
+        recognizers[name] = LineRecognizer.load(spec, sessions)
+        log.info(
+            "loaded model %s (%d characters, height %d, %d sessions x %d threads) from %s",
+            name,
+            recognizers[name].charset_size,
+            spec.input_height,
+            config.workers,
+            config.threads,
+            spec.recognizer_path,
+        )
+    return recognizers, default
+
+
+def server_limits(config: ServerConfig) -> ocr_pb2.ServerLimits:
+    return ocr_pb2.ServerLimits(
+        max_lines_per_request=config.max_lines_per_request,
+        max_image_pixels=config.max_image_pixels,
+        max_line_width=config.max_line_width,
+        max_message_bytes=config.max_message_bytes,
+        stream_max_in_flight=config.stream_max_in_flight,
+    )
+
+
+async def serve(
+    config: ServerConfig,
+    *,
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[int], None] | None = None,
+) -> None:
+    """Run the server until SIGTERM/SIGINT or ``stop`` is set; ``on_ready(port)`` once SERVING."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):  # not the main thread / not Unix
+            pass
+
+    recognizers, default = await asyncio.to_thread(load_recognizers, config)
+    engine = OcrEngine(
+        recognizers,
+        default,
+        BatchLimits(
+            max_lines=config.max_batch_lines,
+            max_pixels=config.max_batch_pixels,
+            max_delay_s=config.max_delay_ms / 1000.0,
+            queue_capacity=config.queue_capacity,
+        ),
+        RequestLimits(
+            max_lines_per_request=config.max_lines_per_request,
+            max_image_pixels=config.max_image_pixels,
+            max_line_width=config.max_line_width,
+        ),
+        preprocess_threads=max(2, config.workers),
+    )
+    engine.start()
+
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", config.max_message_bytes),
+            ("grpc.max_send_message_length", config.max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ]
+    )
+    ocr_pb2_grpc.add_OcrServiceServicer_to_server(
+        OcrServicer(engine, server_limits(config)), server
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if config.reflection:
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    if port == 0:
+        raise RuntimeError(f"could not listen on {config.host}:{config.port}")
+    await server.start()
+    try:
+        await engine.warm_up()
+        for name in ("", SERVICE_NAME):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "serving ocr.v1.OcrService on %s:%d (default model %s)", config.host, port, default
+        )
+        if on_ready is not None:
+            on_ready(port)
+        await stop.wait()
+        log.info(
+            "shutting down: NOT_SERVING, finishing in-flight calls (grace %.1f s)", config.grace_s
+        )
+        await health_servicer.enter_graceful_shutdown()
+        await server.stop(config.grace_s)
+    finally:
+        await server.stop(0)
+        await engine.aclose()
+        log.info("stopped")

@@ -1,0 +1,222 @@
+"""Server configuration from command-line flags, with every flag also settable by environment.
+
+Each flag ``--some-name`` has the environment variable ``OCR_SOME_NAME``; a flag given on the
+command line wins over the environment, which wins over the default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def _default_workers() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything the serve function needs, resolved from flags and environment."""
+
+    host: str = "[::]"
+    port: int = 50051
+    model: str = ""
+    extra_models: tuple[str, ...] = ()
+    models_config: Path | None = None
+    model_dir: Path | None = None
+    fetch_missing: bool = True
+    workers: int = 2
+    threads: int = 1
+    graph_optimization: str = "all"
+    max_batch_lines: int = 16
+    max_batch_pixels: int = 48 * 4096 * 2
+    max_delay_ms: float = 2.0
+    queue_capacity: int = 1024
+    max_lines_per_request: int = 256
+    max_image_pixels: int = 16_000_000
+    max_line_width: int = 4096
+    max_message_bytes: int = 64 * 1024 * 1024
+    stream_max_in_flight: int = 64
+    grace_s: float = 10.0
+    log_level: str = "INFO"
+    log_format: str = "text"
+    reflection: bool = True
+
+
+def _env_name(flag: str) -> str:
+    return "OCR_" + flag.lstrip("-").upper().replace("-", "_")
+
+
+def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+    """The ``ocr-server`` argument parser, with defaults taken from ``env`` where set."""
+    d = ServerConfig()
+    parser = argparse.ArgumentParser(
+        prog="ocr-server",
+        description="gRPC OCR server (ocr.v1.OcrService). Every flag can also be set with the "
+        "environment variable OCR_<FLAG_NAME> (e.g. OCR_PORT=50052).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+
+    def add(flag: str, default: object, help_: str, **kw: object) -> None:
+        env_value = env.get(_env_name(flag))
+        parser.add_argument(
+            flag,
+            default=env_value if env_value is not None else default,
+            help=f"{help_} [env {_env_name(flag)}]",
+            **kw,  # type: ignore[arg-type]
+        )
+
+    add("--host", d.host, "address to listen on ([::] = all interfaces, IPv4 and IPv6)")
+    add("--port", d.port, "port to listen on (0 = pick a free one and log it)", type=int)
+    add("--model", d.model, "default model name (empty = the manifest's default)")
+    add("--extra-models", "", "comma-separated further models to serve")
+    add("--models-config", None, "TOML file declaring user models (see README)", type=Path)
+    add("--model-dir", None, "model cache folder (default: OCR_MODEL_DIR or ~/.cache)", type=Path)
+    add(
+        "--no-fetch",
+        False,
+        "fail instead of downloading missing model files",
+        type=_bool,
+        nargs="?",
+        const=True,
+    )
+    add(
+        "--workers",
+        _default_workers(),
+        "inference sessions per model (batches run at once)",
+        type=int,
+    )
+    add("--threads", d.threads, "intra-op threads per inference session", type=int)
+    add(
+        "--graph-optimization",
+        d.graph_optimization,
+        "ONNX Runtime graph optimisation: all|extended|basic|disabled (disabled gives "
+        "bitwise batch-invariant outputs, ~20%% slower)",
+    )
+    add("--max-batch-lines", d.max_batch_lines, "most lines in one batch", type=int)
+    add("--max-batch-pixels", d.max_batch_pixels, "most padded pixels in one batch", type=int)
+    add(
+        "--max-delay-ms",
+        d.max_delay_ms,
+        "longest a line waits for batch-mates while other batches run (0 = never wait)",
+        type=float,
+    )
+    add(
+        "--queue-capacity",
+        d.queue_capacity,
+        "lines that may wait per model; beyond it calls get RESOURCE_EXHAUSTED",
+        type=int,
+    )
+    add(
+        "--max-lines-per-request",
+        d.max_lines_per_request,
+        "most images per RecognizeLines",
+        type=int,
+    )
+    add("--max-image-pixels", d.max_image_pixels, "most decoded pixels per image", type=int)
+    add(
+        "--max-line-width",
+        d.max_line_width,
+        "widest line in pixels once resized to the model height",
+        type=int,
+    )
+    add("--max-message-bytes", d.max_message_bytes, "largest request message", type=int)
+    add(
+        "--stream-max-in-flight",
+        d.stream_max_in_flight,
+        "items of one stream in flight before the server stops reading it",
+        type=int,
+    )
+    add("--grace-s", d.grace_s, "seconds in-flight calls get to finish on shutdown", type=float)
+    add("--log-level", d.log_level, "DEBUG, INFO, WARNING or ERROR")
+    add("--log-format", d.log_format, "text or json")
+    add(
+        "--no-reflection",
+        False,
+        "turn off gRPC server reflection",
+        type=_bool,
+        nargs="?",
+        const=True,
+    )
+    return parser
+
+
+def _bool(value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {value!r}")
+
+
+def parse_config(
+    argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
+) -> ServerConfig:
+    """Resolve a ``ServerConfig`` from ``argv`` and ``env`` (defaults: sys.argv, os.environ)."""
+    env = os.environ if env is None else env
+    parser = build_parser(env)
+    a = parser.parse_args(argv)
+    # Environment values arrive as strings; re-run them through their flag's type.
+    for action in parser._actions:
+        value = getattr(a, action.dest, None)
+        if isinstance(value, str) and action.type is not None and action.type is not str:
+            setattr(a, action.dest, action.type(value))
+    config = ServerConfig(
+        host=a.host,
+        port=a.port,
+        model=a.model,
+        extra_models=tuple(m.strip() for m in a.extra_models.split(",") if m.strip()),
+        models_config=a.models_config,
+        model_dir=a.model_dir,
+        fetch_missing=not _bool(a.no_fetch),
+        workers=a.workers,
+        threads=a.threads,
+        graph_optimization=a.graph_optimization,
+        max_batch_lines=a.max_batch_lines,
+        max_batch_pixels=a.max_batch_pixels,
+        max_delay_ms=a.max_delay_ms,
+        queue_capacity=a.queue_capacity,
+        max_lines_per_request=a.max_lines_per_request,
+        max_image_pixels=a.max_image_pixels,
+        max_line_width=a.max_line_width,
+        max_message_bytes=a.max_message_bytes,
+        stream_max_in_flight=a.stream_max_in_flight,
+        grace_s=a.grace_s,
+        log_level=a.log_level.upper(),
+        log_format=a.log_format,
+        reflection=not _bool(a.no_reflection),
+    )
+    _validate(parser, config)
+    return config
+
+
+def _validate(parser: argparse.ArgumentParser, c: ServerConfig) -> None:
+    positive = {
+        "--workers": c.workers,
+        "--threads": c.threads,
+        "--max-batch-lines": c.max_batch_lines,
+        "--max-batch-pixels": c.max_batch_pixels,
+        "--queue-capacity": c.queue_capacity,
+        "--max-lines-per-request": c.max_lines_per_request,
+        "--max-image-pixels": c.max_image_pixels,
+        "--max-line-width": c.max_line_width,
+        "--max-message-bytes": c.max_message_bytes,
+        "--stream-max-in-flight": c.stream_max_in_flight,
+    }
+    for flag, value in positive.items():
+        if value < 1:
+            parser.error(f"{flag} must be at least 1, got {value}")
+    if c.max_delay_ms < 0 or c.grace_s < 0:
+        parser.error("--max-delay-ms and --grace-s must not be negative")
+    if c.log_format not in ("text", "json"):
+        parser.error(f"--log-format must be text or json, got {c.log_format!r}")
+    if c.graph_optimization not in ("all", "extended", "basic", "disabled"):
+        parser.error("--graph-optimization must be all|extended|basic|disabled")

@@ -1,0 +1,28 @@
+"""``ocr-server``: parse flags/env, configure logging, serve until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from ocr_core.errors import OcrError
+from ocr_server.app import serve
+from ocr_server.config import parse_config
+from ocr_server.logs import configure_logging
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    config = parse_config(argv)
+    configure_logging(config.log_level, config.log_format)
+    try:
+        asyncio.run(serve(config))
+    except OcrError as exc:  # a model that cannot be fetched or loaded: say why, no traceback
+        logging.getLogger("ocr_server").error("cannot start: %s", exc)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

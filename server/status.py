@@ -1,0 +1,41 @@
+"""The one place where errors become gRPC status codes.
+
+Domain errors (``ocr_core.errors``) carry a kind and a message written for the caller; they
+map to a code here. Anything else is a bug: it becomes INTERNAL with a generic message that
+names the request id, and the traceback goes to the log, never to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+
+from ocr_core.errors import ErrorKind, OcrError
+
+log = logging.getLogger(__name__)
+
+_CODES: dict[ErrorKind, grpc.StatusCode] = {
+    ErrorKind.INVALID_INPUT: grpc.StatusCode.INVALID_ARGUMENT,
+    ErrorKind.TOO_LARGE: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorKind.OVERLOADED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    ErrorKind.NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    ErrorKind.DEADLINE: grpc.StatusCode.DEADLINE_EXCEEDED,
+    ErrorKind.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    ErrorKind.INTERNAL: grpc.StatusCode.INTERNAL,
+}
+
+
+def status_for(exc: BaseException, request_id: str) -> tuple[grpc.StatusCode, str]:
+    """The status code and caller-facing message for ``exc``; logs what the caller must not see."""
+    if isinstance(exc, OcrError):
+        code = _CODES[exc.kind]
+        if code is grpc.StatusCode.INTERNAL:
+            log.error("internal error: %s", exc)
+            return code, f"{exc} (request id {request_id})"
+        return code, str(exc)
+    log.error("unexpected error", exc_info=exc)
+    return (
+        grpc.StatusCode.INTERNAL,
+        f"internal server error (request id {request_id}); the server logged the details",
+    )

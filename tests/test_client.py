@@ -1,0 +1,766 @@
+"""Unit tests of ocr_client against a fake OcrService on a real gRPC server (port 0).
+
+The fake describes what it received (byte counts, raw dimensions, colour order, first
+pixel) in the returned text, so each assertion on a result proves how the request was
+built. It also records every call's remaining deadline. A sync ``grpc.server`` on its own
+threads serves both the sync and the async client tests. End-to-end OCR with the real
+model is tested elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from google.rpc import status_pb2
+
+from ocr_client import (
+    AsyncOcrClient,
+    DeadlineExceeded,
+    InvalidRequest,
+    LineResult,
+    ModelInfo,
+    ModelNotFound,
+    OcrClient,
+    OcrClientError,
+    ServerBusy,
+    ServerError,
+    ServerUnavailable,
+    Unauthenticated,
+    Word,
+    cli,
+)
+from ocr_client.errors import from_rpc_error, from_status
+from ocr_client.images import to_proto_image
+from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
+
+TIMEOUT_S = 5.0
+# The deadline travels as a relative grpc-timeout header that is rounded up, so the
+# server's time_remaining() can exceed the client's timeout by a few milliseconds.
+DEADLINE_SLACK_S = 0.1
+
+# --------------------------------------------------------------------------- the fake
+
+
+class _BadImage(Exception):
+    pass
+
+
+def _describe(image: ocr_pb2.Image) -> ocr_pb2.LineResult:
+    """The 'recognised text' of an image is a description of what arrived."""
+    if image.WhichOneof("source") == "data":
+        if image.data == b"bad":
+            raise _BadImage("cannot decode the image")
+        text = f"{len(image.data)} bytes"
+    else:
+        raw = image.raw
+        if len(raw.pixels) != raw.width * raw.height * raw.channels:
+            raise _BadImage("pixel buffer does not match width*height*channels")
+        order = ocr_pb2.ColorOrder.Name(raw.color_order)
+        first = raw.pixels[: raw.channels].hex()
+        text = f"raw {raw.width}x{raw.height}x{raw.channels} {order} {first}"
+    words = [
+        ocr_pb2.Word(text=w, confidence=0.25, x_start=10 * i, x_end=10 * i + 5)
+        for i, w in enumerate(text.split())
+    ]
+    return ocr_pb2.LineResult(text=text, confidence=0.5, words=words)
+
+
+class FakeOcr(ocr_pb2_grpc.OcrServiceServicer):
+    """Model names steer it: ``fail:<STATUS>`` aborts with that status, ``slow`` waits
+    until the caller's deadline has passed."""
+
+    def __init__(self) -> None:
+        self.deadlines: list[float | None] = []
+        self.recognize_requests: list[ocr_pb2.RecognizeLinesRequest] = []
+        self.stream_requests: list[ocr_pb2.StreamRecognizeRequest] = []
+        self.stream_cancelled = threading.Event()
+
+    def _enter(self, context: grpc.ServicerContext, model: str) -> None:
+        self.deadlines.append(context.time_remaining())
+        if model.startswith("fail:"):
+            code = grpc.StatusCode[model.removeprefix("fail:")]
+            context.abort(code, f"fake says {code.name}")
+        if model == "slow":
+            while context.is_active():
+                time.sleep(0.01)
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "too late")
+
+    def RecognizeLines(
+        self, request: ocr_pb2.RecognizeLinesRequest, context: grpc.ServicerContext
+    ) -> ocr_pb2.RecognizeLinesResponse:
+        self.recognize_requests.append(request)
+        self._enter(context, request.model)
+        results = []
+        for i, image in enumerate(request.images):
+            try:
+                results.append(_describe(image))
+            except _BadImage as exc:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"image {i}: {exc}")
+        return ocr_pb2.RecognizeLinesResponse(
+            results=results, model=request.model or "fake-default"
+        )
+
+    def StreamRecognize(
+        self,
+        request_iterator: Iterator[ocr_pb2.StreamRecognizeRequest],
+        context: grpc.ServicerContext,
+    ) -> Iterator[ocr_pb2.StreamRecognizeResponse]:
+        context.add_callback(self.stream_cancelled.set)
+        first = True
+        for request in request_iterator:
+            self.stream_requests.append(request)
+            if first:
+                self._enter(context, request.options.model)
+            elif request.HasField("options"):
+                yield ocr_pb2.StreamRecognizeResponse(
+                    id=request.id,
+                    error=status_pb2.Status(code=3, message="options on a later message"),
+                )
+                continue
+            first = False
+            if not request.HasField("line"):
+                continue
+            try:
+                yield ocr_pb2.StreamRecognizeResponse(id=request.id, line=_describe(request.line))
+            except _BadImage as exc:
+                error = status_pb2.Status(code=grpc.StatusCode.INVALID_ARGUMENT.value[0])
+                error.message = str(exc)
+                yield ocr_pb2.StreamRecognizeResponse(id=request.id, error=error)
+
+    def ListModels(
+        self, request: ocr_pb2.ListModelsRequest, context: grpc.ServicerContext
+    ) -> ocr_pb2.ListModelsResponse:
+        self._enter(context, "")
+        return ocr_pb2.ListModelsResponse(
+            models=[
+                ocr_pb2.ModelInfo(
+                    name="latin", is_default=True, charset_size=95, input_height=32, source="pkg"
+                ),
+                ocr_pb2.ModelInfo(name="cjk", charset_size=6000, input_height=48, source="cfg"),
+            ],
+            limits=ocr_pb2.ServerLimits(max_lines_per_request=256),
+        )
+
+    def GetStats(
+        self, request: ocr_pb2.GetStatsRequest, context: grpc.ServicerContext
+    ) -> ocr_pb2.GetStatsResponse:
+        self._enter(context, "")
+        stats = ocr_pb2.BatcherStats(model="latin", lines_enqueued=7, batches=2)
+        stats.batch_size_counts[4] = 1
+        stats.batch_size_counts[3] = 1
+        return ocr_pb2.GetStatsResponse(batchers=[stats])
+
+
+@dataclass
+class Fake:
+    servicer: FakeOcr
+    address: str
+
+
+@pytest.fixture
+def fake() -> Iterator[Fake]:
+    servicer = FakeOcr()
+    server = grpc.server(ThreadPoolExecutor(max_workers=4))
+    ocr_pb2_grpc.add_OcrServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield Fake(servicer, f"127.0.0.1:{port}")
+    finally:
+        server.stop(None).wait()
+
+
+@pytest.fixture
+def client(fake: Fake) -> Iterator[OcrClient]:
+    with OcrClient(fake.address, timeout=TIMEOUT_S) as c:
+        yield c
+
+
+@pytest.fixture
+def dead_address() -> str:
+    """An address nothing listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"127.0.0.1:{port}"
+
+
+def _gray() -> np.ndarray:
+    a = np.zeros((4, 6), np.uint8)
+    a[0, 0] = 7
+    return a
+
+
+def _color(channels: int = 3) -> np.ndarray:
+    a = np.zeros((4, 6, channels), np.uint8)
+    a[0, 0] = [1, 2, 3, 4][:channels]
+    return a
+
+
+# --------------------------------------------------------------------------- images
+
+
+def test_path_and_bytes_become_encoded_data(tmp_path: Path) -> None:
+    f = tmp_path / "line.png"
+    f.write_bytes(b"\x89PNG fake")
+    assert to_proto_image(f).data == b"\x89PNG fake"
+    assert to_proto_image(str(f)).data == b"\x89PNG fake"
+    assert to_proto_image(b"abc").data == b"abc"
+    assert to_proto_image(bytearray(b"abc")).data == b"abc"
+    assert to_proto_image(memoryview(b"abcd")[1:]).data == b"bcd"
+
+
+@pytest.mark.parametrize(
+    ("array", "color_order", "channels", "order"),
+    [
+        (_gray(), "rgb", 1, ocr_pb2.COLOR_ORDER_UNSPECIFIED),
+        (_gray()[:, :, None], "bgr", 1, ocr_pb2.COLOR_ORDER_UNSPECIFIED),
+        (_color(3), "rgb", 3, ocr_pb2.COLOR_ORDER_RGB),
+        (_color(3), "bgr", 3, ocr_pb2.COLOR_ORDER_BGR),
+        (_color(4), "BGR", 4, ocr_pb2.COLOR_ORDER_BGR),
+    ],
+)
+def test_arrays_become_raw_pixels(
+    array: np.ndarray, color_order: str, channels: int, order: int
+) -> None:
+    raw = to_proto_image(array, color_order).raw
+    assert (raw.width, raw.height, raw.channels) == (6, 4, channels)
+    assert raw.color_order == order
+    assert raw.pixels == array.tobytes()
+
+
+def test_non_contiguous_array_is_sent_row_major() -> None:
+    base = np.arange(4 * 12 * 3, dtype=np.uint8).reshape(4, 12, 3)
+    view = base[:, ::2, ::-1]  # strided crop, channels reversed (RGB->BGR view)
+    assert not view.flags.c_contiguous
+    raw = to_proto_image(view).raw
+    assert (raw.width, raw.height, raw.channels) == (6, 4, 3)
+    assert raw.pixels == np.ascontiguousarray(view).tobytes()
+    transposed = np.arange(24, dtype=np.uint8).reshape(6, 4).T
+    assert to_proto_image(transposed).raw.pixels == bytes(transposed.flatten())
+
+
+@pytest.mark.parametrize(
+    "array",
+    [np.zeros((4, 6), np.float32), np.zeros((4, 6, 3), np.uint16), np.zeros((4, 6), bool)],
+)
+def test_non_uint8_array_is_refused(array: np.ndarray) -> None:
+    with pytest.raises(ValueError, match="uint8"):
+        to_proto_image(array)
+
+
+@pytest.mark.parametrize("shape", [(24,), (4, 6, 2), (4, 6, 5), (1, 4, 6, 3), (0, 6), (4, 0, 3)])
+def test_bad_array_shape_is_refused(shape: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match="shape"):
+        to_proto_image(np.zeros(shape, np.uint8))
+
+
+def test_other_inputs_are_refused() -> None:
+    with pytest.raises(ValueError, match="empty"):
+        to_proto_image(b"")
+    with pytest.raises(TypeError, match="int"):
+        to_proto_image(42)
+    with pytest.raises(ValueError, match="color_order"):
+        to_proto_image(_color(), "rgba")
+    with pytest.raises(FileNotFoundError):
+        to_proto_image(Path("/nonexistent/line.png"))
+
+
+class _DuckArray:
+    """Array-like with shape/dtype/tobytes and no numpy behind it."""
+
+    shape = (2, 3, 3)
+    dtype = "uint8"
+
+    def tobytes(self) -> bytes:
+        return bytes(range(18))
+
+
+def test_duck_typed_array_without_numpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "numpy", None)  # `import numpy` now fails
+    raw = to_proto_image(_DuckArray(), "bgr").raw
+    assert (raw.width, raw.height, raw.channels) == (3, 2, 3)
+    assert raw.color_order == ocr_pb2.COLOR_ORDER_BGR
+    assert raw.pixels == bytes(range(18))
+
+
+def test_client_imports_without_numpy_or_server_code() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['numpy'] = None\n"
+        "sys.modules['cv2'] = None\n"
+        "import ocr_client, ocr_client.cli\n"
+        "from ocr_client.images import to_proto_image\n"
+        "assert to_proto_image(b'png').data == b'png'\n"
+        "bad = [m for m in sys.modules if m.startswith(('ocr_core', 'ocr_server', 'onnx'))]\n"
+        "assert not bad, bad\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+
+
+# --------------------------------------------------------------------------- errors
+
+
+@pytest.mark.parametrize(
+    ("code", "cls"),
+    [
+        (grpc.StatusCode.INVALID_ARGUMENT, InvalidRequest),
+        (grpc.StatusCode.NOT_FOUND, ModelNotFound),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, ServerBusy),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, DeadlineExceeded),
+        (grpc.StatusCode.UNAVAILABLE, ServerUnavailable),
+        (grpc.StatusCode.UNAUTHENTICATED, Unauthenticated),
+        (grpc.StatusCode.PERMISSION_DENIED, Unauthenticated),
+        (grpc.StatusCode.INTERNAL, ServerError),
+        (grpc.StatusCode.UNKNOWN, ServerError),
+    ],
+)
+def test_status_maps_to_exception(
+    client: OcrClient, code: grpc.StatusCode, cls: type[OcrClientError]
+) -> None:
+    with pytest.raises(cls) as info:
+        client.recognize_lines([b"x"], model=f"fail:{code.name}")
+    err = info.value
+    assert type(err) is cls
+    assert err.code == code
+    assert err.details == f"fake says {code.name}"
+    assert str(err) == f"fake says {code.name} ({code.name})"
+    assert isinstance(err.__cause__, grpc.RpcError)
+    # the per-item form (google.rpc.Status) maps the same way
+    item_err = from_status(code.value[0], "m")
+    assert type(item_err) is cls
+    assert item_err.code == code
+
+
+def test_unknown_status_number_is_a_server_error() -> None:
+    err = from_status(999, "odd")
+    assert type(err) is ServerError
+    assert err.code == grpc.StatusCode.UNKNOWN
+    assert str(err) == "odd (UNKNOWN)"
+
+
+def test_from_rpc_error_without_accessors() -> None:
+    err = from_rpc_error(grpc.RpcError("plain"))
+    assert type(err) is ServerError
+    assert err.code == grpc.StatusCode.UNKNOWN
+    assert err.details == "plain"
+
+
+# --------------------------------------------------------------------------- sync client
+
+
+def test_recognize_lines_builds_requests_and_keeps_order(
+    client: OcrClient, fake: Fake, tmp_path: Path
+) -> None:
+    f = tmp_path / "a.png"
+    f.write_bytes(b"12345")
+    images = [f, b"123", _gray(), _color(3), _color(3)[:, :, ::-1], bytearray(b"1")]
+    lines = client.recognize_lines(images, model="m1")
+    assert [line.text for line in lines] == [
+        "5 bytes",
+        "3 bytes",
+        "raw 6x4x1 COLOR_ORDER_UNSPECIFIED 07",
+        "raw 6x4x3 COLOR_ORDER_RGB 010203",
+        "raw 6x4x3 COLOR_ORDER_RGB 030201",
+        "1 bytes",
+    ]
+    assert lines[0] == LineResult(
+        "5 bytes", 0.5, (Word("5", 0.25, 0, 5), Word("bytes", 0.25, 10, 15))
+    )
+    (request,) = fake.servicer.recognize_requests
+    assert request.model == "m1"
+    assert len(request.images) == len(images)
+
+
+def test_bgr_arrays_are_labelled_bgr(client: OcrClient) -> None:
+    line = client.recognize_line(_color(3), color_order="bgr")
+    assert line.text == "raw 6x4x3 COLOR_ORDER_BGR 010203"
+
+
+def test_no_images_means_no_call(client: OcrClient, fake: Fake) -> None:
+    assert client.recognize_lines([]) == []
+    assert fake.servicer.recognize_requests == []
+
+
+def test_bad_input_fails_before_any_call(client: OcrClient, fake: Fake) -> None:
+    with pytest.raises(ValueError, match="uint8"):
+        client.recognize_lines([b"ok", np.zeros((4, 6), np.float64)])
+    assert fake.servicer.recognize_requests == []
+
+
+def test_server_side_invalid_image(client: OcrClient) -> None:
+    with pytest.raises(InvalidRequest, match="image 1: cannot decode"):
+        client.recognize_lines([b"ok", b"bad"])
+
+
+def test_every_call_has_a_deadline(client: OcrClient, fake: Fake) -> None:
+    client.recognize_lines([b"x"])
+    client.recognize_lines([b"x"], timeout=1.5)
+    client.list_models()
+    client.get_stats(timeout=2.0)
+    list(client.stream_recognize([b"x"], timeout=2.5))
+    limits = [TIMEOUT_S, 1.5, TIMEOUT_S, 2.0, 2.5]
+    assert len(fake.servicer.deadlines) == len(limits)
+    for remaining, limit in zip(fake.servicer.deadlines, limits, strict=True):
+        assert remaining is not None
+        assert 0 < remaining <= limit + DEADLINE_SLACK_S
+
+
+def test_deadline_passes(client: OcrClient) -> None:
+    t0 = time.monotonic()
+    with pytest.raises(DeadlineExceeded):
+        client.recognize_lines([b"x"], model="slow", timeout=0.3)
+    assert time.monotonic() - t0 < TIMEOUT_S
+
+
+def test_invalid_timeout_is_refused(fake: Fake) -> None:
+    with pytest.raises(ValueError, match="timeout"):
+        OcrClient(fake.address, timeout=0)
+    with OcrClient(fake.address) as c, pytest.raises(ValueError, match="timeout"):
+        c.recognize_lines([b"x"], timeout=-1)
+
+
+def test_list_models_and_stats(client: OcrClient) -> None:
+    assert client.list_models() == [
+        ModelInfo("latin", True, 95, 32, "pkg"),
+        ModelInfo("cjk", False, 6000, 48, "cfg"),
+    ]
+    stats = client.get_stats()
+    assert isinstance(stats, ocr_pb2.GetStatsResponse)
+    assert stats.batchers[0].lines_enqueued == 7
+    assert dict(stats.batchers[0].batch_size_counts) == {3: 1, 4: 1}
+
+
+def test_wait_ready(client: OcrClient, dead_address: str) -> None:
+    client.wait_ready(timeout=TIMEOUT_S)
+    with OcrClient(dead_address) as c:
+        t0 = time.monotonic()
+        with pytest.raises(ServerUnavailable, match="not ready"):
+            c.wait_ready(timeout=0.3)
+        assert time.monotonic() - t0 < TIMEOUT_S
+
+
+def test_unreachable_server_is_unavailable(dead_address: str) -> None:
+    with OcrClient(dead_address, timeout=TIMEOUT_S) as c, pytest.raises(ServerUnavailable):
+        c.recognize_lines([b"x"])
+
+
+def test_stream_per_item_error_and_options(client: OcrClient, fake: Fake) -> None:
+    items = [("a", b"123"), ("b", b"bad"), ("c", _color(3))]
+    results = list(client.stream_recognize(items, model="m2", ordered=True))
+    assert [r.id for r in results] == ["a", "b", "c"]
+    a, b, c = results
+    assert a.ok and a.line is not None and a.line.text == "3 bytes"
+    assert a.line.words[1] == Word("bytes", 0.25, 10, 15)
+    assert not b.ok and b.line is None
+    assert isinstance(b.error, InvalidRequest)
+    assert b.error.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert b.error.details == "cannot decode the image"
+    assert c.line is not None and c.line.text == "raw 6x4x3 COLOR_ORDER_RGB 010203"
+    first, *rest = fake.servicer.stream_requests
+    assert first.HasField("options") and first.HasField("line")
+    assert (first.options.model, first.options.ordered) == ("m2", True)
+    assert rest and not any(r.HasField("options") for r in rest)
+
+
+def test_stream_plain_images_get_positional_ids(client: OcrClient, fake: Fake) -> None:
+    results = list(client.stream_recognize(iter([b"1", b"22", b"333"])))
+    assert [(r.id, r.line.text if r.line else None) for r in results] == [
+        ("0", "1 bytes"),
+        ("1", "2 bytes"),
+        ("2", "3 bytes"),
+    ]
+    first = fake.servicer.stream_requests[0]
+    assert (first.options.model, first.options.ordered) == ("", False)
+
+
+def test_stream_with_no_items(client: OcrClient) -> None:
+    assert list(client.stream_recognize([])) == []
+
+
+def test_stream_whole_call_failure_raises(client: OcrClient) -> None:
+    with pytest.raises(ModelNotFound, match="fake says NOT_FOUND"):
+        list(client.stream_recognize([b"1", b"2"], model="fail:NOT_FOUND"))
+
+
+@pytest.mark.parametrize("bad_at", [0, 2])
+def test_stream_bad_input_raises_the_input_error(client: OcrClient, bad_at: int) -> None:
+    items: list[object] = [b"1", b"2", b"3"]
+    items[bad_at] = np.zeros((4, 6), np.float32)
+    with pytest.raises(ValueError, match="uint8"):
+        list(client.stream_recognize(items))
+
+
+def test_stream_items_iterable_error_is_raised(client: OcrClient) -> None:
+    def items() -> Iterator[bytes]:
+        yield b"1"
+        raise RuntimeError("source broke")
+
+    with pytest.raises(RuntimeError, match="source broke"):
+        list(client.stream_recognize(items()))
+
+
+def test_stream_bad_item_shape(client: OcrClient) -> None:
+    with pytest.raises(TypeError, match="id: str"):
+        list(client.stream_recognize([(1, b"x")]))
+
+
+def test_stopping_a_stream_early_cancels_it(client: OcrClient, fake: Fake) -> None:
+    def endless() -> Iterator[bytes]:
+        while True:
+            yield b"12"
+
+    stream = client.stream_recognize(endless())
+    assert next(stream).id == "0"
+    stream.close()
+    assert fake.servicer.stream_cancelled.wait(TIMEOUT_S)
+    assert client.recognize_line(b"x").text == "1 bytes"  # the channel is still fine
+
+
+# --------------------------------------------------------------------------- async client
+
+
+async def test_async_recognize_and_models(fake: Fake, tmp_path: Path) -> None:
+    f = tmp_path / "a.png"
+    f.write_bytes(b"1234")
+    async with AsyncOcrClient(fake.address, timeout=TIMEOUT_S) as c:
+        await c.wait_ready()
+        lines = await c.recognize_lines([f, b"12", _color(3)], color_order="bgr", timeout=2.0)
+        assert [line.text for line in lines] == [
+            "4 bytes",
+            "2 bytes",
+            "raw 6x4x3 COLOR_ORDER_BGR 010203",
+        ]
+        assert (await c.recognize_line(b"1")).text == "1 bytes"
+        assert [m.name for m in await c.list_models()] == ["latin", "cjk"]
+        assert (await c.get_stats()).batchers[0].model == "latin"
+        assert await c.recognize_lines([]) == []
+    limits = [2.0, TIMEOUT_S, TIMEOUT_S, TIMEOUT_S]
+    for remaining, limit in zip(fake.servicer.deadlines, limits, strict=True):
+        assert remaining is not None
+        assert 0 < remaining <= limit + DEADLINE_SLACK_S
+
+
+@pytest.mark.parametrize(
+    ("code", "cls"),
+    [
+        (grpc.StatusCode.INVALID_ARGUMENT, InvalidRequest),
+        (grpc.StatusCode.NOT_FOUND, ModelNotFound),
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, ServerBusy),
+        (grpc.StatusCode.UNAVAILABLE, ServerUnavailable),
+        (grpc.StatusCode.INTERNAL, ServerError),
+    ],
+)
+async def test_async_status_maps_to_exception(
+    fake: Fake, code: grpc.StatusCode, cls: type[OcrClientError]
+) -> None:
+    async with AsyncOcrClient(fake.address, timeout=TIMEOUT_S) as c:
+        with pytest.raises(cls) as info:
+            await c.recognize_lines([b"x"], model=f"fail:{code.name}")
+    assert type(info.value) is cls
+    assert info.value.code == code
+    assert isinstance(info.value.__cause__, grpc.aio.AioRpcError)
+
+
+async def test_async_deadline_passes(fake: Fake) -> None:
+    async with AsyncOcrClient(fake.address) as c:
+        with pytest.raises(DeadlineExceeded):
+            await c.recognize_lines([b"x"], model="slow", timeout=0.3)
+
+
+async def test_async_stream_from_async_iterable(fake: Fake) -> None:
+    async def items() -> AsyncIterator[tuple[str, object]]:
+        yield "a", b"123"
+        yield "b", b"bad"
+        yield "c", _gray()
+
+    async with AsyncOcrClient(fake.address, timeout=TIMEOUT_S) as c:
+        results = [r async for r in c.stream_recognize(items(), model="m3", ordered=True)]
+    assert [r.id for r in results] == ["a", "b", "c"]
+    assert results[0].line is not None and results[0].line.text == "3 bytes"
+    assert isinstance(results[1].error, InvalidRequest)
+    assert results[2].line is not None
+    assert results[2].line.text == "raw 6x4x1 COLOR_ORDER_UNSPECIFIED 07"
+    first, *rest = fake.servicer.stream_requests
+    assert (first.options.model, first.options.ordered) == ("m3", True)
+    assert not any(r.HasField("options") for r in rest)
+    remaining = fake.servicer.deadlines[0]
+    assert remaining is not None and 0 < remaining <= TIMEOUT_S + DEADLINE_SLACK_S
+
+
+async def test_async_stream_from_sync_iterable_with_paths(fake: Fake, tmp_path: Path) -> None:
+    f = tmp_path / "a.png"
+    f.write_bytes(b"123456")
+    async with AsyncOcrClient(fake.address, timeout=TIMEOUT_S) as c:
+        results = [r async for r in c.stream_recognize([f, b"1"])]
+    assert [(r.id, r.line.text if r.line else None) for r in results] == [
+        ("0", "6 bytes"),
+        ("1", "1 bytes"),
+    ]
+
+
+async def test_async_stream_failures(fake: Fake) -> None:
+    async with AsyncOcrClient(fake.address, timeout=TIMEOUT_S) as c:
+        with pytest.raises(ModelNotFound):
+            _ = [r async for r in c.stream_recognize([b"1"], model="fail:NOT_FOUND")]
+        for bad_at in (0, 2):
+            items: list[object] = [b"1", b"2", b"3"]
+            items[bad_at] = np.zeros((4, 6), np.float32)
+            with pytest.raises(ValueError, match="uint8"):
+                _ = [r async for r in c.stream_recognize(items)]
+        # the client is still usable after those
+        assert (await c.recognize_line(b"12")).text == "2 bytes"
+
+
+async def test_async_stopping_a_stream_early_cancels_it(fake: Fake) -> None:
+    def endless() -> Iterator[bytes]:
+        while True:
+            yield b"12"
+
+    async with AsyncOcrClient(fake.address, timeout=TIMEOUT_S) as c:
+        stream = c.stream_recognize(endless())
+        async for result in stream:
+            assert result.id == "0"
+            break
+        await stream.aclose()
+        assert await asyncio.to_thread(fake.servicer.stream_cancelled.wait, TIMEOUT_S)
+        assert (await c.recognize_line(b"x")).text == "1 bytes"
+
+
+async def test_async_wait_ready_times_out(dead_address: str) -> None:
+    async with AsyncOcrClient(dead_address) as c:
+        with pytest.raises(ServerUnavailable, match="not ready"):
+            await c.wait_ready(timeout=0.3)
+
+
+async def test_async_closed_client_refuses_calls(fake: Fake) -> None:
+    c = AsyncOcrClient(fake.address)
+    assert (await c.recognize_line(b"1")).text == "1 bytes"  # channel made on first use
+    await c.close()
+    with pytest.raises(ValueError, match="closed"):
+        await c.recognize_line(b"1")
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _write_images(tmp_path: Path, *sizes: int) -> list[str]:
+    paths = []
+    for i, n in enumerate(sizes):
+        p = tmp_path / f"img{i}.png"
+        p.write_bytes(b"x" * n)
+        paths.append(str(p))
+    return paths
+
+
+def test_cli_lines_single_and_several(
+    fake: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (one,) = _write_images(tmp_path, 3)
+    assert cli.main(["lines", one, "--address", fake.address]) == 0
+    assert capsys.readouterr().out == "3 bytes\n"
+    paths = _write_images(tmp_path, 1, 22)
+    assert cli.main(["lines", *paths, "--address", fake.address, "--model", "m"]) == 0
+    assert capsys.readouterr().out == f"{paths[0]}\t1 bytes\n{paths[1]}\t22 bytes\n"
+    assert fake.servicer.recognize_requests[-1].model == "m"
+
+
+def test_cli_lines_json(fake: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    paths = _write_images(tmp_path, 2, 5)
+    assert cli.main(["lines", *paths, "--json", "--address", fake.address]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["model"] == "fake-default"
+    assert [r["image"] for r in doc["results"]] == paths
+    assert doc["results"][1] == {
+        "image": paths[1],
+        "text": "5 bytes",
+        "confidence": 0.5,
+        "words": [
+            {"text": "5", "confidence": 0.25, "x_start": 0, "x_end": 5},
+            {"text": "bytes", "confidence": 0.25, "x_start": 10, "x_end": 15},
+        ],
+    }
+
+
+def test_cli_lines_are_chunked(
+    fake: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = _write_images(tmp_path, *([1] * 300))
+    assert cli.main(["lines", *paths, "--address", fake.address]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 300
+    assert [len(r.images) for r in fake.servicer.recognize_requests] == [256, 44]
+
+
+def test_cli_address_from_environment(
+    fake: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OCR_ADDRESS", fake.address)
+    (one,) = _write_images(tmp_path, 4)
+    assert cli.main(["lines", one]) == 0
+    assert capsys.readouterr().out == "4 bytes\n"
+
+
+def test_cli_missing_file_fails_before_any_call(
+    fake: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (ok,) = _write_images(tmp_path, 1)
+    missing = str(tmp_path / "missing.png")
+    assert cli.main(["lines", ok, missing, "--address", fake.address]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"error: {missing}: no such file\n"
+    assert fake.servicer.recognize_requests == []
+
+
+def test_cli_server_error(fake: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (one,) = _write_images(tmp_path, 1)
+    code = cli.main(["lines", one, "--model", "fail:NOT_FOUND", "--address", fake.address])
+    assert code == 1
+    captured = capsys.readouterr()
+    assert captured.err == "error: fake says NOT_FOUND (NOT_FOUND)\n"
+    assert "Traceback" not in captured.err
+
+
+def test_cli_usage_error_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        cli.main(["lines"])
+    assert info.value.code == 2
+    with pytest.raises(SystemExit) as info:
+        cli.main(["models", "--timeout", "0"])
+    assert info.value.code == 2
+    capsys.readouterr()
+
+
+def test_cli_models_and_stats(fake: Fake, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["models", "--address", fake.address]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("* latin\t") and out[1].startswith("  cjk\t")
+    assert cli.main(["models", "--json", "--address", fake.address]) == 0
+    models = json.loads(capsys.readouterr().out)["models"]
+    assert models[0] == {
+        "name": "latin",
+        "is_default": True,
+        "charset_size": 95,
+        "input_height": 32,
+        "source": "pkg",
+    }
+    assert cli.main(["stats", "--address", fake.address]) == 0
+    stats = json.loads(capsys.readouterr().out)
+    batcher = stats["batchers"][0]
+    assert batcher["model"] == "latin"
+    assert batcher["lines_enqueued"] == "7"  # proto3 JSON writes 64-bit integers as strings
+    assert batcher["dropped_expired"] == "0"  # zero counters are printed too
