@@ -9,9 +9,11 @@ step t covers input columns [t * stride, (t + 1) * stride).
 
 from __future__ import annotations
 
+import math
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -64,9 +66,15 @@ def decode_batch(
     ``orig_widths`` the widths of the images sent; ``input_width`` is the padded batch width.
     """
     steps = best_class.shape[1]
-    stride = input_width / steps if steps else float(input_width)
     return [
-        decode_line(best_class[i], best_prob[i], labels, stride, content_widths[i], orig_widths[i])
+        decode_line(
+            best_class[i],
+            best_prob[i],
+            labels,
+            Fraction(input_width, max(steps, 1)),
+            content_widths[i],
+            orig_widths[i],
+        )
         for i in range(best_class.shape[0])
     ]
 
@@ -75,7 +83,7 @@ def decode_line(
     best_class: np.ndarray,
     best_prob: np.ndarray,
     labels: Sequence[str],
-    stride: float,
+    stride: Fraction | int,
     content_width: int,
     orig_width: int,
 ) -> LineText:
@@ -89,7 +97,7 @@ def decode_line(
     if not chars:
         return LineText(text="", confidence=0.0, words=())
     text = "".join(c.text for c in chars)
-    scale = orig_width / content_width
+    scale = Fraction(orig_width, content_width)
     words = tuple(_word(group, stride, scale, orig_width) for group in _split_words(chars) if group)
     confidence = float(sum(c.confidence for c in chars) / len(chars))
     return LineText(text=text, confidence=confidence, words=words)
@@ -126,9 +134,10 @@ def _split_words(chars: list[_Char]) -> list[list[_Char]]:
     return groups
 
 
-def _word(chars: list[_Char], stride: float, scale: float, orig_width: int) -> Word:
-    x0 = int(chars[0].first_step * stride * scale)
-    x1 = int(np.ceil((chars[-1].last_step + 1) * stride * scale))
+def _word(chars: list[_Char], stride: Fraction | int, scale: Fraction, orig_width: int) -> Word:
+    # Exact rational arithmetic: float rounding put whole-pixel edges one pixel off.
+    x0 = math.floor(chars[0].first_step * stride * scale)
+    x1 = math.ceil((chars[-1].last_step + 1) * stride * scale)
     x0 = min(max(x0, 0), orig_width - 1)
     x1 = min(max(x1, x0 + 1), orig_width)
     return Word(

@@ -1,0 +1,34 @@
+# Two commands for a new user:  `make serve`  and  `make test`.
+# Both create the virtual environment (.venv) and fetch the default model when missing.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup models serve test lint proto bench
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+models: setup
+	$(VENV)/bin/ocr-models fetch
+
+serve: models
+	$(VENV)/bin/ocr-server $(ARGS)
+
+test: models
+	$(PY) -m pytest $(ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+proto: setup
+	$(PY) scripts/gen_proto.py
+
+bench: models
+	$(PY) -m bench.bench_lines $(ARGS)

@@ -1,0 +1,134 @@
+"""Shared fixtures: a real ``ocr-server`` process on a free loopback port, real data paths.
+
+The server runs as a separate process exactly as a user starts it (``python -m
+ocr_server.main``), with the real default model (fetched into the model cache on first use),
+so integration tests exercise the same path as production.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+REAL_DATA = Path(os.environ.get("OCR_EVAL_DIR", REPO_ROOT.parent / "shared" / "eval" / "real"))
+STARTUP_TIMEOUT_S = 300.0  # includes fetching the model wheel on a fresh machine
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ServerProcess:
+    """A running server: its address and process, and where its log goes."""
+
+    address: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def health_status(address: str, service: str = "", timeout: float = 2.0) -> int:
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout).status
+
+
+def start_server(log_path: Path, *extra_args: str) -> ServerProcess:
+    """Start ``ocr-server`` on a free port and wait until health says SERVING."""
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    with log_path.open("wb") as log_file:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ocr_server.main",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                *extra_args,
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+        )
+    server = ServerProcess(address, process, log_path)
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
+        try:
+            if health_status(address) == health_pb2.HealthCheckResponse.SERVING:
+                return server
+        except grpc.RpcError:
+            pass
+        time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"server not SERVING after {STARTUP_TIMEOUT_S} s:\n{server.log()}")
+
+
+def stop_server(server: ServerProcess, timeout: float = 30.0) -> int:
+    if server.process.poll() is None:
+        server.process.send_signal(signal.SIGTERM)
+    try:
+        return server.process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        raise
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One real server with the default model and default limits for the whole session."""
+    srv = start_server(tmp_path_factory.mktemp("server") / "server.log")
+    yield srv
+    assert stop_server(srv) == 0, srv.log()
+
+
+@pytest.fixture(scope="session")
+def real_lines() -> list[dict]:
+    """The real line crops of shared/eval/real, or skip where the folder is absent."""
+    manifest = REAL_DATA / "manifest.jsonl"
+    if not manifest.exists():
+        pytest.skip(f"real evaluation data not found at {REAL_DATA} (set OCR_EVAL_DIR)")
+    items = [json.loads(x) for x in manifest.read_text(encoding="utf-8").splitlines() if x]
+    lines = [i for i in items if i["kind"] == "line"]
+    for item in lines:
+        item["bytes"] = (REAL_DATA / item["image"]).read_bytes()
+    return lines
+
+
+def render_line(text: str, height: int = 64, scale: float = 1.4) -> np.ndarray:
+    """A gray text-line image drawn with OpenCV's built-in Hershey font (no font files)."""
+    font = cv2.FONT_HERSHEY_DUPLEX
+    (w, h), base = cv2.getTextSize(text, font, scale, 2)
+    img = np.full((h + base + 20, w + 20), 255, np.uint8)
+    cv2.putText(img, text, (10, h + 10), font, scale, 0, 2, cv2.LINE_AA)
+    return img
+
+
+def png(image: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", image)
+    assert ok
+    return buf.tobytes()

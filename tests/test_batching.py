@@ -1,0 +1,332 @@
+"""Unit tests of the micro-batcher: pure batch planning, then event-gated behaviour.
+
+The gated tests use a fake inference function that blocks its worker thread on a
+``threading.Event`` until the test releases it, so ordering, cancellation, deadlines and
+queue-full are tested deterministically, without sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+from ocr_core.batching import BatchLimits, MicroBatcher, next_batch, plan_batch
+from ocr_core.ctc import LineText
+from ocr_core.errors import DeadlineExpired, InferenceFailed, Overloaded, ShuttingDown
+from ocr_core.preprocess import PreparedLine
+
+HEIGHT = 48
+
+
+@dataclass
+class Item:
+    """Stands in for PendingLine in the pure planning tests (they read only these fields)."""
+
+    name: str
+    bucket: int
+    enqueued_at: float = 0.0
+
+    @property
+    def cost(self) -> int:
+        return self.bucket * HEIGHT
+
+
+def names(items: Sequence[Item]) -> list[str]:
+    return [i.name for i in items]
+
+
+# ---------------------------------------------------------------- pure planning
+
+
+def test_plan_takes_only_the_requested_bucket_in_arrival_order() -> None:
+    pending = [Item("a", 64), Item("b", 128), Item("c", 64), Item("d", 64)]
+    batch, rest, full = plan_batch(pending, 64, max_lines=8, max_pixels=10**9)  # type: ignore[arg-type]
+    assert names(batch) == ["a", "c", "d"]
+    assert names(rest) == ["b"]
+    assert not full
+
+
+def test_plan_stops_at_max_lines_and_keeps_the_rest_in_order() -> None:
+    pending = [Item(str(i), 64) for i in range(5)]
+    batch, rest, full = plan_batch(pending, 64, max_lines=3, max_pixels=10**9)  # type: ignore[arg-type]
+    assert names(batch) == ["0", "1", "2"]
+    assert names(rest) == ["3", "4"]
+    assert full
+
+
+def test_plan_stops_at_max_pixels() -> None:
+    pending = [Item(str(i), 100) for i in range(5)]
+    batch, rest, full = plan_batch(pending, 100, 16, max_pixels=2 * 100 * HEIGHT + 1)  # type: ignore[arg-type]
+    assert names(batch) == ["0", "1"]
+    assert names(rest) == ["2", "3", "4"]
+    assert full
+
+
+def test_plan_runs_a_line_larger_than_max_pixels_alone() -> None:
+    pending = [Item("huge", 4096), Item("next", 4096)]
+    batch, rest, full = plan_batch(pending, 4096, 16, max_pixels=1000)  # type: ignore[arg-type]
+    assert names(batch) == ["huge"]
+    assert names(rest) == ["next"]
+    assert full
+
+
+def test_next_batch_releases_at_once_when_idle() -> None:
+    limits = BatchLimits(max_lines=8, max_delay_s=10.0)
+    plan = next_batch([Item("a", 64, enqueued_at=5.0)], now=5.0, limits=limits, idle=True)  # type: ignore[list-item]
+    assert plan is not None and names(plan[0]) == ["a"]
+
+
+def test_next_batch_waits_while_busy_until_full_or_max_delay() -> None:
+    limits = BatchLimits(max_lines=2, max_delay_s=0.01)
+    one = [Item("a", 64, enqueued_at=1.0)]
+    assert next_batch(one, now=1.005, limits=limits, idle=False) is None  # type: ignore[arg-type]
+    plan = next_batch(one, now=1.02, limits=limits, idle=False)  # type: ignore[arg-type]
+    assert plan is not None and names(plan[0]) == ["a"]
+
+
+def test_next_batch_sends_a_full_bucket_before_the_oldest_times_out() -> None:
+    limits = BatchLimits(max_lines=2, max_delay_s=1.0)
+    pending = [Item("old", 64, 0.0), Item("x", 128, 0.1), Item("y", 128, 0.2)]
+    plan = next_batch(pending, now=0.3, limits=limits, idle=False)  # type: ignore[arg-type]
+    assert plan is not None
+    assert names(plan[0]) == ["x", "y"]
+    assert names(plan[1]) == ["old"]
+
+
+def test_next_batch_after_max_delay_serves_the_oldest_bucket_first() -> None:
+    limits = BatchLimits(max_lines=2, max_delay_s=0.5)
+    pending = [Item("old", 64, 0.0), Item("x", 128, 0.1), Item("y", 128, 0.2)]
+    plan = next_batch(pending, now=0.6, limits=limits, idle=False)  # type: ignore[arg-type]
+    assert plan is not None and names(plan[0]) == ["old"]
+
+
+# ---------------------------------------------------------------- gated batcher
+
+
+def line(width: int, bucket: int | None = None) -> PreparedLine:
+    return PreparedLine(
+        pixels=np.zeros((HEIGHT, width, 3), np.uint8),
+        orig_width=width,
+        bucket_width=bucket or width,
+    )
+
+
+@dataclass
+class FakeInference:
+    """Records every batch; optionally blocks until ``release`` is set. Text = orig width."""
+
+    gate: threading.Event | None = None
+    started: threading.Event = field(default_factory=threading.Event)
+    batches: list[list[int]] = field(default_factory=list)
+    fail_width: int | None = None
+    wrong_count: bool = False
+
+    def __call__(self, worker: int, lines: Sequence[PreparedLine]) -> list[LineText]:
+        widths = [ln.orig_width for ln in lines]
+        self.batches.append(widths)
+        self.started.set()
+        if self.gate is not None and not self.gate.wait(timeout=30):
+            raise RuntimeError("test gate never released")
+        if self.fail_width in widths:
+            raise ValueError("boom")
+        results = [LineText(text=str(w), confidence=1.0, words=()) for w in widths]
+        return results[:-1] if self.wrong_count else results
+
+
+async def started(fake: FakeInference) -> None:
+    """Wait (off the loop) until the fake's worker thread has entered inference."""
+    assert await asyncio.to_thread(fake.started.wait, 10)
+
+
+@pytest.fixture
+async def gated():
+    fake = FakeInference(gate=threading.Event())
+    batcher = MicroBatcher("m", fake, workers=1, height=HEIGHT, limits=BatchLimits(max_lines=4))
+    batcher.start()
+    yield batcher, fake
+    fake.gate.set()
+    await batcher.aclose()
+
+
+async def test_idle_batcher_runs_a_lone_line_without_waiting_for_max_delay() -> None:
+    fake = FakeInference()
+    batcher = MicroBatcher("m", fake, 1, HEIGHT, BatchLimits(max_delay_s=3600.0))
+    batcher.start()
+    try:
+        result = await asyncio.wait_for(batcher.recognize([line(64)]), timeout=10)
+    finally:
+        await batcher.aclose()
+    assert [r.text for r in result] == ["64"]
+
+
+async def test_results_return_in_request_order_across_buckets(gated) -> None:
+    batcher, fake = gated
+    blocker = asyncio.create_task(batcher.recognize([line(10, 64)]))
+    await started(fake)
+    widths = [70, 200, 71, 300, 72]
+    task = asyncio.create_task(batcher.recognize([line(w, 64 if w < 100 else w) for w in widths]))
+    await asyncio.sleep(0)
+    fake.gate.set()
+    assert [r.text for r in await task] == [str(w) for w in widths]
+    await blocker
+    # Every batch held lines of one bucket only.
+    for batch in fake.batches[1:]:
+        assert len({64 if w < 100 else w for w in batch}) == 1
+    assert sorted(fake.batches[1]) == [70, 71, 72]
+
+
+async def test_lines_from_separate_calls_share_a_batch(gated) -> None:
+    batcher, fake = gated
+    blocker = asyncio.create_task(batcher.recognize([line(1, 64)]))
+    await started(fake)
+    calls = [asyncio.create_task(batcher.recognize([line(w, 64)])) for w in (2, 3, 4)]
+    await asyncio.sleep(0)
+    fake.gate.set()
+    assert [(await c)[0].text for c in calls] == ["2", "3", "4"]
+    await blocker
+    assert fake.batches == [[1], [2, 3, 4]]
+    stats = batcher.stats()
+    assert stats.batches == 2 and stats.lines_inferred == 4 and stats.batch_sizes[3] == 1
+
+
+async def test_max_lines_splits_batches(gated) -> None:
+    batcher, fake = gated
+    blocker = asyncio.create_task(batcher.recognize([line(1, 64)]))
+    await started(fake)
+    call = asyncio.create_task(batcher.recognize([line(w, 64) for w in range(10, 16)]))
+    await asyncio.sleep(0)
+    fake.gate.set()
+    await call
+    await blocker
+    assert fake.batches[1:] == [[10, 11, 12, 13], [14, 15]]
+
+
+async def test_cancelled_call_lines_are_dropped_before_inference(gated) -> None:
+    batcher, fake = gated
+    blocker = asyncio.create_task(batcher.recognize([line(1, 64)]))
+    await started(fake)
+    doomed = asyncio.create_task(batcher.recognize([line(2, 64), line(3, 64)]))
+    await asyncio.sleep(0)
+    assert batcher.queue_depth == 2
+    doomed.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await doomed
+    survivor = asyncio.create_task(batcher.recognize([line(4, 64)]))
+    await asyncio.sleep(0)
+    fake.gate.set()
+    assert (await survivor)[0].text == "4"
+    await blocker
+    assert fake.batches == [[1], [4]]
+    assert batcher.stats().dropped_cancelled == 2
+
+
+async def test_expired_lines_fail_with_deadline_and_are_never_computed(gated) -> None:
+    batcher, fake = gated
+    blocker = asyncio.create_task(batcher.recognize([line(1, 64)]))
+    await started(fake)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 0.001
+    expired = asyncio.create_task(batcher.recognize([line(2, 64)], deadline=deadline))
+    alive = asyncio.create_task(batcher.recognize([line(3, 64)], deadline=loop.time() + 3600))
+    # Let the short deadline pass while the worker is still blocked.
+    while loop.time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.001)
+    fake.gate.set()
+    with pytest.raises(DeadlineExpired):
+        await expired
+    assert (await alive)[0].text == "3"
+    await blocker
+    assert [2] not in fake.batches and all(2 not in b for b in fake.batches)
+    assert batcher.stats().dropped_expired == 1
+
+
+async def test_full_queue_rejects_whole_request_with_overloaded() -> None:
+    fake = FakeInference(gate=threading.Event())
+    batcher = MicroBatcher("m", fake, 1, HEIGHT, BatchLimits(queue_capacity=3))
+    batcher.start()
+    try:
+        blocker = asyncio.create_task(batcher.recognize([line(1, 64)]))
+        await started(fake)
+        queued = asyncio.create_task(batcher.recognize([line(2, 64), line(3, 64)]))
+        await asyncio.sleep(0)
+        with pytest.raises(Overloaded, match=r"queue .* is full"):
+            batcher.submit([line(4, 64), line(5, 64)])
+        assert batcher.queue_depth == 2  # all or nothing: nothing of the refused call queued
+        fake.gate.set()
+        assert [r.text for r in await queued] == ["2", "3"]
+        await blocker
+        assert batcher.stats().rejected_queue_full == 2
+    finally:
+        fake.gate.set()
+        await batcher.aclose()
+
+
+async def test_inference_error_fails_only_its_batch() -> None:
+    fake = FakeInference(fail_width=66)
+    batcher = MicroBatcher("m", fake, 1, HEIGHT, BatchLimits())
+    batcher.start()
+    try:
+        bad = asyncio.create_task(batcher.recognize([line(66, 64)]))
+        good = asyncio.create_task(batcher.recognize([line(500, 512)]))
+        with pytest.raises(InferenceFailed):
+            await bad
+        assert (await good)[0].text == "500"
+        assert batcher.stats().failed_batches == 1
+        # The batcher keeps serving after a failure.
+        assert (await batcher.recognize([line(7, 64)]))[0].text == "7"
+    finally:
+        await batcher.aclose()
+
+
+async def test_wrong_result_count_fails_every_line_of_the_batch() -> None:
+    fake = FakeInference(wrong_count=True)
+    batcher = MicroBatcher("m", fake, 1, HEIGHT, BatchLimits())
+    batcher.start()
+    try:
+        with pytest.raises(InferenceFailed):
+            await batcher.recognize([line(1, 64), line(2, 64)])
+    finally:
+        await batcher.aclose()
+
+
+async def test_close_fails_queued_lines_and_finishes_the_running_batch(gated) -> None:
+    batcher, fake = gated
+    running = asyncio.create_task(batcher.recognize([line(1, 64)]))
+    await started(fake)
+    queued = asyncio.create_task(batcher.recognize([line(2, 64)]))
+    await asyncio.sleep(0)
+    closing = asyncio.create_task(batcher.aclose())
+    await asyncio.sleep(0)
+    with pytest.raises(ShuttingDown):
+        await queued
+    fake.gate.set()
+    assert (await running)[0].text == "1"
+    await closing
+    with pytest.raises(ShuttingDown):
+        batcher.submit([line(3, 64)])
+
+
+async def test_two_workers_run_batches_concurrently() -> None:
+    gate = threading.Event()
+    both = threading.Barrier(2, timeout=10)
+
+    def infer(worker: int, lines: Sequence[PreparedLine]) -> list[LineText]:
+        both.wait()  # only returns if two batches are inside inference at the same time
+        gate.wait(10)
+        return [LineText(str(worker), 1.0, ()) for _ in lines]
+
+    batcher = MicroBatcher("m", infer, 2, HEIGHT, BatchLimits(max_delay_s=0.0))
+    batcher.start()
+    try:
+        a = asyncio.create_task(batcher.recognize([line(1, 64)]))
+        b = asyncio.create_task(batcher.recognize([line(2, 128)]))
+        gate.set()
+        workers = {(await a)[0].text, (await b)[0].text}
+    finally:
+        await batcher.aclose()
+    assert workers == {"0", "1"}

@@ -1,0 +1,163 @@
+"""Server configuration from flags and environment (ocr_server.config)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from ocr_server.config import ServerConfig, _default_workers, parse_config
+
+
+def test_defaults_with_empty_env() -> None:
+    config = parse_config([], env={})
+    assert config.port == 50051
+    assert config.host == "[::]"
+    assert config.model == ""
+    assert config.extra_models == ()
+    assert config.reflection is True
+    assert config.fetch_missing is True
+    assert config.workers == _default_workers()
+    assert config.workers >= 1
+    # Everything else is the dataclass's defaults.
+    assert config == replace(ServerConfig(), workers=_default_workers())
+
+
+def test_flags_override_defaults() -> None:
+    config = parse_config(
+        [
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "6000",
+            "--model",
+            "ppocr-en",
+            "--extra-models",
+            "x,y ,,z",
+            "--workers",
+            "3",
+            "--threads",
+            "2",
+            "--max-delay-ms",
+            "5.5",
+            "--max-batch-lines",
+            "8",
+            "--log-level",
+            "debug",
+            "--log-format",
+            "json",
+            "--graph-optimization",
+            "disabled",
+            "--models-config",
+            "/tmp/models.toml",
+            "--no-reflection",
+            "--no-fetch",
+        ],
+        env={},
+    )
+    assert config.host == "127.0.0.1"
+    assert config.port == 6000
+    assert config.model == "ppocr-en"
+    assert config.extra_models == ("x", "y", "z")
+    assert config.workers == 3
+    assert config.threads == 2
+    assert config.max_delay_ms == 5.5
+    assert isinstance(config.max_delay_ms, float)
+    assert config.max_batch_lines == 8
+    assert config.log_level == "DEBUG"
+    assert config.log_format == "json"
+    assert config.graph_optimization == "disabled"
+    assert config.models_config == Path("/tmp/models.toml")
+    assert config.reflection is False
+    assert config.fetch_missing is False
+
+
+def test_env_vars_honoured_with_types() -> None:
+    env = {
+        "OCR_PORT": "50052",
+        "OCR_MODEL": "my-model",
+        "OCR_MAX_DELAY_MS": "7.25",
+        "OCR_NO_REFLECTION": "true",
+        "OCR_EXTRA_MODELS": "a, b",
+        "OCR_WORKERS": "4",
+        "OCR_MODEL_DIR": "/var/cache/ocr",
+        "OCR_NO_FETCH": "1",
+        "OCR_GRACE_S": "0",
+    }
+    config = parse_config([], env=env)
+    assert config.port == 50052
+    assert isinstance(config.port, int)
+    assert config.model == "my-model"
+    assert config.max_delay_ms == 7.25
+    assert isinstance(config.max_delay_ms, float)
+    assert config.reflection is False
+    assert config.extra_models == ("a", "b")
+    assert config.workers == 4
+    assert config.model_dir == Path("/var/cache/ocr")
+    assert config.fetch_missing is False
+    assert config.grace_s == 0.0
+
+
+@pytest.mark.parametrize(
+    ("value", "reflection"),
+    [("true", False), ("1", False), ("YES", False), ("false", True), ("0", True), ("", True)],
+)
+def test_boolean_env_values(value: str, reflection: bool) -> None:
+    assert parse_config([], env={"OCR_NO_REFLECTION": value}).reflection is reflection
+
+
+def test_flag_beats_env() -> None:
+    env = {"OCR_PORT": "1111", "OCR_MODEL": "from-env", "OCR_NO_REFLECTION": "true"}
+    config = parse_config(
+        ["--port", "2222", "--model", "from-flag", "--no-reflection", "false"], env=env
+    )
+    assert config.port == 2222
+    assert config.model == "from-flag"
+    assert config.reflection is True
+
+
+def test_env_beats_default_only_for_its_own_flag() -> None:
+    config = parse_config([], env={"OCR_THREADS": "3", "OTHER": "x", "OCR_UNKNOWN": "9"})
+    assert config.threads == 3
+    assert config.port == 50051
+
+
+@pytest.mark.parametrize(
+    ("argv", "env"),
+    [
+        (["--workers", "0"], {}),
+        (["--log-format", "xml"], {}),
+        ([], {"OCR_PORT": "abc"}),
+        ([], {"OCR_LOG_FORMAT": "yaml"}),
+        (["--port", "1.5"], {}),
+        (["--max-delay-ms", "-1"], {}),
+        (["--grace-s", "-0.5"], {}),
+        (["--graph-optimization", "fast"], {}),
+        (["--queue-capacity", "0"], {}),
+        ([], {"OCR_NO_REFLECTION": "maybe"}),
+        ([], {"OCR_MAX_DELAY_MS": "soon"}),
+        (["--no-such-flag"], {}),
+    ],
+)
+def test_invalid_values_exit_with_usage_error(
+    argv: list[str], env: dict[str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        parse_config(argv, env=env)
+    assert exc.value.code == 2
+    assert "ocr-server: error:" in capsys.readouterr().err
+
+
+def test_workers_error_names_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_config(["--workers", "0"], env={})
+    assert "--workers must be at least 1" in capsys.readouterr().err
+
+
+def test_env_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OCR_PORT", "50999")
+    monkeypatch.setenv("OCR_EXTRA_MODELS", "m1")
+    config = parse_config([])
+    assert config.port == 50999
+    assert config.extra_models == ("m1",)

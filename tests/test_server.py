@@ -1,0 +1,363 @@
+"""Integration tests: a real ``ocr-server`` process, the real default model, real clients.
+
+Text images are rendered here with OpenCV's built-in font, so these tests need no data files.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+
+import grpc
+import numpy as np
+import pytest
+from google.protobuf import json_format
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
+
+from ocr_client import AsyncOcrClient, InvalidRequest, ModelNotFound, OcrClient, ServerBusy
+from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
+from tests.conftest import (
+    REPO_ROOT,
+    ServerProcess,
+    health_status,
+    png,
+    render_line,
+    start_server,
+    stop_server,
+)
+
+pytestmark = pytest.mark.integration
+
+TEXTS = ["Hello World 2026", "The quick brown fox", "invoice total 42.50"]
+
+
+@pytest.fixture(scope="module")
+def stub(server: ServerProcess):
+    with grpc.insecure_channel(server.address) as channel:
+        yield ocr_pb2_grpc.OcrServiceStub(channel)
+
+
+def recognize(stub, *images: ocr_pb2.Image, model: str = "", timeout: float = 60):
+    return stub.RecognizeLines(
+        ocr_pb2.RecognizeLinesRequest(images=list(images), model=model), timeout=timeout
+    )
+
+
+def code_of(call) -> tuple[grpc.StatusCode, str]:
+    with pytest.raises(grpc.RpcError) as info:
+        call()
+    return info.value.code(), info.value.details()
+
+
+def test_health_is_serving_for_server_and_service(server: ServerProcess) -> None:
+    assert health_status(server.address) == health_pb2.HealthCheckResponse.SERVING
+    assert health_status(server.address, "ocr.v1.OcrService") == (
+        health_pb2.HealthCheckResponse.SERVING
+    )
+
+
+def test_reflection_lists_and_describes_the_service(server: ServerProcess) -> None:
+    with grpc.insecure_channel(server.address) as channel:
+        db = ProtoReflectionDescriptorDatabase(channel)
+        services = set(db.get_services())
+        assert {"ocr.v1.OcrService", "grpc.health.v1.Health"} <= services
+        file = db.FindFileContainingSymbol("ocr.v1.OcrService")
+        methods = {m.name for m in file.service[0].method}
+        assert {"RecognizeLines", "StreamRecognize", "ListModels", "GetStats"} <= methods
+
+
+def test_recognizes_rendered_lines_in_order_with_words(stub) -> None:
+    images = [ocr_pb2.Image(data=png(render_line(t))) for t in TEXTS]
+    response = recognize(stub, *images)
+    assert response.model == "ppocr-v6-small"
+    assert [r.text for r in response.results] == TEXTS
+    first = response.results[0]
+    assert 0.5 < first.confidence <= 1.0
+    assert [w.text for w in first.words] == ["Hello", "World", "2026"]
+    width = render_line(TEXTS[0]).shape[1]
+    xs = [(w.x_start, w.x_end) for w in first.words]
+    assert all(0 <= a < b <= width for a, b in xs)
+    assert xs == sorted(xs) and xs[0][1] <= xs[1][0]  # left to right, not overlapping
+
+
+def test_grpcurl_style_json_request_gets_text_and_confidence(stub) -> None:
+    """The JSON grpcurl sends ({"images":[{"data":"<base64>"}]}) maps to a working request."""
+    import base64
+
+    body = {"images": [{"data": base64.b64encode(png(render_line(TEXTS[1]))).decode()}]}
+    request = json_format.Parse(json.dumps(body), ocr_pb2.RecognizeLinesRequest())
+    answer = json.loads(json_format.MessageToJson(stub.RecognizeLines(request, timeout=60)))
+    assert answer["results"][0]["text"] == TEXTS[1]
+    assert 0 < answer["results"][0]["confidence"] <= 1
+
+
+@pytest.mark.parametrize("channels", [1, 3, 4])
+def test_raw_pixels_give_the_same_text_as_png(stub, channels: int) -> None:
+    gray = render_line(TEXTS[2])
+    h, w = gray.shape
+    pixels = gray if channels == 1 else np.dstack([gray] * 3)
+    if channels == 4:
+        pixels = np.dstack([pixels, np.full((h, w), 255, np.uint8)])
+    raw = ocr_pb2.RawImage(width=w, height=h, channels=channels, pixels=pixels.tobytes())
+    assert recognize(stub, ocr_pb2.Image(raw=raw)).results[0].text == TEXTS[2]
+
+
+def test_blank_line_gives_empty_text_not_an_error(stub) -> None:
+    blank = np.full((40, 300), 255, np.uint8)
+    result = recognize(stub, ocr_pb2.Image(data=png(blank))).results[0]
+    assert result.text == "" and result.confidence == 0.0 and not result.words
+
+
+def test_list_models_reports_default_model_and_limits(stub) -> None:
+    response = stub.ListModels(ocr_pb2.ListModelsRequest(), timeout=10)
+    (model,) = response.models
+    assert (model.name, model.is_default, model.charset_size, model.input_height) == (
+        "ppocr-v6-small",
+        True,
+        18708,
+        48,
+    )
+    assert "rapidocr==3.10.0" in model.source
+    assert response.limits.max_lines_per_request == 256
+
+
+BAD_REQUESTS = [
+    ("no images", [], grpc.StatusCode.INVALID_ARGUMENT, "no images"),
+    ("empty bytes", [ocr_pb2.Image(data=b"")], grpc.StatusCode.INVALID_ARGUMENT, "empty"),
+    ("unset image", [ocr_pb2.Image()], grpc.StatusCode.INVALID_ARGUMENT, "set `data`"),
+    (
+        "garbage second image",
+        [ocr_pb2.Image(data=png(render_line("ok"))), ocr_pb2.Image(data=b"not an image")],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "image 1: image data",
+    ),
+    (
+        "truncated png",
+        [ocr_pb2.Image(data=png(render_line("truncated"))[:60])],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "not a decodable",
+    ),
+    (
+        "raw size mismatch",
+        [ocr_pb2.Image(raw=ocr_pb2.RawImage(width=10, height=10, channels=3, pixels=b"x" * 10))],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "300",
+    ),
+    (
+        "raw channels 2",
+        [ocr_pb2.Image(raw=ocr_pb2.RawImage(width=1, height=1, channels=2, pixels=b"xx"))],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "channels=2",
+    ),
+    (
+        "1 x 100000 line",
+        [ocr_pb2.Image(data=png(np.zeros((1, 100000), np.uint8)))],
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "split the line",
+    ),
+    (
+        "too many lines",
+        [ocr_pb2.Image(data=b"x")] * 257,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        "over the limit of 256",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("images", "code", "fragment"),
+    [pytest.param(i, c, f, id=n) for n, i, c, f in BAD_REQUESTS],
+)
+def test_bad_input_gets_a_clear_status_and_the_server_keeps_serving(
+    stub, images, code, fragment
+) -> None:
+    got_code, details = code_of(lambda: recognize(stub, *images))
+    assert got_code == code
+    assert fragment in details
+    assert "Traceback" not in details
+    assert (
+        recognize(stub, ocr_pb2.Image(data=png(render_line(TEXTS[0])))).results[0].text
+        == (TEXTS[0])
+    )
+
+
+def test_unknown_model_is_not_found_and_names_the_served_models(stub) -> None:
+    code, details = code_of(
+        lambda: recognize(stub, ocr_pb2.Image(data=png(render_line("x"))), model="nope")
+    )
+    assert code == grpc.StatusCode.NOT_FOUND
+    assert "'nope'" in details and "ppocr-v6-small" in details
+
+
+def stats(stub) -> ocr_pb2.BatcherStats:
+    return stub.GetStats(ocr_pb2.GetStatsRequest(), timeout=10).batchers[0]
+
+
+def settled(stub, before: ocr_pb2.BatcherStats, lines: int) -> tuple[int, int]:
+    """Wait until each of ``lines`` new lines was either inferred or dropped; (inferred, dropped).
+
+    A batch of the abandoned call may still be running on another worker when the call ends,
+    so poll the counters until every line is accounted for (bounded, then fail).
+    """
+    deadline = time.monotonic() + 60
+    while True:
+        now = stats(stub)
+        inferred = now.lines_inferred - before.lines_inferred
+        dropped = (now.dropped_expired + now.dropped_cancelled) - (
+            before.dropped_expired + before.dropped_cancelled
+        )
+        if inferred + dropped >= lines or time.monotonic() > deadline:
+            return inferred, dropped
+        time.sleep(0.05)
+
+
+def test_expired_deadline_drops_queued_lines_without_computing_them(stub) -> None:
+    image = ocr_pb2.Image(data=png(render_line("deadline " * 12)))  # a wide line, slow to run
+    before = stats(stub)
+    code, _ = code_of(lambda: recognize(stub, *[image] * 100, timeout=0.5))
+    assert code == grpc.StatusCode.DEADLINE_EXCEEDED
+    # The server finishes at most the batches already running, then drops the rest.
+    inferred, dropped = settled(stub, before, 100)
+    assert inferred + dropped == 100
+    assert dropped > 0
+    assert stats(stub).queue_depth == 0
+
+
+def test_cancelled_call_drops_its_queued_lines(stub) -> None:
+    image = ocr_pb2.Image(data=png(render_line("cancel " * 14)))
+    before = stats(stub)
+    future = stub.RecognizeLines.future(
+        ocr_pb2.RecognizeLinesRequest(images=[image] * 100), timeout=60
+    )
+    # Cancel once the server has queued the lines and started on them.
+    while stats(stub).lines_enqueued - before.lines_enqueued < 100:
+        pass
+    future.cancel()
+    assert future.cancelled()
+    inferred, dropped = settled(stub, before, 100)
+    assert inferred + dropped == 100
+    assert stats(stub).dropped_cancelled - before.dropped_cancelled == dropped > 0
+
+
+def test_stream_answers_each_item_and_survives_a_corrupt_one(server: ServerProcess) -> None:
+    items = [
+        ("a", png(render_line(TEXTS[0]))),
+        ("bad", b"\x89PNG corrupt"),
+        ("b", png(render_line(TEXTS[1]))),
+    ]
+    with OcrClient(server.address) as client:
+        results = {r.id: r for r in client.stream_recognize(items)}
+    assert set(results) == {"a", "bad", "b"}
+    assert results["a"].line.text == TEXTS[0]
+    assert results["b"].line.text == TEXTS[1]
+    assert isinstance(results["bad"].error, InvalidRequest)
+    assert "not a decodable" in results["bad"].error.details
+
+
+def test_ordered_stream_returns_input_order(server: ServerProcess) -> None:
+    # A wide line first: unordered it would tend to finish last.
+    texts = ["a much longer first line of text to recognise", "b", "c", "d", "e"]
+    items = [(str(i), png(render_line(t))) for i, t in enumerate(texts)]
+    with OcrClient(server.address) as client:
+        ids = [r.id for r in client.stream_recognize(items, ordered=True)]
+    assert ids == ["0", "1", "2", "3", "4"]
+
+
+def test_stream_options_on_a_later_message_fail_only_that_item(stub) -> None:
+    image = ocr_pb2.Image(data=png(render_line("fine")))
+    requests = [
+        ocr_pb2.StreamRecognizeRequest(id="1", line=image),
+        ocr_pb2.StreamRecognizeRequest(
+            id="2", line=image, options=ocr_pb2.StreamOptions(ordered=True)
+        ),
+        ocr_pb2.StreamRecognizeRequest(id="3"),
+        ocr_pb2.StreamRecognizeRequest(id="4", line=image),
+    ]
+    responses = {r.id: r for r in stub.StreamRecognize(iter(requests), timeout=60)}
+    assert responses["1"].line.text == "fine" and responses["4"].line.text == "fine"
+    assert responses["2"].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "first message" in responses["2"].error.message
+    assert responses["3"].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+
+
+def test_stream_with_unknown_model_fails_the_call(server: ServerProcess) -> None:
+    with OcrClient(server.address) as client, pytest.raises(ModelNotFound):
+        list(client.stream_recognize([png(render_line("x"))], model="nope"))
+
+
+async def test_async_client_and_concurrent_calls_share_the_batcher(server: ServerProcess) -> None:
+    async with AsyncOcrClient(server.address) as client:
+        images = [png(render_line(t)) for t in TEXTS] * 8
+        results = await asyncio.gather(*(client.recognize_line(i) for i in images))
+    assert [r.text for r in results] == TEXTS * 8
+
+
+def test_cli_prints_text_and_json(server: ServerProcess, tmp_path) -> None:
+    path = tmp_path / "line.png"
+    path.write_bytes(png(render_line(TEXTS[0])))
+    cmd = [sys.executable, "-m", "ocr_client.cli", "lines", "--address", server.address]
+    out = subprocess.run([*cmd, str(path)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == TEXTS[0]
+    out = subprocess.run([*cmd, "--json", str(path)], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout)["results"][0]["text"] == TEXTS[0]
+
+
+def test_small_limits_server_enforces_message_size_and_queue(tmp_path) -> None:
+    srv = start_server(
+        tmp_path / "small.log",
+        "--max-message-bytes", "200000",
+        "--queue-capacity", "4",
+        "--max-lines-per-request", "8",
+    )  # fmt: skip
+    try:
+        with grpc.insecure_channel(srv.address) as channel:
+            stub = ocr_pb2_grpc.OcrServiceStub(channel)
+            big = ocr_pb2.Image(data=b"\x00" * 300_000)
+            code, details = code_of(lambda: recognize(stub, big))
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            line = ocr_pb2.Image(data=png(render_line("queue")))
+            code, details = code_of(lambda: recognize(stub, *[line] * 5))
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "queue" in details and "full" in details
+            assert recognize(stub, *[line] * 4).results[3].text == "queue"
+        with OcrClient(srv.address) as client, pytest.raises(ServerBusy):
+            client.recognize_lines([png(render_line("queue"))] * 6)
+    finally:
+        assert stop_server(srv) == 0, srv.log()
+
+
+def test_sigterm_finishes_in_flight_work_then_refuses_new_calls(tmp_path) -> None:
+    srv = start_server(tmp_path / "shutdown.log", "--grace-s", "30")
+    line = ocr_pb2.Image(data=png(render_line("in flight " * 6)))
+    with grpc.insecure_channel(srv.address) as channel:
+        stub = ocr_pb2_grpc.OcrServiceStub(channel)
+        before = stub.GetStats(ocr_pb2.GetStatsRequest(), timeout=10).batchers[0]
+        future = stub.RecognizeLines.future(
+            ocr_pb2.RecognizeLinesRequest(images=[line] * 40), timeout=120
+        )
+        while (
+            stub.GetStats(ocr_pb2.GetStatsRequest(), timeout=10).batchers[0].lines_enqueued
+            < before.lines_enqueued + 40
+        ):
+            pass
+        srv.process.send_signal(__import__("signal").SIGTERM)
+        response = future.result(timeout=120)  # accepted before SIGTERM: answered in full
+        assert len(response.results) == 40
+        assert all(r.text == "in flight " * 5 + "in flight" for r in response.results)
+    assert srv.process.wait(60) == 0, srv.log()
+    with grpc.insecure_channel(srv.address) as channel:
+        stub = ocr_pb2_grpc.OcrServiceStub(channel)
+        code, _ = code_of(lambda: recognize(stub, line, timeout=5))
+        assert code == grpc.StatusCode.UNAVAILABLE
+    assert "shutting down" in srv.log()
+
+
+def test_stubs_import_from_namespaced_package() -> None:
+    assert ocr_pb2.DESCRIPTOR.package == "ocr.v1"
+    assert (REPO_ROOT / "proto" / "ocr" / "v1" / "ocr.proto").exists()
