@@ -1,0 +1,62 @@
+"""A user model declared in a config file is checked on load, with errors that say what is off.
+
+Uses the real default recognizer file as the "user's" ONNX model, paired with charsets and
+heights that do and do not fit it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ocr_core.errors import ModelLoadError
+from ocr_core.preprocess import WidthBuckets, prepare_line
+from ocr_core.recognizer import LineRecognizer, SessionConfig
+from ocr_core.registry import ModelRegistry
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def real_onnx() -> Path:
+    return ModelRegistry.from_files().resolve("ppocr-v6-small").recognizer_path
+
+
+def user_registry(tmp_path: Path, onnx: Path, body: str) -> ModelRegistry:
+    config = tmp_path / "models.toml"
+    config.write_text(f'[models.mine]\nrecognizer = "{onnx}"\n{body}', encoding="utf-8")
+    return ModelRegistry.from_files(user_config=config)
+
+
+def test_user_model_with_metadata_charset_loads_and_recognizes(tmp_path, real_onnx) -> None:
+    spec = user_registry(tmp_path, real_onnx, 'charset_metadata_key = "character"\n').resolve(
+        "mine"
+    )
+    rec = LineRecognizer.load(spec, SessionConfig(workers=1))
+    assert rec.charset_size == 18708 and "user config" in rec.source
+    blank = prepare_line(np.full((48, 200, 3), 255, np.uint8), 48, WidthBuckets())
+    assert rec.infer(0, [blank])[0].text == ""
+
+
+def test_charset_that_does_not_match_the_output_classes_is_refused(tmp_path, real_onnx) -> None:
+    (tmp_path / "dict.txt").write_text("a\nb\nc\n", encoding="utf-8")
+    spec = user_registry(tmp_path, real_onnx, 'charset = "dict.txt"\n').resolve("mine")
+    with pytest.raises(ModelLoadError, match=r"18710 classes but the charset has 3"):
+        LineRecognizer.load(spec, SessionConfig(workers=1))
+
+
+def test_wrong_input_height_is_refused(tmp_path, real_onnx) -> None:
+    body = 'charset_metadata_key = "character"\ninput_height = 32\n'
+    spec = user_registry(tmp_path, real_onnx, body).resolve("mine")
+    with pytest.raises(ModelLoadError, match=r"input height is 48 but the model config says 32"):
+        LineRecognizer.load(spec, SessionConfig(workers=1))
+
+
+def test_a_file_that_is_not_onnx_is_refused_with_its_path(tmp_path) -> None:
+    bogus = tmp_path / "rec.onnx"
+    bogus.write_bytes(b"not a model")
+    spec = user_registry(tmp_path, bogus, 'charset_metadata_key = "character"\n').resolve("mine")
+    with pytest.raises(ModelLoadError, match="cannot load"):
+        LineRecognizer.load(spec, SessionConfig(workers=1))
