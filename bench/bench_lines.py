@@ -677,6 +677,14 @@ def exact_command() -> str:
     return shlex.join([shown, "-m", "bench.bench_lines", *sys.argv[1:]])
 
 
+def _repo_relative(arg: str) -> str:
+    """``arg`` relative to the repository root if it is a path inside it, for the report."""
+    path = Path(arg)
+    if path.is_absolute() and path.is_relative_to(REPO_ROOT):
+        return str(path.relative_to(REPO_ROOT))
+    return arg
+
+
 def _f(x: float, digits: int = 1) -> str:
     return "n/a" if x != x else f"{x:.{digits}f}"  # x != x: NaN
 
@@ -903,7 +911,8 @@ def write_markdown(path: Path, result: dict) -> None:
         "",
         "### Server (separate process) under load from a separate process",
         "",
-        f"`{' '.join(srv['command'])}`; health SERVING after {srv['ready_s']:.1f} s. "
+        f"`{shlex.join(_repo_relative(a) for a in srv['command'])}`; health SERVING after "
+        f"{srv['ready_s']:.1f} s. "
         "The load process runs one asyncio loop with *concurrency* workers sharing one "
         "`AsyncOcrClient` channel, each sending one line per `RecognizeLines` call back to "
         "back. Latency is per call as the client sees it; mean batch, padding "

@@ -2,8 +2,9 @@
 
 One ``LineRecognizer`` per served model. It holds one session per batcher worker, each with
 its own intra-op thread count: on small machines several 1-thread sessions outrun one
-multi-threaded session (see docs/benchmarks.md), and a session never runs two batches at
-once, so workers never contend for a session.
+multi-threaded session (shared/design/models.md measured 10-60 % on 2 cores; this project
+has not re-measured it yet), and a session never runs two batches at once, so workers never
+contend for a session.
 """
 
 from __future__ import annotations
