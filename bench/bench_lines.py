@@ -456,8 +456,6 @@ def stop_server(proc: subprocess.Popen[bytes], grace_s: float) -> dict[str, Any]
 
 # --------------------------------------------------------------------------- load process
 
-_IMAGES: dict[tuple[str, ...], list[bytes]] = {}
-
 
 def load_level(
     address: str,
@@ -473,15 +471,13 @@ def load_level(
     """Entry point of the load process: drive one concurrency level, return its figures.
 
     Runs in a spawned process so the load generator's Python work (building requests,
-    reading responses) never takes the server's GIL. The images are read once per process.
+    reading responses) never takes the server's GIL. The images (82 small files) are read
+    before the measured window.
     """
-    key = tuple(paths)
-    if key not in _IMAGES:
-        _IMAGES[key] = [Path(p).read_bytes() for p in paths]
     return asyncio.run(
         _drive(
             address,
-            _IMAGES[key],
+            [Path(p).read_bytes() for p in paths],
             concurrency,
             warmup_s,
             duration_s,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -199,6 +200,14 @@ def stats(stub) -> ocr_pb2.BatcherStats:
     return stub.GetStats(ocr_pb2.GetStatsRequest(), timeout=10).batchers[0]
 
 
+def wait_enqueued(stub, before: ocr_pb2.BatcherStats, lines: int) -> None:
+    """Poll GetStats until ``lines`` more lines were queued (bounded, then fail)."""
+    deadline = time.monotonic() + 60
+    while stats(stub).lines_enqueued - before.lines_enqueued < lines:
+        assert time.monotonic() < deadline, "the server never queued the lines"
+        time.sleep(0.01)
+
+
 def settled(stub, before: ocr_pb2.BatcherStats, lines: int) -> tuple[int, int]:
     """Wait until each of ``lines`` new lines was either inferred or dropped; (inferred, dropped).
 
@@ -235,9 +244,7 @@ def test_cancelled_call_drops_its_queued_lines(stub) -> None:
     future = stub.RecognizeLines.future(
         ocr_pb2.RecognizeLinesRequest(images=[image] * 100), timeout=60
     )
-    # Cancel once the server has queued the lines and started on them.
-    while stats(stub).lines_enqueued - before.lines_enqueued < 100:
-        pass
+    wait_enqueued(stub, before, 100)  # cancel once the server has queued the lines
     future.cancel()
     assert future.cancelled()
     inferred, dropped = settled(stub, before, 100)
@@ -337,16 +344,12 @@ def test_sigterm_finishes_in_flight_work_then_refuses_new_calls(tmp_path) -> Non
     line = ocr_pb2.Image(data=png(render_line("in flight " * 6)))
     with grpc.insecure_channel(srv.address) as channel:
         stub = ocr_pb2_grpc.OcrServiceStub(channel)
-        before = stub.GetStats(ocr_pb2.GetStatsRequest(), timeout=10).batchers[0]
+        before = stats(stub)
         future = stub.RecognizeLines.future(
             ocr_pb2.RecognizeLinesRequest(images=[line] * 40), timeout=120
         )
-        while (
-            stub.GetStats(ocr_pb2.GetStatsRequest(), timeout=10).batchers[0].lines_enqueued
-            < before.lines_enqueued + 40
-        ):
-            pass
-        srv.process.send_signal(__import__("signal").SIGTERM)
+        wait_enqueued(stub, before, 40)
+        srv.process.send_signal(signal.SIGTERM)
         response = future.result(timeout=120)  # accepted before SIGTERM: answered in full
         assert len(response.results) == 40
         assert all(r.text == "in flight " * 5 + "in flight" for r in response.results)
