@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!ocr_client/proto/ocr/v1/ocr.proto\x12\x06ocr.v1\x1a\x17google/rpc/status.proto\"B\n\x05Image\x12\x0e\n\x04\x64\x61ta\x18\x01 \x01(\x0cH\x00\x12\x1f\n\x03raw\x18\x02 \x01(\x0b\x32\x10.ocr.v1.RawImageH\x00\x42\x08\n\x06source\"t\n\x08RawImage\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\x10\n\x08\x63hannels\x18\x03 \x01(\r\x12\x0e\n\x06pixels\x18\x04 \x01(\x0c\x12\'\n\x0b\x63olor_order\x18\x05 \x01(\x0e\x32\x12.ocr.v1.ColorOrder\"E\n\x15RecognizeLinesRequest\x12\x1d\n\x06images\x18\x01 \x03(\x0b\x32\r.ocr.v1.Image\x12\r\n\x05model\x18\x02 \x01(\t\"L\n\x16RecognizeLinesResponse\x12#\n\x07results\x18\x01 \x03(\x0b\x32\x12.ocr.v1.LineResult\x12\r\n\x05model\x18\x02 \x01(\t\"K\n\nLineResult\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\x1b\n\x05words\x18\x03 \x03(\x0b\x32\x0c.ocr.v1.Word\"H\n\x04Word\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\x0f\n\x07x_start\x18\x03 \x01(\r\x12\r\n\x05x_end\x18\x04 \x01(\r\"s\n\x16StreamRecognizeRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1d\n\x04line\x18\x02 \x01(\x0b\x32\r.ocr.v1.ImageH\x00\x12&\n\x07options\x18\x0f \x01(\x0b\x32\x15.ocr.v1.StreamOptionsB\x06\n\x04item\"/\n\rStreamOptions\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07ordered\x18\x02 \x01(\x08\"x\n\x17StreamRecognizeResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x04line\x18\x02 \x01(\x0b\x32\x12.ocr.v1.LineResultH\x00\x12#\n\x05\x65rror\x18\x0f \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x08\n\x06result\"\x13\n\x11ListModelsRequest\"]\n\x12ListModelsResponse\x12!\n\x06models\x18\x01 \x03(\x0b\x32\x11.ocr.v1.ModelInfo\x12$\n\x06limits\x18\x02 \x01(\x0b\x32\x14.ocr.v1.ServerLimits\"\x98\x01\n\x0cServerLimits\x12\x1d\n\x15max_lines_per_request\x18\x01 \x01(\r\x12\x18\n\x10max_image_pixels\x18\x02 \x01(\x04\x12\x16\n\x0emax_line_width\x18\x03 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x04 \x01(\x04\x12\x1c\n\x14stream_max_in_flight\x18\x05 \x01(\r\"i\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nis_default\x18\x02 \x01(\x08\x12\x14\n\x0c\x63harset_size\x18\x03 \x01(\r\x12\x14\n\x0cinput_height\x18\x04 \x01(\r\x12\x0e\n\x06source\x18\x05 \x01(\t\"\x11\n\x0fGetStatsRequest\":\n\x10GetStatsResponse\x12&\n\x08\x62\x61tchers\x18\x01 \x03(\x0b\x32\x14.ocr.v1.BatcherStats\"\xf5\x03\n\x0c\x42\x61tcherStats\x12\r\n\x05model\x18\x01 \x01(\t\x12\x16\n\x0elines_enqueued\x18\x02 \x01(\x04\x12\x16\n\x0elines_inferred\x18\x03 \x01(\x04\x12\x0f\n\x07\x62\x61tches\x18\x04 \x01(\x04\x12\x44\n\x11\x62\x61tch_size_counts\x18\x05 \x03(\x0b\x32).ocr.v1.BatcherStats.BatchSizeCountsEntry\x12\x13\n\x0bqueue_depth\x18\x06 \x01(\r\x12\x16\n\x0equeue_capacity\x18\x07 \x01(\r\x12\x1b\n\x13queue_wait_ms_total\x18\x08 \x01(\x01\x12\x19\n\x11queue_wait_ms_max\x18\t \x01(\x01\x12\x1a\n\x12inference_ms_total\x18\n \x01(\x01\x12\x16\n\x0e\x63ontent_pixels\x18\x0b \x01(\x04\x12\x15\n\rpadded_pixels\x18\x0c \x01(\x04\x12\x19\n\x11\x64ropped_cancelled\x18\r \x01(\x04\x12\x17\n\x0f\x64ropped_expired\x18\x0e \x01(\x04\x12\x1b\n\x13rejected_queue_full\x18\x0f \x01(\x04\x12\x16\n\x0e\x66\x61iled_batches\x18\x10 \x01(\x04\x1a\x36\n\x14\x42\x61tchSizeCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01*S\n\nColorOrder\x12\x1b\n\x17\x43OLOR_ORDER_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43OLOR_ORDER_RGB\x10\x01\x12\x13\n\x0f\x43OLOR_ORDER_BGR\x10\x02\x32\xb9\x02\n\nOcrService\x12O\n\x0eRecognizeLines\x12\x1d.ocr.v1.RecognizeLinesRequest\x1a\x1e.ocr.v1.RecognizeLinesResponse\x12V\n\x0fStreamRecognize\x12\x1e.ocr.v1.StreamRecognizeRequest\x1a\x1f.ocr.v1.StreamRecognizeResponse(\x01\x30\x01\x12\x43\n\nListModels\x12\x19.ocr.v1.ListModelsRequest\x1a\x1a.ocr.v1.ListModelsResponse\x12=\n\x08GetStats\x12\x17.ocr.v1.GetStatsRequest\x1a\x18.ocr.v1.GetStatsResponseB\x1c\n\ndev.ocr.v1P\x01Z\x0cocr/v1;ocrv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!ocr_client/proto/ocr/v1/ocr.proto\x12\x06ocr.v1\x1a\x17google/rpc/status.proto\"B\n\x05Image\x12\x0e\n\x04\x64\x61ta\x18\x01 \x01(\x0cH\x00\x12\x1f\n\x03raw\x18\x02 \x01(\x0b\x32\x10.ocr.v1.RawImageH\x00\x42\x08\n\x06source\"t\n\x08RawImage\x12\r\n\x05width\x18\x01 \x01(\r\x12\x0e\n\x06height\x18\x02 \x01(\r\x12\x10\n\x08\x63hannels\x18\x03 \x01(\r\x12\x0e\n\x06pixels\x18\x04 \x01(\x0c\x12\'\n\x0b\x63olor_order\x18\x05 \x01(\x0e\x32\x12.ocr.v1.ColorOrder\"E\n\x15RecognizeLinesRequest\x12\x1d\n\x06images\x18\x01 \x03(\x0b\x32\r.ocr.v1.Image\x12\r\n\x05model\x18\x02 \x01(\t\"L\n\x16RecognizeLinesResponse\x12#\n\x07results\x18\x01 \x03(\x0b\x32\x12.ocr.v1.LineResult\x12\r\n\x05model\x18\x02 \x01(\t\"K\n\nLineResult\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\x1b\n\x05words\x18\x03 \x03(\x0b\x32\x0c.ocr.v1.Word\"H\n\x04Word\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\x0f\n\x07x_start\x18\x03 \x01(\r\x12\r\n\x05x_end\x18\x04 \x01(\r\"\x92\x01\n\x16StreamRecognizeRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x1d\n\x04line\x18\x02 \x01(\x0b\x32\r.ocr.v1.ImageH\x00\x12\x1d\n\x04page\x18\x03 \x01(\x0b\x32\r.ocr.v1.ImageH\x00\x12&\n\x07options\x18\x0f \x01(\x0b\x32\x15.ocr.v1.StreamOptionsB\x06\n\x04item\"Z\n\rStreamOptions\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07ordered\x18\x02 \x01(\x08\x12)\n\x0cpage_options\x18\x03 \x01(\x0b\x32\x13.ocr.v1.PageOptions\"\x9c\x01\n\x17StreamRecognizeResponse\x12\n\n\x02id\x18\x01 \x01(\t\x12\"\n\x04line\x18\x02 \x01(\x0b\x32\x12.ocr.v1.LineResultH\x00\x12\"\n\x04page\x18\x03 \x01(\x0b\x32\x12.ocr.v1.PageResultH\x00\x12#\n\x05\x65rror\x18\x0f \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\x08\n\x06result\"i\n\x14RecognizePageRequest\x12\x1c\n\x05image\x18\x01 \x01(\x0b\x32\r.ocr.v1.Image\x12\r\n\x05model\x18\x02 \x01(\t\x12$\n\x07options\x18\x03 \x01(\x0b\x32\x13.ocr.v1.PageOptions\"n\n\x18RecognizeDocumentRequest\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\r\n\x05model\x18\x02 \x01(\t\x12$\n\x07options\x18\x03 \x01(\x0b\x32\x13.ocr.v1.PageOptions\x12\x0f\n\x07pdf_dpi\x18\x04 \x01(\r\"\x9b\x03\n\x0bPageOptions\x12\x15\n\x08max_side\x18\x01 \x01(\rH\x00\x88\x01\x01\x12\x1c\n\x0fpixel_threshold\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x1a\n\rbox_threshold\x18\x03 \x01(\x02H\x02\x88\x01\x01\x12\x19\n\x0cunclip_ratio\x18\x04 \x01(\x02H\x03\x88\x01\x01\x12\x1c\n\x0fmin_line_height\x18\x05 \x01(\rH\x04\x88\x01\x01\x12\"\n\x15\x63orrect_page_rotation\x18\x06 \x01(\x08H\x05\x88\x01\x01\x12\"\n\x15\x63orrect_line_rotation\x18\x07 \x01(\x08H\x06\x88\x01\x01\x12\x1b\n\x0emin_confidence\x18\x08 \x01(\x02H\x07\x88\x01\x01\x42\x0b\n\t_max_sideB\x12\n\x10_pixel_thresholdB\x10\n\x0e_box_thresholdB\x0f\n\r_unclip_ratioB\x12\n\x10_min_line_heightB\x18\n\x16_correct_page_rotationB\x18\n\x16_correct_line_rotationB\x11\n\x0f_min_confidence\"\xb2\x01\n\nPageResult\x12\x12\n\npage_index\x18\x01 \x01(\r\x12\r\n\x05width\x18\x02 \x01(\r\x12\x0e\n\x06height\x18\x03 \x01(\r\x12\x10\n\x08rotation\x18\x04 \x01(\r\x12\x1f\n\x05lines\x18\x05 \x03(\x0b\x32\x10.ocr.v1.PageLine\x12!\n\x06\x62locks\x18\x06 \x03(\x0b\x32\x11.ocr.v1.TextBlock\x12\x0c\n\x04text\x18\x07 \x01(\t\x12\r\n\x05model\x18\x08 \x01(\t\"\xaa\x01\n\x08PageLine\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\x19\n\x03\x62ox\x18\x03 \x01(\x0b\x32\x0c.ocr.v1.Quad\x12\x1c\n\x06\x62ounds\x18\x04 \x01(\x0b\x32\x0c.ocr.v1.Rect\x12\x1f\n\x05words\x18\x05 \x03(\x0b\x32\x10.ocr.v1.PageWord\x12\r\n\x05\x62lock\x18\x06 \x01(\r\x12\x13\n\x0bupside_down\x18\x07 \x01(\x08\"e\n\x08PageWord\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x12\n\nconfidence\x18\x02 \x01(\x02\x12\x19\n\x03\x62ox\x18\x03 \x01(\x0b\x32\x0c.ocr.v1.Quad\x12\x1c\n\x06\x62ounds\x18\x04 \x01(\x0b\x32\x0c.ocr.v1.Rect\"8\n\tTextBlock\x12\x1c\n\x06\x62ounds\x18\x01 \x01(\x0b\x32\x0c.ocr.v1.Rect\x12\r\n\x05lines\x18\x02 \x03(\r\"%\n\x04Quad\x12\x1d\n\x06points\x18\x01 \x03(\x0b\x32\r.ocr.v1.Point\"\x1d\n\x05Point\x12\t\n\x01x\x18\x01 \x01(\x05\x12\t\n\x01y\x18\x02 \x01(\x05\";\n\x04Rect\x12\t\n\x01x\x18\x01 \x01(\x05\x12\t\n\x01y\x18\x02 \x01(\x05\x12\r\n\x05width\x18\x03 \x01(\x05\x12\x0e\n\x06height\x18\x04 \x01(\x05\"\x13\n\x11ListModelsRequest\"]\n\x12ListModelsResponse\x12!\n\x06models\x18\x01 \x03(\x0b\x32\x11.ocr.v1.ModelInfo\x12$\n\x06limits\x18\x02 \x01(\x0b\x32\x14.ocr.v1.ServerLimits\"\xc9\x01\n\x0cServerLimits\x12\x1d\n\x15max_lines_per_request\x18\x01 \x01(\r\x12\x18\n\x10max_image_pixels\x18\x02 \x01(\x04\x12\x16\n\x0emax_line_width\x18\x03 \x01(\r\x12\x19\n\x11max_message_bytes\x18\x04 \x01(\x04\x12\x1c\n\x14stream_max_in_flight\x18\x05 \x01(\r\x12\x1a\n\x12max_document_pages\x18\x06 \x01(\r\x12\x13\n\x0bpdf_support\x18\x07 \x01(\x08\"\xc1\x01\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x12\n\nis_default\x18\x02 \x01(\x08\x12\x14\n\x0c\x63harset_size\x18\x03 \x01(\r\x12\x14\n\x0cinput_height\x18\x04 \x01(\r\x12\x0e\n\x06source\x18\x05 \x01(\t\x12\x16\n\x0esupports_pages\x18\x06 \x01(\x08\x12\x1e\n\x16supports_page_rotation\x18\x07 \x01(\x08\x12\x1e\n\x16supports_line_rotation\x18\x08 \x01(\x08\"\x11\n\x0fGetStatsRequest\":\n\x10GetStatsResponse\x12&\n\x08\x62\x61tchers\x18\x01 \x03(\x0b\x32\x14.ocr.v1.BatcherStats\"\xf5\x03\n\x0c\x42\x61tcherStats\x12\r\n\x05model\x18\x01 \x01(\t\x12\x16\n\x0elines_enqueued\x18\x02 \x01(\x04\x12\x16\n\x0elines_inferred\x18\x03 \x01(\x04\x12\x0f\n\x07\x62\x61tches\x18\x04 \x01(\x04\x12\x44\n\x11\x62\x61tch_size_counts\x18\x05 \x03(\x0b\x32).ocr.v1.BatcherStats.BatchSizeCountsEntry\x12\x13\n\x0bqueue_depth\x18\x06 \x01(\r\x12\x16\n\x0equeue_capacity\x18\x07 \x01(\r\x12\x1b\n\x13queue_wait_ms_total\x18\x08 \x01(\x01\x12\x19\n\x11queue_wait_ms_max\x18\t \x01(\x01\x12\x1a\n\x12inference_ms_total\x18\n \x01(\x01\x12\x16\n\x0e\x63ontent_pixels\x18\x0b \x01(\x04\x12\x15\n\rpadded_pixels\x18\x0c \x01(\x04\x12\x19\n\x11\x64ropped_cancelled\x18\r \x01(\x04\x12\x17\n\x0f\x64ropped_expired\x18\x0e \x01(\x04\x12\x1b\n\x13rejected_queue_full\x18\x0f \x01(\x04\x12\x16\n\x0e\x66\x61iled_batches\x18\x10 \x01(\x04\x1a\x36\n\x14\x42\x61tchSizeCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\r\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01*S\n\nColorOrder\x12\x1b\n\x17\x43OLOR_ORDER_UNSPECIFIED\x10\x00\x12\x13\n\x0f\x43OLOR_ORDER_RGB\x10\x01\x12\x13\n\x0f\x43OLOR_ORDER_BGR\x10\x02\x32\xc9\x03\n\nOcrService\x12O\n\x0eRecognizeLines\x12\x1d.ocr.v1.RecognizeLinesRequest\x1a\x1e.ocr.v1.RecognizeLinesResponse\x12V\n\x0fStreamRecognize\x12\x1e.ocr.v1.StreamRecognizeRequest\x1a\x1f.ocr.v1.StreamRecognizeResponse(\x01\x30\x01\x12\x41\n\rRecognizePage\x12\x1c.ocr.v1.RecognizePageRequest\x1a\x12.ocr.v1.PageResult\x12K\n\x11RecognizeDocument\x12 .ocr.v1.RecognizeDocumentRequest\x1a\x12.ocr.v1.PageResult0\x01\x12\x43\n\nListModels\x12\x19.ocr.v1.ListModelsRequest\x1a\x1a.ocr.v1.ListModelsResponse\x12=\n\x08GetStats\x12\x17.ocr.v1.GetStatsRequest\x1a\x18.ocr.v1.GetStatsResponseB\x1c\n\ndev.ocr.v1P\x01Z\x0cocr/v1;ocrv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,8 +35,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\ndev.ocr.v1P\001Z\014ocr/v1;ocrv1'
   _globals['_BATCHERSTATS_BATCHSIZECOUNTSENTRY']._loaded_options = None
   _globals['_BATCHERSTATS_BATCHSIZECOUNTSENTRY']._serialized_options = b'8\001'
-  _globals['_COLORORDER']._serialized_start=1805
-  _globals['_COLORORDER']._serialized_end=1888
+  _globals['_COLORORDER']._serialized_start=3334
+  _globals['_COLORORDER']._serialized_end=3417
   _globals['_IMAGE']._serialized_start=70
   _globals['_IMAGE']._serialized_end=136
   _globals['_RAWIMAGE']._serialized_start=138
@@ -49,28 +49,48 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LINERESULT']._serialized_end=480
   _globals['_WORD']._serialized_start=482
   _globals['_WORD']._serialized_end=554
-  _globals['_STREAMRECOGNIZEREQUEST']._serialized_start=556
-  _globals['_STREAMRECOGNIZEREQUEST']._serialized_end=671
-  _globals['_STREAMOPTIONS']._serialized_start=673
-  _globals['_STREAMOPTIONS']._serialized_end=720
-  _globals['_STREAMRECOGNIZERESPONSE']._serialized_start=722
-  _globals['_STREAMRECOGNIZERESPONSE']._serialized_end=842
-  _globals['_LISTMODELSREQUEST']._serialized_start=844
-  _globals['_LISTMODELSREQUEST']._serialized_end=863
-  _globals['_LISTMODELSRESPONSE']._serialized_start=865
-  _globals['_LISTMODELSRESPONSE']._serialized_end=958
-  _globals['_SERVERLIMITS']._serialized_start=961
-  _globals['_SERVERLIMITS']._serialized_end=1113
-  _globals['_MODELINFO']._serialized_start=1115
-  _globals['_MODELINFO']._serialized_end=1220
-  _globals['_GETSTATSREQUEST']._serialized_start=1222
-  _globals['_GETSTATSREQUEST']._serialized_end=1239
-  _globals['_GETSTATSRESPONSE']._serialized_start=1241
-  _globals['_GETSTATSRESPONSE']._serialized_end=1299
-  _globals['_BATCHERSTATS']._serialized_start=1302
-  _globals['_BATCHERSTATS']._serialized_end=1803
-  _globals['_BATCHERSTATS_BATCHSIZECOUNTSENTRY']._serialized_start=1749
-  _globals['_BATCHERSTATS_BATCHSIZECOUNTSENTRY']._serialized_end=1803
-  _globals['_OCRSERVICE']._serialized_start=1891
-  _globals['_OCRSERVICE']._serialized_end=2204
+  _globals['_STREAMRECOGNIZEREQUEST']._serialized_start=557
+  _globals['_STREAMRECOGNIZEREQUEST']._serialized_end=703
+  _globals['_STREAMOPTIONS']._serialized_start=705
+  _globals['_STREAMOPTIONS']._serialized_end=795
+  _globals['_STREAMRECOGNIZERESPONSE']._serialized_start=798
+  _globals['_STREAMRECOGNIZERESPONSE']._serialized_end=954
+  _globals['_RECOGNIZEPAGEREQUEST']._serialized_start=956
+  _globals['_RECOGNIZEPAGEREQUEST']._serialized_end=1061
+  _globals['_RECOGNIZEDOCUMENTREQUEST']._serialized_start=1063
+  _globals['_RECOGNIZEDOCUMENTREQUEST']._serialized_end=1173
+  _globals['_PAGEOPTIONS']._serialized_start=1176
+  _globals['_PAGEOPTIONS']._serialized_end=1587
+  _globals['_PAGERESULT']._serialized_start=1590
+  _globals['_PAGERESULT']._serialized_end=1768
+  _globals['_PAGELINE']._serialized_start=1771
+  _globals['_PAGELINE']._serialized_end=1941
+  _globals['_PAGEWORD']._serialized_start=1943
+  _globals['_PAGEWORD']._serialized_end=2044
+  _globals['_TEXTBLOCK']._serialized_start=2046
+  _globals['_TEXTBLOCK']._serialized_end=2102
+  _globals['_QUAD']._serialized_start=2104
+  _globals['_QUAD']._serialized_end=2141
+  _globals['_POINT']._serialized_start=2143
+  _globals['_POINT']._serialized_end=2172
+  _globals['_RECT']._serialized_start=2174
+  _globals['_RECT']._serialized_end=2233
+  _globals['_LISTMODELSREQUEST']._serialized_start=2235
+  _globals['_LISTMODELSREQUEST']._serialized_end=2254
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2256
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2349
+  _globals['_SERVERLIMITS']._serialized_start=2352
+  _globals['_SERVERLIMITS']._serialized_end=2553
+  _globals['_MODELINFO']._serialized_start=2556
+  _globals['_MODELINFO']._serialized_end=2749
+  _globals['_GETSTATSREQUEST']._serialized_start=2751
+  _globals['_GETSTATSREQUEST']._serialized_end=2768
+  _globals['_GETSTATSRESPONSE']._serialized_start=2770
+  _globals['_GETSTATSRESPONSE']._serialized_end=2828
+  _globals['_BATCHERSTATS']._serialized_start=2831
+  _globals['_BATCHERSTATS']._serialized_end=3332
+  _globals['_BATCHERSTATS_BATCHSIZECOUNTSENTRY']._serialized_start=3278
+  _globals['_BATCHERSTATS_BATCHSIZECOUNTSENTRY']._serialized_end=3332
+  _globals['_OCRSERVICE']._serialized_start=3420
+  _globals['_OCRSERVICE']._serialized_end=3877
 # @@protoc_insertion_point(module_scope)

@@ -78,32 +78,164 @@ class Word(_message.Message):
     def __init__(self, text: _Optional[str] = ..., confidence: _Optional[float] = ..., x_start: _Optional[int] = ..., x_end: _Optional[int] = ...) -> None: ...
 
 class StreamRecognizeRequest(_message.Message):
-    __slots__ = ("id", "line", "options")
+    __slots__ = ("id", "line", "page", "options")
     ID_FIELD_NUMBER: _ClassVar[int]
     LINE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     id: str
     line: Image
+    page: Image
     options: StreamOptions
-    def __init__(self, id: _Optional[str] = ..., line: _Optional[_Union[Image, _Mapping]] = ..., options: _Optional[_Union[StreamOptions, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., line: _Optional[_Union[Image, _Mapping]] = ..., page: _Optional[_Union[Image, _Mapping]] = ..., options: _Optional[_Union[StreamOptions, _Mapping]] = ...) -> None: ...
 
 class StreamOptions(_message.Message):
-    __slots__ = ("model", "ordered")
+    __slots__ = ("model", "ordered", "page_options")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ORDERED_FIELD_NUMBER: _ClassVar[int]
+    PAGE_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     model: str
     ordered: bool
-    def __init__(self, model: _Optional[str] = ..., ordered: _Optional[bool] = ...) -> None: ...
+    page_options: PageOptions
+    def __init__(self, model: _Optional[str] = ..., ordered: _Optional[bool] = ..., page_options: _Optional[_Union[PageOptions, _Mapping]] = ...) -> None: ...
 
 class StreamRecognizeResponse(_message.Message):
-    __slots__ = ("id", "line", "error")
+    __slots__ = ("id", "line", "page", "error")
     ID_FIELD_NUMBER: _ClassVar[int]
     LINE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     id: str
     line: LineResult
+    page: PageResult
     error: _status_pb2.Status
-    def __init__(self, id: _Optional[str] = ..., line: _Optional[_Union[LineResult, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
+    def __init__(self, id: _Optional[str] = ..., line: _Optional[_Union[LineResult, _Mapping]] = ..., page: _Optional[_Union[PageResult, _Mapping]] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
+
+class RecognizePageRequest(_message.Message):
+    __slots__ = ("image", "model", "options")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    image: Image
+    model: str
+    options: PageOptions
+    def __init__(self, image: _Optional[_Union[Image, _Mapping]] = ..., model: _Optional[str] = ..., options: _Optional[_Union[PageOptions, _Mapping]] = ...) -> None: ...
+
+class RecognizeDocumentRequest(_message.Message):
+    __slots__ = ("data", "model", "options", "pdf_dpi")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    PDF_DPI_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    model: str
+    options: PageOptions
+    pdf_dpi: int
+    def __init__(self, data: _Optional[bytes] = ..., model: _Optional[str] = ..., options: _Optional[_Union[PageOptions, _Mapping]] = ..., pdf_dpi: _Optional[int] = ...) -> None: ...
+
+class PageOptions(_message.Message):
+    __slots__ = ("max_side", "pixel_threshold", "box_threshold", "unclip_ratio", "min_line_height", "correct_page_rotation", "correct_line_rotation", "min_confidence")
+    MAX_SIDE_FIELD_NUMBER: _ClassVar[int]
+    PIXEL_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    BOX_THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    UNCLIP_RATIO_FIELD_NUMBER: _ClassVar[int]
+    MIN_LINE_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    CORRECT_PAGE_ROTATION_FIELD_NUMBER: _ClassVar[int]
+    CORRECT_LINE_ROTATION_FIELD_NUMBER: _ClassVar[int]
+    MIN_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    max_side: int
+    pixel_threshold: float
+    box_threshold: float
+    unclip_ratio: float
+    min_line_height: int
+    correct_page_rotation: bool
+    correct_line_rotation: bool
+    min_confidence: float
+    def __init__(self, max_side: _Optional[int] = ..., pixel_threshold: _Optional[float] = ..., box_threshold: _Optional[float] = ..., unclip_ratio: _Optional[float] = ..., min_line_height: _Optional[int] = ..., correct_page_rotation: _Optional[bool] = ..., correct_line_rotation: _Optional[bool] = ..., min_confidence: _Optional[float] = ...) -> None: ...
+
+class PageResult(_message.Message):
+    __slots__ = ("page_index", "width", "height", "rotation", "lines", "blocks", "text", "model")
+    PAGE_INDEX_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    ROTATION_FIELD_NUMBER: _ClassVar[int]
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    BLOCKS_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    page_index: int
+    width: int
+    height: int
+    rotation: int
+    lines: _containers.RepeatedCompositeFieldContainer[PageLine]
+    blocks: _containers.RepeatedCompositeFieldContainer[TextBlock]
+    text: str
+    model: str
+    def __init__(self, page_index: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., rotation: _Optional[int] = ..., lines: _Optional[_Iterable[_Union[PageLine, _Mapping]]] = ..., blocks: _Optional[_Iterable[_Union[TextBlock, _Mapping]]] = ..., text: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
+
+class PageLine(_message.Message):
+    __slots__ = ("text", "confidence", "box", "bounds", "words", "block", "upside_down")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    BOUNDS_FIELD_NUMBER: _ClassVar[int]
+    WORDS_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_FIELD_NUMBER: _ClassVar[int]
+    UPSIDE_DOWN_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    confidence: float
+    box: Quad
+    bounds: Rect
+    words: _containers.RepeatedCompositeFieldContainer[PageWord]
+    block: int
+    upside_down: bool
+    def __init__(self, text: _Optional[str] = ..., confidence: _Optional[float] = ..., box: _Optional[_Union[Quad, _Mapping]] = ..., bounds: _Optional[_Union[Rect, _Mapping]] = ..., words: _Optional[_Iterable[_Union[PageWord, _Mapping]]] = ..., block: _Optional[int] = ..., upside_down: _Optional[bool] = ...) -> None: ...
+
+class PageWord(_message.Message):
+    __slots__ = ("text", "confidence", "box", "bounds")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    BOX_FIELD_NUMBER: _ClassVar[int]
+    BOUNDS_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    confidence: float
+    box: Quad
+    bounds: Rect
+    def __init__(self, text: _Optional[str] = ..., confidence: _Optional[float] = ..., box: _Optional[_Union[Quad, _Mapping]] = ..., bounds: _Optional[_Union[Rect, _Mapping]] = ...) -> None: ...
+
+class TextBlock(_message.Message):
+    __slots__ = ("bounds", "lines")
+    BOUNDS_FIELD_NUMBER: _ClassVar[int]
+    LINES_FIELD_NUMBER: _ClassVar[int]
+    bounds: Rect
+    lines: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, bounds: _Optional[_Union[Rect, _Mapping]] = ..., lines: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class Quad(_message.Message):
+    __slots__ = ("points",)
+    POINTS_FIELD_NUMBER: _ClassVar[int]
+    points: _containers.RepeatedCompositeFieldContainer[Point]
+    def __init__(self, points: _Optional[_Iterable[_Union[Point, _Mapping]]] = ...) -> None: ...
+
+class Point(_message.Message):
+    __slots__ = ("x", "y")
+    X_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
+    x: int
+    y: int
+    def __init__(self, x: _Optional[int] = ..., y: _Optional[int] = ...) -> None: ...
+
+class Rect(_message.Message):
+    __slots__ = ("x", "y", "width", "height")
+    X_FIELD_NUMBER: _ClassVar[int]
+    Y_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    x: int
+    y: int
+    width: int
+    height: int
+    def __init__(self, x: _Optional[int] = ..., y: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
     __slots__ = ()
@@ -118,32 +250,42 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., limits: _Optional[_Union[ServerLimits, _Mapping]] = ...) -> None: ...
 
 class ServerLimits(_message.Message):
-    __slots__ = ("max_lines_per_request", "max_image_pixels", "max_line_width", "max_message_bytes", "stream_max_in_flight")
+    __slots__ = ("max_lines_per_request", "max_image_pixels", "max_line_width", "max_message_bytes", "stream_max_in_flight", "max_document_pages", "pdf_support")
     MAX_LINES_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGE_PIXELS_FIELD_NUMBER: _ClassVar[int]
     MAX_LINE_WIDTH_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     STREAM_MAX_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    MAX_DOCUMENT_PAGES_FIELD_NUMBER: _ClassVar[int]
+    PDF_SUPPORT_FIELD_NUMBER: _ClassVar[int]
     max_lines_per_request: int
     max_image_pixels: int
     max_line_width: int
     max_message_bytes: int
     stream_max_in_flight: int
-    def __init__(self, max_lines_per_request: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_line_width: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., stream_max_in_flight: _Optional[int] = ...) -> None: ...
+    max_document_pages: int
+    pdf_support: bool
+    def __init__(self, max_lines_per_request: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_line_width: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., stream_max_in_flight: _Optional[int] = ..., max_document_pages: _Optional[int] = ..., pdf_support: _Optional[bool] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("name", "is_default", "charset_size", "input_height", "source")
+    __slots__ = ("name", "is_default", "charset_size", "input_height", "source", "supports_pages", "supports_page_rotation", "supports_line_rotation")
     NAME_FIELD_NUMBER: _ClassVar[int]
     IS_DEFAULT_FIELD_NUMBER: _ClassVar[int]
     CHARSET_SIZE_FIELD_NUMBER: _ClassVar[int]
     INPUT_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
+    SUPPORTS_PAGES_FIELD_NUMBER: _ClassVar[int]
+    SUPPORTS_PAGE_ROTATION_FIELD_NUMBER: _ClassVar[int]
+    SUPPORTS_LINE_ROTATION_FIELD_NUMBER: _ClassVar[int]
     name: str
     is_default: bool
     charset_size: int
     input_height: int
     source: str
-    def __init__(self, name: _Optional[str] = ..., is_default: _Optional[bool] = ..., charset_size: _Optional[int] = ..., input_height: _Optional[int] = ..., source: _Optional[str] = ...) -> None: ...
+    supports_pages: bool
+    supports_page_rotation: bool
+    supports_line_rotation: bool
+    def __init__(self, name: _Optional[str] = ..., is_default: _Optional[bool] = ..., charset_size: _Optional[int] = ..., input_height: _Optional[int] = ..., source: _Optional[str] = ..., supports_pages: _Optional[bool] = ..., supports_page_rotation: _Optional[bool] = ..., supports_line_rotation: _Optional[bool] = ...) -> None: ...
 
 class GetStatsRequest(_message.Message):
     __slots__ = ()

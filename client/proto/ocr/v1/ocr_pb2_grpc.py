@@ -45,6 +45,16 @@ class OcrServiceStub:
                 request_serializer=ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.StreamRecognizeRequest.SerializeToString,
                 response_deserializer=ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.StreamRecognizeResponse.FromString,
                 _registered_method=True)
+        self.RecognizePage = channel.unary_unary(
+                '/ocr.v1.OcrService/RecognizePage',
+                request_serializer=ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.RecognizePageRequest.SerializeToString,
+                response_deserializer=ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.PageResult.FromString,
+                _registered_method=True)
+        self.RecognizeDocument = channel.unary_stream(
+                '/ocr.v1.OcrService/RecognizeDocument',
+                request_serializer=ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.RecognizeDocumentRequest.SerializeToString,
+                response_deserializer=ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.PageResult.FromString,
+                _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/ocr.v1.OcrService/ListModels',
                 request_serializer=ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.ListModelsRequest.SerializeToString,
@@ -95,6 +105,36 @@ class OcrServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecognizePage(self, request, context):
+        """Finds and recognises every line of text on a page image (a scan, a photo,
+        a screenshot). Runs page orientation, text detection and the 0/180 line
+        classifier, then sends every line crop through the same micro-batcher as
+        RecognizeLines. A page without text is a PageResult with no lines, not an
+        error.
+
+        Errors: as RecognizeLines, plus FAILED_PRECONDITION when the model has no
+        text detector (a recognizer-only user model).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecognizeDocument(self, request, context):
+        """Recognises every page of a document (a multi-page TIFF, a PDF when the
+        server has PDF support, or a single image) and streams one PageResult per
+        page, in page order, each as soon as it and the pages before it are done.
+        Pages are rendered and recognised a few at a time, so a long document does
+        not hold the whole document's pixels in memory.
+
+        Errors: as RecognizePage, plus INVALID_ARGUMENT for a file that is not a
+        readable document, UNIMPLEMENTED for a PDF on a server installed without
+        PDF support, RESOURCE_EXHAUSTED for more pages than the server's limit.
+        An error after some pages were sent ends the stream with that status.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListModels(self, request, context):
         """Lists the models this server serves.
         """
@@ -122,6 +162,16 @@ def add_OcrServiceServicer_to_server(servicer, server):
                     servicer.StreamRecognize,
                     request_deserializer=ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.StreamRecognizeRequest.FromString,
                     response_serializer=ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.StreamRecognizeResponse.SerializeToString,
+            ),
+            'RecognizePage': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecognizePage,
+                    request_deserializer=ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.RecognizePageRequest.FromString,
+                    response_serializer=ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.PageResult.SerializeToString,
+            ),
+            'RecognizeDocument': grpc.unary_stream_rpc_method_handler(
+                    servicer.RecognizeDocument,
+                    request_deserializer=ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.RecognizeDocumentRequest.FromString,
+                    response_serializer=ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.PageResult.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
@@ -189,6 +239,60 @@ class OcrService:
             '/ocr.v1.OcrService/StreamRecognize',
             ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.StreamRecognizeRequest.SerializeToString,
             ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.StreamRecognizeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecognizePage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/ocr.v1.OcrService/RecognizePage',
+            ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.RecognizePageRequest.SerializeToString,
+            ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.PageResult.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecognizeDocument(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/ocr.v1.OcrService/RecognizeDocument',
+            ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.RecognizeDocumentRequest.SerializeToString,
+            ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.PageResult.FromString,
             options,
             channel_credentials,
             insecure,
