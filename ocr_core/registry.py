@@ -33,6 +33,9 @@ User config format::
     charset = "dict.txt"                 # a newline-separated charset file; OR:
     charset_metadata_key = "character"   # read the charset from this ONNX metadata key
     input_height = 48                    # optional, default 48
+    detector = "det.onnx"                # optional: a DB text detector; enables page RPCs
+    line_classifier = "cls.onnx"         # optional: 0/180 line classifier (PP-OCR cls)
+    page_orientation = "orient.onnx"     # optional: 0/90/180/270 page classifier
     description = "my fine-tuned model"  # optional
 
 Exactly one of ``charset`` and ``charset_metadata_key`` must be given. A user model may not
@@ -86,7 +89,9 @@ Downloader = Callable[[str, Path], Path]
 
 DEFAULT_INPUT_HEIGHT = 48
 
-_ROLES = ("recognizer", "charset")
+_ROLES = ("recognizer", "charset", "detector", "line_classifier", "page_orientation")
+#: Roles that only the page pipeline needs; a model without them serves lines only.
+_PAGE_ROLES = ("detector", "line_classifier", "page_orientation")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _PIN_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*==[A-Za-z0-9][A-Za-z0-9.+!_-]*$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -105,6 +110,9 @@ class ModelSpec:
     charset_path: Path | None
     charset_metadata_key: str | None
     source: str
+    detector_path: Path | None = None
+    line_classifier_path: Path | None = None
+    page_orientation_path: Path | None = None
 
 
 class FetchState(enum.Enum):
@@ -155,9 +163,19 @@ class _UserModel:
     charset_path: Path | None
     charset_metadata_key: str | None
     config_path: Path
+    detector_path: Path | None = None
+    line_classifier_path: Path | None = None
+    page_orientation_path: Path | None = None
 
     def paths(self) -> list[Path]:
-        return [p for p in (self.recognizer_path, self.charset_path) if p is not None]
+        candidates = (
+            self.recognizer_path,
+            self.charset_path,
+            self.detector_path,
+            self.line_classifier_path,
+            self.page_orientation_path,
+        )
+        return [p for p in candidates if p is not None]
 
 
 def default_cache_dir() -> Path:
@@ -392,7 +410,14 @@ def _parse_user_config(
             raise ModelLoadError(f"{mwhere} must be a table")
         _check_keys(
             entry,
-            {"recognizer", "charset", "charset_metadata_key", "input_height", "description"},
+            {
+                "recognizer",
+                "charset",
+                "charset_metadata_key",
+                "input_height",
+                "description",
+                *_PAGE_ROLES,
+            },
             mwhere,
         )
         recognizer = _get_str(entry, "recognizer", mwhere, required=True)
@@ -403,6 +428,11 @@ def _parse_user_config(
             raise ModelLoadError(
                 f"{mwhere}: give exactly one of 'charset' (a file) and 'charset_metadata_key'"
             )
+        page_files = {
+            role: local(value)
+            for role in _PAGE_ROLES
+            if (value := _get_str(entry, role, mwhere, required=False)) is not None
+        }
         models[name] = _UserModel(
             name=name,
             description=_get_str(entry, "description", mwhere, required=False) or "",
@@ -411,6 +441,9 @@ def _parse_user_config(
             charset_path=local(charset) if charset is not None else None,
             charset_metadata_key=key,
             config_path=path,
+            detector_path=page_files.get("detector"),
+            line_classifier_path=page_files.get("line_classifier"),
+            page_orientation_path=page_files.get("page_orientation"),
         )
     return models, default
 
@@ -589,6 +622,9 @@ class ModelRegistry:
                 charset_path=user.charset_path,
                 charset_metadata_key=user.charset_metadata_key,
                 source=f"user config {user.config_path}",
+                detector_path=user.detector_path,
+                line_classifier_path=user.line_classifier_path,
+                page_orientation_path=user.page_orientation_path,
             )
         model = self._manifest[name]
         missing: list[Path] = []
@@ -607,6 +643,11 @@ class ModelRegistry:
         recognizer = model.file("recognizer")
         charset = model.file("charset")
         assert recognizer is not None
+
+        def cached(role: str) -> Path | None:
+            f = model.file(role)
+            return self.model_dir(name) / f.cache_name if f is not None else None
+
         return ModelSpec(
             name=name,
             description=model.description,
@@ -615,6 +656,9 @@ class ModelRegistry:
             charset_path=self.model_dir(name) / charset.cache_name if charset else None,
             charset_metadata_key=model.charset_metadata_key,
             source=recognizer.source,
+            detector_path=cached("detector"),
+            line_classifier_path=cached("line_classifier"),
+            page_orientation_path=cached("page_orientation"),
         )
 
     # ----------------------------------------------------------------- internals

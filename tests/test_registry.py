@@ -333,7 +333,7 @@ def test_unknown_model_lists_known_names(env: Env) -> None:
         ('charset_metadata_key = "character"', "", "exactly one of"),
         ("input_height = 32", "input_height = 0", "positive integer"),
         ('description = "demo model"', 'descripton = "typo"', "unknown key"),
-        ("[models.meta.files.recognizer]", "[models.meta.files.detector]", "unknown key"),
+        ("[models.meta.files.recognizer]", "[models.meta.files.segmenter]", "unknown key"),
         ("default =", "default = = ", "not valid TOML"),
     ],
 )
@@ -594,3 +594,39 @@ def test_packaged_manifest(tmp_path: Path) -> None:
             assert "==" in f["package"]
     with pytest.raises(ModelLoadError, match="fetch ppocr-v6-small"):
         reg.resolve("ppocr-v6-small", fetch_missing=False)
+
+
+def test_packaged_models_declare_page_files() -> None:
+    """Both packaged models carry a detector, a line classifier and a page orientation model."""
+    registry = ModelRegistry.from_files(cache_dir=Path("/nonexistent-cache"))
+    for name in ("ppocr-v6-small", "ppocr-v6-tiny"):
+        model = registry._manifest[name]
+        roles = {f.role for f in model.files}
+        assert {"recognizer", "detector", "line_classifier", "page_orientation"} <= roles
+
+
+def test_user_model_page_files_resolve_relative_to_config(tmp_path: Path) -> None:
+    for name in ("rec.onnx", "det.onnx", "cls.onnx"):
+        (tmp_path / name).write_bytes(b"x")
+    config = tmp_path / "models.toml"
+    config.write_text(
+        '[models.mine]\nrecognizer = "rec.onnx"\ncharset_metadata_key = "character"\n'
+        'detector = "det.onnx"\nline_classifier = "cls.onnx"\n'
+    )
+    registry = ModelRegistry.from_files(cache_dir=tmp_path / "cache", user_config=config)
+    spec = registry.resolve("mine")
+    assert spec.detector_path == tmp_path / "det.onnx"
+    assert spec.line_classifier_path == tmp_path / "cls.onnx"
+    assert spec.page_orientation_path is None
+
+
+def test_user_model_missing_detector_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "rec.onnx").write_bytes(b"x")
+    config = tmp_path / "models.toml"
+    config.write_text(
+        '[models.mine]\nrecognizer = "rec.onnx"\ncharset_metadata_key = "character"\n'
+        'detector = "nope.onnx"\n'
+    )
+    registry = ModelRegistry.from_files(cache_dir=tmp_path / "cache", user_config=config)
+    with pytest.raises(ModelLoadError, match=r"nope\.onnx"):
+        registry.resolve("mine")
