@@ -15,7 +15,8 @@ string. Pages are written in the order given.
   is the page's index in it, from 0), ``ocr_carea`` and ``ocr_par`` per block, ``ocr_line``,
   and ``ocrx_word`` with ``x_wconf`` (0..100). Lines whose quadrilateral is not the upright
   rectangle of their bbox also carry ``poly``; lines of a rotated page or turned upside down
-  carry ``textangle`` (degrees counterclockwise, as the text lies in the image).
+  carry ``textangle`` (degrees counterclockwise, as the text lies in the image). Words
+  without text are left out (an empty element would be misread by HTML parsers).
 - ``alto``: ALTO 4.2, valid against every ALTO 4.x schema (``MeasurementUnit`` pixel), one
   ``Page`` per page with ``PHYSICAL_IMG_NR`` = the page's number in its source file (from
   1), a ``PrintSpace`` covering the page, one ``TextBlock`` per block, ``TextLine``, and
