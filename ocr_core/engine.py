@@ -1,25 +1,31 @@
 """The OCR engine: served models, their batchers, and the decode/resize step in front of them.
 
-The server's RPCs (unary and streaming alike) call ``OcrEngine.recognize_lines``; all image
-decoding and resizing runs in the engine's preprocessing thread pool and all inference in the
-batchers' worker pools, so nothing heavy runs on the event loop.
+The server's RPCs (unary and streaming alike) call ``OcrEngine.recognize_lines``,
+``recognize_page`` or ``recognize_document``. Image decoding, resizing and the page stages
+(orientation, detection, crops, layout) run in the engine's worker thread pool, recognition
+in the batchers' worker pools, so nothing heavy runs on the event loop. Every line crop of
+every page goes through the same batcher as ``recognize_lines``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ocr_core.batching import BatchLimits, MicroBatcher
 from ocr_core.ctc import LineText
-from ocr_core.errors import InvalidInput, ModelNotFound, OcrError, TooLarge
+from ocr_core.documents import Document, DocumentLimits, open_document
+from ocr_core.errors import InvalidInput, ModelNotFound, OcrError, TooLarge, Unsupported
 from ocr_core.images import RawPixels, decode_image, raw_to_bgr
-from ocr_core.preprocess import PreparedLine, WidthBuckets, prepare_line
+from ocr_core.pages import FoundLines, PageModels, PageOptions, PageText, assemble_page, find_lines
+from ocr_core.preprocess import PreparedLine, WidthBuckets, prepare_line, prepare_page_line
 from ocr_core.recognizer import LineRecognizer
 
 log = logging.getLogger(__name__)
@@ -34,6 +40,10 @@ class RequestLimits:
     max_lines_per_request: int = 256
     max_image_pixels: int = 16_000_000
     max_line_width: int = 4096
+    max_document_pages: int = 1000
+    #: Pages between decode and result at once, engine-wide: each holds its full-resolution
+    #: pixels and crops, so this bounds page memory whatever the number of calls.
+    max_pages_in_flight: int = 4
 
 
 @dataclass
@@ -43,6 +53,7 @@ class ServedModel:
     recognizer: LineRecognizer
     batcher: MicroBatcher
     buckets: WidthBuckets
+    pages: PageModels | None = field(default=None)
 
 
 class OcrEngine:
@@ -55,6 +66,7 @@ class OcrEngine:
         batch_limits: BatchLimits,
         request_limits: RequestLimits,
         preprocess_threads: int = 2,
+        page_models: Mapping[str, PageModels] | None = None,
     ) -> None:
         if default_model not in recognizers:
             raise ValueError(f"default model {default_model!r} is not among {list(recognizers)}")
@@ -67,11 +79,14 @@ class OcrEngine:
                 rec,
                 MicroBatcher(name, rec.infer, rec.workers, rec.input_height, batch_limits),
                 buckets,
+                (page_models or {}).get(name),
             )
             for name, rec in recognizers.items()
         }
         self._preprocess_threads = preprocess_threads
         self._pool: ThreadPoolExecutor | None = None
+        self._page_slots: asyncio.Semaphore | None = None
+        self._pdf_lock = threading.Lock()
 
     @property
     def models(self) -> Mapping[str, ServedModel]:
@@ -80,6 +95,7 @@ class OcrEngine:
     def start(self) -> None:
         """Start the batchers and the preprocessing pool on the running loop."""
         self._pool = ThreadPoolExecutor(self._preprocess_threads, thread_name_prefix="preprocess")
+        self._page_slots = asyncio.Semaphore(self.request_limits.max_pages_in_flight)
         for served in self._models.values():
             served.batcher.start()
 
@@ -96,6 +112,11 @@ class OcrEngine:
                     for w in range(rec.workers)
                 )
             )
+            if served.pages is not None:
+                page = np.full((256, 256, 3), 255, dtype=np.uint8)
+                await loop.run_in_executor(
+                    self._pool, find_lines, page, served.pages, PageOptions()
+                )
 
     async def aclose(self) -> None:
         """Close every batcher (queued lines fail with ShuttingDown) and the pool."""
@@ -155,3 +176,141 @@ class OcrEngine:
                     raise type(exc)(f"image {index}: {exc}") from exc
                 raise
         return prepared
+
+    async def recognize_page(
+        self,
+        image: ImageSource,
+        model: str = "",
+        options: PageOptions | None = None,
+        timeout_s: float | None = None,
+        page_index: int = 0,
+    ) -> tuple[str, PageText]:
+        """Find and recognise every line of a page image; returns (model name, page)."""
+        served, options = self._page_request(model, options)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        async with self._page_slot():
+            found, lines = await loop.run_in_executor(
+                self._pool, self._find_page_lines, served, image, options
+            )
+            page = await self._finish_page(served, found, lines, options, deadline, page_index)
+        return served.recognizer.name, page
+
+    async def recognize_document(
+        self,
+        data: bytes,
+        model: str = "",
+        options: PageOptions | None = None,
+        pdf_dpi: int = 0,
+        timeout_s: float | None = None,
+    ) -> AsyncIterator[tuple[str, PageText]]:
+        """Recognise every page of a document, yielding pages in order as they are done.
+
+        Up to ``max_pages_in_flight`` pages are worked on at once (a page is rendered only
+        when a slot frees up), so a long document costs the memory of a few pages.
+        """
+        served, options = self._page_request(model, options)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        limits = DocumentLimits(
+            max_pages=self.request_limits.max_document_pages,
+            max_image_pixels=self.request_limits.max_image_pixels,
+        )
+        document = await loop.run_in_executor(
+            self._pool, open_document, data, limits, self._pdf_lock, pdf_dpi
+        )
+        window = max(1, self.request_limits.max_pages_in_flight // 2)
+        pending: list[asyncio.Task[PageText]] = []
+        try:
+            next_page = 0
+            while next_page < document.page_count or pending:
+                while next_page < document.page_count and len(pending) < window:
+                    pending.append(
+                        asyncio.create_task(
+                            self._document_page(served, document, next_page, options, deadline)
+                        )
+                    )
+                    next_page += 1
+                page = await pending.pop(0)
+                yield served.recognizer.name, page
+        finally:
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+            await loop.run_in_executor(self._pool, document.close)
+
+    async def _document_page(
+        self,
+        served: ServedModel,
+        document: Document,
+        index: int,
+        options: PageOptions,
+        deadline: float | None,
+    ) -> PageText:
+        loop = asyncio.get_running_loop()
+        async with self._page_slot():
+            try:
+                found, lines = await loop.run_in_executor(
+                    self._pool, self._find_document_lines, served, document, index, options
+                )
+            except OcrError as exc:
+                raise type(exc)(f"page {index + 1}: {exc}") from exc
+            return await self._finish_page(served, found, lines, options, deadline, index)
+
+    def _page_request(
+        self, model: str, options: PageOptions | None
+    ) -> tuple[ServedModel, PageOptions]:
+        served = self.resolve(model)
+        if served.pages is None:
+            raise Unsupported(
+                f"model {served.recognizer.name!r} has no text detector, so it reads only "
+                "pre-cropped lines (RecognizeLines); use a model with a detector for pages "
+                "(ListModels shows supports_pages)"
+            )
+        options = options or PageOptions()
+        options.validate()
+        return served, options
+
+    @contextlib.asynccontextmanager
+    async def _page_slot(self) -> AsyncIterator[None]:
+        assert self._page_slots is not None, "engine not started"
+        async with self._page_slots:
+            yield
+
+    async def _finish_page(
+        self,
+        served: ServedModel,
+        found: FoundLines,
+        lines: list[PreparedLine],
+        options: PageOptions,
+        deadline: float | None,
+        page_index: int,
+    ) -> PageText:
+        texts = await served.batcher.recognize(lines, deadline) if lines else []
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._pool, assemble_page, found, texts, options, page_index
+        )
+
+    def _find_page_lines(
+        self, served: ServedModel, image: ImageSource, options: PageOptions
+    ) -> tuple[FoundLines, list[PreparedLine]]:
+        limit = self.request_limits.max_image_pixels
+        bgr = (
+            raw_to_bgr(image, limit) if isinstance(image, RawPixels) else decode_image(image, limit)
+        )
+        return self._lines_of(served, bgr, options)
+
+    def _find_document_lines(
+        self, served: ServedModel, document: Document, index: int, options: PageOptions
+    ) -> tuple[FoundLines, list[PreparedLine]]:
+        return self._lines_of(served, document.page(index), options)
+
+    def _lines_of(
+        self, served: ServedModel, bgr: np.ndarray, options: PageOptions
+    ) -> tuple[FoundLines, list[PreparedLine]]:
+        assert served.pages is not None
+        found = find_lines(bgr, served.pages, options)
+        height = served.recognizer.input_height
+        lines = [prepare_page_line(crop, height, served.buckets) for crop in found.crops]
+        return found, lines

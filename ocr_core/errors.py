@@ -19,6 +19,8 @@ class ErrorKind(Enum):
     DEADLINE = "deadline"
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal"
+    UNSUPPORTED = "unsupported"
+    UNIMPLEMENTED = "unimplemented"
 
 
 class OcrError(Exception):
@@ -73,3 +75,15 @@ class InferenceFailed(OcrError):
     """Inference of a batch raised; every line of that batch fails with this."""
 
     kind = ErrorKind.INTERNAL
+
+
+class Unsupported(OcrError):
+    """The model cannot do what was asked (a page request to a recognizer-only model)."""
+
+    kind = ErrorKind.UNSUPPORTED
+
+
+class NotInstalled(OcrError):
+    """This installation lacks an optional part the request needs (PDF support)."""
+
+    kind = ErrorKind.UNIMPLEMENTED

@@ -83,6 +83,22 @@ def prepare_line(image_bgr: np.ndarray, target_height: int, buckets: WidthBucket
     return PreparedLine(pixels=resized, orig_width=w, bucket_width=buckets.bucket(new_w))
 
 
+def prepare_page_line(
+    image_bgr: np.ndarray, target_height: int, buckets: WidthBuckets
+) -> PreparedLine:
+    """``prepare_line`` for a crop the server cut itself: never refused for its length.
+
+    A line longer than ``buckets.max_width`` at the model height (over ~85:1, a rule or a
+    run of dots more often than text) is squeezed horizontally to fit; a client sending such
+    a line to RecognizeLines gets an error instead, since it can split the line itself.
+    ``orig_width`` stays the crop's width, so word positions still map onto the page.
+    """
+    h, w = image_bgr.shape[:2]
+    new_w = min(resized_width(h, w, target_height), buckets.max_width)
+    resized = cv2.resize(image_bgr, (new_w, target_height), interpolation=cv2.INTER_LINEAR)
+    return PreparedLine(pixels=resized, orig_width=w, bucket_width=buckets.bucket(new_w))
+
+
 def assemble_batch(lines: list[PreparedLine], height: int) -> np.ndarray:
     """Stack lines of one bucket into a float32 [N, 3, H, W] tensor, normalised and padded.
 

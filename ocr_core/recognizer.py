@@ -10,9 +10,7 @@ contend for a session.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
@@ -20,30 +18,14 @@ from ocr_core.ctc import LineText, class_labels, decode_batch
 from ocr_core.errors import ModelLoadError
 from ocr_core.preprocess import PreparedLine, assemble_batch
 from ocr_core.registry import ModelSpec
+from ocr_core.sessions import (
+    GRAPH_OPTIMIZATION_LEVELS,
+    InferenceSession,
+    SessionConfig,
+    create_session,
+)
 
-GRAPH_OPTIMIZATION_LEVELS = ("all", "extended", "basic", "disabled")
-
-
-class InferenceSession(Protocol):
-    """The part of ``onnxruntime.InferenceSession`` the recognizer uses (fakeable in tests)."""
-
-    def run(self, output_names: list[str] | None, input_feed: dict[str, np.ndarray]) -> list: ...
-
-
-@dataclass(frozen=True)
-class SessionConfig:
-    """How to build a model's ONNX Runtime sessions.
-
-    ``graph_optimization`` "all" is fastest. ONNX Runtime's optimised kernels then give
-    batch-size-1 results that differ from batched ones by float rounding (~1e-6 in the
-    probabilities, which did not change any decoded character on the real evaluation set);
-    "disabled" makes outputs bitwise identical for every batch size at about 20 % lower
-    throughput.
-    """
-
-    workers: int = 2
-    intra_op_threads: int = 1
-    graph_optimization: str = "all"
+__all__ = ["GRAPH_OPTIMIZATION_LEVELS", "LineRecognizer", "SessionConfig"]
 
 
 class LineRecognizer:
@@ -80,36 +62,10 @@ class LineRecognizer:
         Checks: one float input of shape [N, 3, H, W] with H equal to the declared height (or
         dynamic), one output [N, T, C] with C = charset size + 2 (blank and space).
         """
-        import onnxruntime as ort
-
-        if config.graph_optimization not in GRAPH_OPTIMIZATION_LEVELS:
-            raise ValueError(
-                f"graph_optimization must be one of {GRAPH_OPTIMIZATION_LEVELS}, "
-                f"not {config.graph_optimization!r}"
-            )
-        level = {
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-        }[config.graph_optimization]
-        sessions = []
-        for _ in range(max(1, config.workers)):
-            options = ort.SessionOptions()
-            options.intra_op_num_threads = config.intra_op_threads
-            options.inter_op_num_threads = 1
-            options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-            options.graph_optimization_level = level
-            try:
-                sessions.append(
-                    ort.InferenceSession(
-                        str(spec.recognizer_path), options, providers=["CPUExecutionProvider"]
-                    )
-                )
-            except Exception as exc:  # onnxruntime raises its own untyped errors
-                raise ModelLoadError(
-                    f"model {spec.name!r}: ONNX Runtime cannot load {spec.recognizer_path}: {exc}"
-                ) from exc
+        sessions = [
+            create_session(spec.recognizer_path, config, f"model {spec.name!r} recognizer")
+            for _ in range(max(1, config.workers))
+        ]
         first = sessions[0]
         charset = _load_charset(spec, first)
         input_name = _check_io(spec, first, len(charset))

@@ -20,9 +20,13 @@ from grpc_reflection.v1alpha import reflection
 
 from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
 from ocr_core.batching import BatchLimits
+from ocr_core.detection import TextDetector
+from ocr_core.documents import pdf_supported
 from ocr_core.engine import OcrEngine, RequestLimits
+from ocr_core.orientation import LineOrientation, PageOrientation
+from ocr_core.pages import PageModels
 from ocr_core.recognizer import LineRecognizer, SessionConfig
-from ocr_core.registry import ModelRegistry
+from ocr_core.registry import ModelRegistry, ModelSpec
 from ocr_server.config import ServerConfig
 from ocr_server.servicer import OcrServicer
 
@@ -31,8 +35,33 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = ocr_pb2.DESCRIPTOR.services_by_name["OcrService"].full_name
 
 
-def load_recognizers(config: ServerConfig) -> tuple[dict[str, LineRecognizer], str]:
-    """Resolve (fetching if allowed) and load every configured model; returns (models, default)."""
+def load_page_models(spec: ModelSpec, sessions: SessionConfig) -> PageModels | None:
+    """The detector and classifiers of ``spec``, or None for a recognizer-only model."""
+    if spec.detector_path is None:
+        return None
+    what = f"model {spec.name!r}"
+    return PageModels(
+        detector=TextDetector.load(spec.detector_path, sessions, f"{what} detector"),
+        line_orientation=LineOrientation.load(
+            spec.line_classifier_path, sessions, f"{what} line classifier"
+        )
+        if spec.line_classifier_path is not None
+        else None,
+        page_orientation=PageOrientation.load(
+            spec.page_orientation_path, sessions, f"{what} page orientation"
+        )
+        if spec.page_orientation_path is not None
+        else None,
+    )
+
+
+def load_recognizers(
+    config: ServerConfig,
+) -> tuple[dict[str, LineRecognizer], dict[str, PageModels], str]:
+    """Resolve (fetching if allowed) and load every configured model.
+
+    Returns (recognizers, page models of the models that have a detector, default name).
+    """
     registry = ModelRegistry.from_files(
         cache_dir=config.model_dir, user_config=config.models_config
     )
@@ -40,9 +69,13 @@ def load_recognizers(config: ServerConfig) -> tuple[dict[str, LineRecognizer], s
     names = list(dict.fromkeys([default, *config.extra_models]))
     sessions = SessionConfig(config.workers, config.threads, config.graph_optimization)
     recognizers = {}
+    page_models = {}
     for name in names:
         spec = registry.resolve(name, fetch_missing=config.fetch_missing)
         recognizers[name] = LineRecognizer.load(spec, sessions)
+        pages = load_page_models(spec, sessions)
+        if pages is not None:
+            page_models[name] = pages
         log.info(
             "loaded model %s (%d characters, height %d, %d sessions x %d threads) from %s",
             name,
@@ -52,7 +85,9 @@ def load_recognizers(config: ServerConfig) -> tuple[dict[str, LineRecognizer], s
             config.threads,
             spec.recognizer_path,
         )
-    return recognizers, default
+        if pages is None:
+            log.info("model %s has no detector: it serves lines only", name)
+    return recognizers, page_models, default
 
 
 def server_limits(config: ServerConfig) -> ocr_pb2.ServerLimits:
@@ -62,6 +97,8 @@ def server_limits(config: ServerConfig) -> ocr_pb2.ServerLimits:
         max_line_width=config.max_line_width,
         max_message_bytes=config.max_message_bytes,
         stream_max_in_flight=config.stream_max_in_flight,
+        max_document_pages=config.max_document_pages,
+        pdf_support=pdf_supported(),
     )
 
 
@@ -80,7 +117,7 @@ async def serve(
         except (NotImplementedError, RuntimeError):  # not the main thread / not Unix
             pass
 
-    recognizers, default = await asyncio.to_thread(load_recognizers, config)
+    recognizers, page_models, default = await asyncio.to_thread(load_recognizers, config)
     engine = OcrEngine(
         recognizers,
         default,
@@ -94,8 +131,11 @@ async def serve(
             max_lines_per_request=config.max_lines_per_request,
             max_image_pixels=config.max_image_pixels,
             max_line_width=config.max_line_width,
+            max_document_pages=config.max_document_pages,
+            max_pages_in_flight=config.max_pages_in_flight,
         ),
         preprocess_threads=max(2, config.workers),
+        page_models=page_models,
     )
     engine.start()
 
@@ -107,7 +147,7 @@ async def serve(
         ]
     )
     ocr_pb2_grpc.add_OcrServiceServicer_to_server(
-        OcrServicer(engine, server_limits(config)), server
+        OcrServicer(engine, server_limits(config), config.stream_max_pages_in_flight), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

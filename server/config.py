@@ -43,6 +43,9 @@ class ServerConfig:
     max_line_width: int = 4096
     max_message_bytes: int = 64 * 1024 * 1024
     stream_max_in_flight: int = 64
+    stream_max_pages_in_flight: int = 4
+    max_pages_in_flight: int = 4
+    max_document_pages: int = 1000
     grace_s: float = 10.0
     log_level: str = "INFO"
     log_format: str = "text"
@@ -133,6 +136,24 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "items of one stream in flight before the server stops reading it",
         type=int,
     )
+    add(
+        "--stream-max-pages-in-flight",
+        d.stream_max_pages_in_flight,
+        "page items of one stream in flight before the server stops reading it",
+        type=int,
+    )
+    add(
+        "--max-pages-in-flight",
+        d.max_pages_in_flight,
+        "pages being detected or recognised at once, server-wide (bounds page memory)",
+        type=int,
+    )
+    add(
+        "--max-document-pages",
+        d.max_document_pages,
+        "most pages of one RecognizeDocument call",
+        type=int,
+    )
     add("--grace-s", d.grace_s, "seconds in-flight calls get to finish on shutdown", type=float)
     add("--log-level", d.log_level, "DEBUG, INFO, WARNING or ERROR")
     add("--log-format", d.log_format, "text or json")
@@ -189,6 +210,9 @@ def parse_config(
         max_line_width=a.max_line_width,
         max_message_bytes=a.max_message_bytes,
         stream_max_in_flight=a.stream_max_in_flight,
+        stream_max_pages_in_flight=a.stream_max_pages_in_flight,
+        max_pages_in_flight=a.max_pages_in_flight,
+        max_document_pages=a.max_document_pages,
         grace_s=a.grace_s,
         log_level=a.log_level.upper(),
         log_format=a.log_format,
@@ -210,6 +234,9 @@ def _validate(parser: argparse.ArgumentParser, c: ServerConfig) -> None:
         "--max-line-width": c.max_line_width,
         "--max-message-bytes": c.max_message_bytes,
         "--stream-max-in-flight": c.stream_max_in_flight,
+        "--stream-max-pages-in-flight": c.stream_max_pages_in_flight,
+        "--max-pages-in-flight": c.max_pages_in_flight,
+        "--max-document-pages": c.max_document_pages,
     }
     for flag, value in positive.items():
         if value < 1:

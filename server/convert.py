@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
+import numpy as np
+
 from ocr_client.proto.ocr.v1 import ocr_pb2
 from ocr_core.batching import BatcherStats
 from ocr_core.ctc import LineText
+from ocr_core.detection import DetectionOptions
 from ocr_core.engine import ImageSource
 from ocr_core.errors import InvalidInput
+from ocr_core.geometry import bounds
 from ocr_core.images import RawPixels
+from ocr_core.pages import PageOptions, PageText
+
+T = TypeVar("T")
 
 
 def image_source(image: ocr_pb2.Image) -> ImageSource:
@@ -67,4 +76,73 @@ def batcher_stats(model: str, s: BatcherStats, depth: int, capacity: int) -> ocr
         dropped_expired=s.dropped_expired,
         rejected_queue_full=s.rejected_queue_full,
         failed_batches=s.failed_batches,
+    )
+
+
+def page_options(options: ocr_pb2.PageOptions | None) -> PageOptions:
+    """The core's page options: every unset field takes the core's default."""
+    defaults = PageOptions()
+    if options is None:
+        return defaults
+    det = defaults.detection
+
+    def pick(name: str, default: T) -> T:
+        return getattr(options, name) if options.HasField(name) else default
+
+    return PageOptions(
+        detection=DetectionOptions(
+            max_side=pick("max_side", det.max_side),
+            pixel_threshold=pick("pixel_threshold", det.pixel_threshold),
+            box_threshold=pick("box_threshold", det.box_threshold),
+            unclip_ratio=pick("unclip_ratio", det.unclip_ratio),
+            min_line_height=pick("min_line_height", det.min_line_height),
+        ),
+        correct_page_rotation=pick("correct_page_rotation", defaults.correct_page_rotation),
+        correct_line_rotation=pick("correct_line_rotation", defaults.correct_line_rotation),
+        min_confidence=pick("min_confidence", defaults.min_confidence),
+    )
+
+
+def _quad(points: np.ndarray) -> ocr_pb2.Quad:
+    return ocr_pb2.Quad(
+        points=[ocr_pb2.Point(x=round(float(x)), y=round(float(y))) for x, y in points]
+    )
+
+
+def _rect(x: int, y: int, width: int, height: int) -> ocr_pb2.Rect:
+    return ocr_pb2.Rect(x=x, y=y, width=width, height=height)
+
+
+def page_result(page: PageText, model: str) -> ocr_pb2.PageResult:
+    def bounds_of(points: np.ndarray) -> ocr_pb2.Rect:
+        return _rect(*bounds(points, page.width, page.height))
+
+    return ocr_pb2.PageResult(
+        page_index=page.page_index,
+        width=page.width,
+        height=page.height,
+        rotation=page.rotation,
+        lines=[
+            ocr_pb2.PageLine(
+                text=line.text,
+                confidence=line.confidence,
+                box=_quad(line.quad),
+                bounds=bounds_of(line.quad),
+                words=[
+                    ocr_pb2.PageWord(
+                        text=w.text,
+                        confidence=w.confidence,
+                        box=_quad(w.quad),
+                        bounds=bounds_of(w.quad),
+                    )
+                    for w in line.words
+                ],
+                block=line.block,
+                upside_down=line.upside_down,
+            )
+            for line in page.lines
+        ],
+        blocks=[ocr_pb2.TextBlock(bounds=_rect(*b.bounds), lines=b.lines) for b in page.blocks],
+        text=page.text,
+        model=model,
     )

@@ -20,7 +20,15 @@ from google.rpc import status_pb2
 from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
 from ocr_core.engine import OcrEngine
 from ocr_core.errors import InvalidInput, OcrError
-from ocr_server.convert import batcher_stats, image_source, image_sources, line_result
+from ocr_core.pages import PageOptions
+from ocr_server.convert import (
+    batcher_stats,
+    image_source,
+    image_sources,
+    line_result,
+    page_options,
+    page_result,
+)
 from ocr_server.logs import request_id_var
 from ocr_server.status import status_for
 
@@ -41,14 +49,27 @@ class _Item:
 
     seq: int
     response: ocr_pb2.StreamRecognizeResponse
+    is_page: bool = False
+
+
+@dataclass
+class _StreamState:
+    """What the reader learns from the first message, shared with the response side."""
+
+    model: str = ""
+    ordered: bool = False
+    page_options: PageOptions | None = None
 
 
 class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
     """Serves the engine's models over gRPC."""
 
-    def __init__(self, engine: OcrEngine, limits: ocr_pb2.ServerLimits) -> None:
+    def __init__(
+        self, engine: OcrEngine, limits: ocr_pb2.ServerLimits, stream_max_pages_in_flight: int = 4
+    ) -> None:
         self._engine = engine
         self._limits = limits
+        self._stream_max_pages = stream_max_pages_in_flight
 
     async def _guard(
         self, context: grpc.aio.ServicerContext, method: str, call: Callable[[], Awaitable[T]]
@@ -98,6 +119,54 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
 
         return await self._guard(context, "RecognizeLines", call)
 
+    async def RecognizePage(
+        self, request: ocr_pb2.RecognizePageRequest, context: grpc.aio.ServicerContext
+    ) -> ocr_pb2.PageResult:
+        async def call() -> ocr_pb2.PageResult:
+            options = page_options(request.options if request.HasField("options") else None)
+            model, page = await self._engine.recognize_page(
+                image_source(request.image), request.model, options, context.time_remaining()
+            )
+            return page_result(page, model)
+
+        return await self._guard(context, "RecognizePage", call)
+
+    async def RecognizeDocument(
+        self, request: ocr_pb2.RecognizeDocumentRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[ocr_pb2.PageResult]:
+        """Stream one PageResult per page; an error ends the stream with its status."""
+        rid = _request_id(context)
+        request_id_var.set(rid)
+        await context.send_initial_metadata((("x-request-id", rid),))
+        start = time.perf_counter()
+        pages = 0
+        try:
+            options = page_options(request.options if request.HasField("options") else None)
+            async for model, page in self._engine.recognize_document(
+                request.data, request.model, options, request.pdf_dpi, context.time_remaining()
+            ):
+                yield page_result(page, model)
+                pages += 1
+        except asyncio.CancelledError:
+            log.info("RecognizeDocument cancelled by the client after %d pages", pages)
+            raise
+        except Exception as exc:  # the error boundary of this streaming call
+            code, message = status_for(exc, rid)
+            log.info(
+                "RecognizeDocument %s after %d pages: %s",
+                code.name,
+                pages,
+                message,
+                extra={"method": "RecognizeDocument", "status": code.name},
+            )
+            await context.abort(code, message)
+        log.info(
+            "RecognizeDocument OK, %d pages in %.1f ms",
+            pages,
+            (time.perf_counter() - start) * 1e3,
+            extra={"method": "RecognizeDocument", "status": "OK"},
+        )
+
     async def ListModels(
         self, request: ocr_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> ocr_pb2.ListModelsResponse:
@@ -109,6 +178,11 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
                     charset_size=served.recognizer.charset_size,
                     input_height=served.recognizer.input_height,
                     source=served.recognizer.source,
+                    supports_pages=served.pages is not None,
+                    supports_page_rotation=served.pages is not None
+                    and served.pages.page_orientation is not None,
+                    supports_line_rotation=served.pages is not None
+                    and served.pages.line_orientation is not None,
                 )
                 for name, served in sorted(self._engine.models.items())
             ]
@@ -148,29 +222,39 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
         request_id_var.set(rid)
         await context.send_initial_metadata((("x-request-id", rid),))
         in_flight = asyncio.Semaphore(self._limits.stream_max_in_flight)
+        pages_in_flight = asyncio.Semaphore(self._stream_max_pages)
         done: asyncio.Queue[_Item | BaseException | None] = asyncio.Queue()
         tasks: set[asyncio.Task[None]] = set()
-        ordered_box: list[bool] = [False]
+        state = _StreamState()
         reader = asyncio.create_task(
-            self._read_stream(request_iterator, context, rid, in_flight, done, tasks, ordered_box)
+            self._read_stream(
+                request_iterator, context, rid, (in_flight, pages_in_flight), done, tasks, state
+            )
         )
+
+        def release(item: _Item) -> None:
+            in_flight.release()
+            if item.is_page:
+                pages_in_flight.release()
+
         next_seq = 0
-        held: dict[int, ocr_pb2.StreamRecognizeResponse] = {}
+        held: dict[int, _Item] = {}
         failure: tuple[grpc.StatusCode, str] | None = None
         try:
             while (item := await done.get()) is not None:
                 if isinstance(item, BaseException):
                     failure = status_for(item, rid)
                     break
-                if not ordered_box[0]:
+                if not state.ordered:
                     yield item.response
-                    in_flight.release()
+                    release(item)
                     continue
-                held[item.seq] = item.response
+                held[item.seq] = item
                 while next_seq in held:
-                    yield held.pop(next_seq)
+                    ready = held.pop(next_seq)
+                    yield ready.response
                     next_seq += 1
-                    in_flight.release()
+                    release(ready)
         finally:
             reader.cancel()
             for task in list(tasks):
@@ -183,20 +267,27 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
         request_iterator: AsyncIterator[ocr_pb2.StreamRecognizeRequest],
         context: grpc.aio.ServicerContext,
         rid: str,
-        in_flight: asyncio.Semaphore,
+        semaphores: tuple[asyncio.Semaphore, asyncio.Semaphore],
         done: asyncio.Queue[_Item | BaseException | None],
         tasks: set[asyncio.Task[None]],
-        ordered_box: list[bool],
+        state: _StreamState,
     ) -> None:
-        """Read the request stream, spawning one task per item; put None on the queue at the end."""
-        model = ""
+        """Read the request stream, spawning one task per item; put None on the queue at the end.
+
+        Every item takes a slot of ``in_flight``; a page item also takes one of the (much
+        smaller) ``pages_in_flight``, since a page is many lines and a large image.
+        """
+        in_flight, pages_in_flight = semaphores
         seq = 0
         try:
             async for request in request_iterator:
                 if seq == 0 and not tasks and request.HasField("options"):
-                    model = request.options.model
-                    ordered_box[0] = request.options.ordered
-                    self._engine.resolve(model)  # unknown model: fail the stream at once
+                    state.model = request.options.model
+                    state.ordered = request.options.ordered
+                    self._engine.resolve(state.model)  # unknown model: fail the stream at once
+                    if request.options.HasField("page_options"):
+                        state.page_options = page_options(request.options.page_options)
+                        state.page_options.validate()  # bad options: fail the stream at once
                     if request.WhichOneof("item") is None:
                         continue
                     error = None
@@ -205,12 +296,15 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
                         "stream options may only be set on the first message of the stream"
                     )
                 elif request.WhichOneof("item") is None:
-                    error = InvalidInput("message has no item: set `line`")
+                    error = InvalidInput("message has no item: set `line` or `page`")
                 else:
                     error = None
                 await in_flight.acquire()
+                is_page = request.WhichOneof("item") == "page"
+                if is_page:
+                    await pages_in_flight.acquire()
                 task = asyncio.create_task(
-                    self._stream_item(seq, request, model, error, context, rid, done)
+                    self._stream_item(seq, request, state, error, is_page, context, rid, done)
                 )
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
@@ -227,8 +321,9 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
         self,
         seq: int,
         request: ocr_pb2.StreamRecognizeRequest,
-        model: str,
+        state: _StreamState,
         error: OcrError | None,
+        is_page: bool,
         context: grpc.aio.ServicerContext,
         rid: str,
         done: asyncio.Queue[_Item | BaseException | None],
@@ -237,13 +332,22 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
         try:
             if error is not None:
                 raise error
-            _, results = await self._engine.recognize_lines(
-                [image_source(request.line)], model, context.time_remaining()
-            )
-            response.line.CopyFrom(line_result(results[0]))
+            if is_page:
+                model, page = await self._engine.recognize_page(
+                    image_source(request.page),
+                    state.model,
+                    state.page_options,
+                    context.time_remaining(),
+                )
+                response.page.CopyFrom(page_result(page, model))
+            else:
+                _, results = await self._engine.recognize_lines(
+                    [image_source(request.line)], state.model, context.time_remaining()
+                )
+                response.line.CopyFrom(line_result(results[0]))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # one item's error answers that item; the stream goes on
             code, message = status_for(exc, rid)
             response.error.CopyFrom(status_pb2.Status(code=code.value[0], message=message))
-        await done.put(_Item(seq, response))
+        await done.put(_Item(seq, response, is_page))

@@ -23,6 +23,8 @@ _CODES: dict[ErrorKind, grpc.StatusCode] = {
     ErrorKind.DEADLINE: grpc.StatusCode.DEADLINE_EXCEEDED,
     ErrorKind.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     ErrorKind.INTERNAL: grpc.StatusCode.INTERNAL,
+    ErrorKind.UNSUPPORTED: grpc.StatusCode.FAILED_PRECONDITION,
+    ErrorKind.UNIMPLEMENTED: grpc.StatusCode.UNIMPLEMENTED,
 }
 
 

@@ -1,0 +1,194 @@
+"""DB text detection: page image in, text-line quadrilaterals out.
+
+The DB ("differentiable binarization") detectors of PP-OCR output, for every pixel of the
+resized page, the probability that it lies inside a text line's shrunk core. Lines are the
+connected regions above ``pixel_threshold``; each region's minimum-area rectangle is scored
+by the mean probability inside it, then grown back ("unclipped") by area / perimeter x
+``unclip_ratio`` with pyclipper's polygon offset, the same way the models were trained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyclipper
+
+from ocr_core.errors import InvalidInput, ModelLoadError
+from ocr_core.geometry import order_corners
+from ocr_core.sessions import SessionConfig, SessionPool
+
+#: Side lengths of the detector input must be multiples of this (the network's stride).
+STRIDE = 32
+#: Pages whose shorter side is below this are scaled up (within ``max_side``): small
+#: screenshots otherwise give regions too thin for the probability map.
+MIN_SHORT_SIDE = 736
+#: Regions whose shorter side is below this many pixels of the probability map are noise.
+MIN_REGION_SIDE = 3
+
+
+@dataclass(frozen=True)
+class DetectionOptions:
+    """Detection settings; the defaults are PP-OCR's, except ``max_side`` (see PageOptions)."""
+
+    max_side: int = 1600
+    pixel_threshold: float = 0.3
+    box_threshold: float = 0.5
+    unclip_ratio: float = 1.6
+    min_line_height: int = 4
+    max_candidates: int = 1000
+
+    def validate(self) -> None:
+        """Raise ``InvalidInput`` naming the first option out of range."""
+        checks = (
+            (320 <= self.max_side <= 4096, f"max_side must be in 320..4096, got {self.max_side}"),
+            (
+                0.0 < self.pixel_threshold < 1.0,
+                f"pixel_threshold must be in (0, 1), got {self.pixel_threshold}",
+            ),
+            (
+                0.0 < self.box_threshold < 1.0,
+                f"box_threshold must be in (0, 1), got {self.box_threshold}",
+            ),
+            (
+                1.0 <= self.unclip_ratio <= 4.0,
+                f"unclip_ratio must be in 1..4, got {self.unclip_ratio}",
+            ),
+            (
+                self.min_line_height <= 1000,
+                f"min_line_height must be at most 1000, got {self.min_line_height}",
+            ),
+        )
+        for ok, message in checks:
+            if not ok:
+                raise InvalidInput(f"page option {message}")
+
+
+@dataclass(frozen=True)
+class DetectedLine:
+    """A detected text region: its quad in image axes (tl, tr, br, bl) and its mean score."""
+
+    quad: np.ndarray
+    score: float
+
+
+def detector_input_size(height: int, width: int, max_side: int) -> tuple[int, int]:
+    """(height, width) the page is resized to: within ``max_side``, multiples of 32.
+
+    Large pages are scaled down so the long side fits ``max_side``; small ones are scaled
+    up until the short side reaches ``MIN_SHORT_SIDE`` or the long side ``max_side``.
+    """
+    long_side, short_side = max(height, width), min(height, width)
+    scale = min(max_side / long_side, max(1.0, MIN_SHORT_SIDE / short_side))
+    new_h = max(STRIDE, round(height * scale / STRIDE) * STRIDE)
+    new_w = max(STRIDE, round(width * scale / STRIDE) * STRIDE)
+    return new_h, new_w
+
+
+class TextDetector:
+    """A DB detector run from the engine's worker threads (one session per running thread)."""
+
+    def __init__(self, sessions: SessionPool, input_name: str) -> None:
+        self._sessions = sessions
+        self._input_name = input_name
+
+    @classmethod
+    def load(cls, path: Path, config: SessionConfig, what: str) -> TextDetector:
+        pool = SessionPool.load(path, config, what)
+        inputs = pool.first.get_inputs()  # type: ignore[attr-defined]
+        if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[1] != 3:
+            shapes = [(i.name, i.shape) for i in inputs]
+            raise ModelLoadError(f"{what} ({path}): expected one input [1, 3, H, W], got {shapes}")
+        return cls(pool, str(inputs[0].name))
+
+    def probability_map(self, image_bgr: np.ndarray, max_side: int) -> np.ndarray:
+        """The detector's text probability for every pixel of the resized page (HxW float32)."""
+        h, w = image_bgr.shape[:2]
+        new_h, new_w = detector_input_size(h, w, max_side)
+        resized = cv2.resize(image_bgr, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        tensor = np.empty((1, 3, new_h, new_w), dtype=np.float32)
+        # (x / 255 - 0.5) / 0.5, the PP-OCRv6 detector's normalisation, written in place.
+        np.multiply(resized.transpose(2, 0, 1), 2.0 / 255.0, out=tensor[0])
+        tensor -= 1.0
+        with self._sessions.session() as session:
+            output = session.run(None, {self._input_name: tensor})[0]
+        if output.ndim != 4 or output.shape[2:] != (new_h, new_w):
+            raise RuntimeError(f"detector output shape {output.shape} for input {tensor.shape}")
+        return output[0, 0]
+
+    def detect(self, image_bgr: np.ndarray, options: DetectionOptions) -> list[DetectedLine]:
+        """Find text lines on an HxWx3 uint8 BGR page; quads are in the page's pixels."""
+        h, w = image_bgr.shape[:2]
+        prob = self.probability_map(image_bgr, options.max_side)
+        return regions_to_lines(prob, w, h, options)
+
+
+def regions_to_lines(
+    prob: np.ndarray, page_width: int, page_height: int, options: DetectionOptions
+) -> list[DetectedLine]:
+    """Turn a probability map into scored, unclipped line quads in page pixels."""
+    map_h, map_w = prob.shape
+    mask = (prob > options.pixel_threshold).astype(np.uint8)
+    # A 2x2 dilation joins characters that the shrunk cores split (PP-OCR's use_dilation).
+    mask = cv2.dilate(mask, np.ones((2, 2), np.uint8))
+    contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+    sx, sy = page_width / map_w, page_height / map_h
+    lines: list[DetectedLine] = []
+    for contour in contours[: options.max_candidates]:
+        rect = cv2.minAreaRect(contour)
+        if min(rect[1]) < MIN_REGION_SIDE:
+            continue
+        box = cv2.boxPoints(rect)
+        score = _mean_inside(prob, contour.reshape(-1, 2).astype(np.float32))
+        if score < options.box_threshold:
+            continue
+        grown = _unclip(box, options.unclip_ratio)
+        if grown is None:
+            continue
+        rect = cv2.minAreaRect(grown)
+        if min(rect[1]) < MIN_REGION_SIDE + 2:
+            continue
+        quad = cv2.boxPoints(rect)
+        quad[:, 0] = np.clip(quad[:, 0] * sx, 0, page_width)
+        quad[:, 1] = np.clip(quad[:, 1] * sy, 0, page_height)
+        quad = order_corners(quad)
+        edge_w = np.linalg.norm(quad[1] - quad[0])
+        edge_h = np.linalg.norm(quad[3] - quad[0])
+        if min(edge_w, edge_h) < max(options.min_line_height, 4):
+            continue
+        lines.append(DetectedLine(quad=quad, score=float(score)))
+    return lines
+
+
+def _mean_inside(prob: np.ndarray, box: np.ndarray) -> float:
+    """Mean probability inside a polygon.
+
+    Scored on the region's own contour rather than its rectangle (PP-OCR's "slow" mode): a
+    curved line on a bent page fills only part of its rectangle, and the rectangle's mean
+    would drop it.
+    """
+    h, w = prob.shape
+    x0 = int(np.clip(np.floor(box[:, 0].min()), 0, w - 1))
+    x1 = int(np.clip(np.ceil(box[:, 0].max()), 0, w - 1))
+    y0 = int(np.clip(np.floor(box[:, 1].min()), 0, h - 1))
+    y1 = int(np.clip(np.ceil(box[:, 1].max()), 0, h - 1))
+    mask = np.zeros((y1 - y0 + 1, x1 - x0 + 1), dtype=np.uint8)
+    shifted = (box - np.array([x0, y0], dtype=np.float32)).astype(np.int32)
+    cv2.fillPoly(mask, shifted.reshape(1, -1, 2), 1)
+    return float(cv2.mean(prob[y0 : y1 + 1, x0 : x1 + 1], mask)[0])
+
+
+def _unclip(box: np.ndarray, ratio: float) -> np.ndarray | None:
+    """Grow a shrunk core back to the full line: offset by area * ratio / perimeter."""
+    area = cv2.contourArea(box)
+    perimeter = cv2.arcLength(box, True)
+    if perimeter <= 0:
+        return None
+    offset = pyclipper.PyclipperOffset()
+    offset.AddPath(box.tolist(), pyclipper.JT_ROUND, pyclipper.ET_CLOSEDPOLYGON)
+    paths = offset.Execute(area * ratio / perimeter)
+    if len(paths) != 1:  # an offset never splits a convex box; anything else is degenerate
+        return None
+    return np.array(paths[0], dtype=np.float32).reshape(-1, 1, 2)

