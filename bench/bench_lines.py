@@ -43,6 +43,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from bench.common import update_markdown_section
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA = "../shared/eval/real"
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -854,8 +856,14 @@ def analysis(result: dict) -> str:
     return " ".join(out)
 
 
+REPORT_SECTION = "Line recognition: raw ONNX Runtime vs the server"
+
+
 def write_markdown(path: Path, result: dict) -> None:
-    """Overwrite ``path`` with this run's report."""
+    """Replace this benchmark's section of ``path`` with this run's report.
+
+    Only the section is replaced: other benchmarks (bench_pages) keep theirs in the same file.
+    """
     m = result["machine"]
     s = result["settings"]
     raw = result["raw"]
@@ -863,14 +871,6 @@ def write_markdown(path: Path, result: dict) -> None:
     stop = srv["shutdown"]
     rss = srv["peak_rss_kib"]
     text = [
-        "# Benchmarks",
-        "",
-        "Figures are only comparable as ratios within one run on one machine; re-run "
-        "`bench/bench_lines.py` rather than comparing with numbers from elsewhere "
-        "(see bench/README.md).",
-        "",
-        "## Line recognition: raw ONNX Runtime vs the server",
-        "",
         f"- Date: {result['date']}",
         f"- Machine: {m['nproc']} usable cores, {m['cpu_model']}; Python {m['python']}, "
         f"onnxruntime {m['onnxruntime']}, grpcio {m['grpcio']}, Linux {m['kernel']}; "
@@ -925,9 +925,8 @@ def write_markdown(path: Path, result: dict) -> None:
         f"SIGTERM: exit status {stop['exit_code']} after {stop['seconds']:.1f} s "
         f"({'clean' if stop['clean'] else 'NOT clean'}; grace {s['grace_s']:g} s)."
     )
-    text += ["", "### What limits it", "", analysis(result), ""]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(text), encoding="utf-8")
+    text += ["", "### What limits it", "", analysis(result)]
+    update_markdown_section(path, REPORT_SECTION, text)
 
 
 # --------------------------------------------------------------------------- main
@@ -951,7 +950,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--grace-s", type=float, default=10.0, help="server --grace-s")
     p.add_argument("--timeout", type=float, default=30.0, help="deadline per call, seconds")
     p.add_argument("--server-args", default="", help="extra ocr-server flags (one string)")
-    p.add_argument("--out", default="docs/benchmarks.md", help="report to overwrite")
+    p.add_argument("--out", default="docs/benchmarks.md", help="report whose section to replace")
     args = p.parse_args(argv)
     try:
         args.levels = [int(x) for x in args.concurrency.split(",") if x.strip()]
