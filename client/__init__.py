@@ -12,6 +12,11 @@ numpy is installed, but never required::
 
 ``AsyncOcrClient`` has the same methods for asyncio (``async with``, ``await``,
 ``async for``). Failures raise subclasses of :class:`OcrClientError`.
+
+Pages: ``recognize_page`` and ``recognize_document`` return ``PageResult`` messages;
+``stream_recognize`` takes ``Page(image, id)`` items beside line images.
+``ocr_client.documents`` splits TIFF/PDF files into pages (extra ``[documents]``) and
+``ocr_client.formats`` writes results as text, JSON, hOCR or ALTO.
 """
 
 from __future__ import annotations
@@ -21,6 +26,9 @@ from ocr_client.client import (
     LineResult,
     ModelInfo,
     OcrClient,
+    Page,
+    PageOptions,
+    PageResult,
     StreamItemResult,
     Word,
 )
@@ -45,6 +53,9 @@ __all__ = [
     "ModelNotFound",
     "OcrClient",
     "OcrClientError",
+    "Page",
+    "PageOptions",
+    "PageResult",
     "ServerBusy",
     "ServerError",
     "ServerUnavailable",

@@ -1,7 +1,8 @@
-"""``ocr-client``: recognise line images, list models, or dump batcher stats from a shell.
+"""``ocr-client``: recognise line images or pages, list models, or dump batcher stats.
 
     ocr-client lines line1.png line2.png            # path<TAB>text per image
     ocr-client lines line.png --json --model NAME   # results with confidences and words
+    ocr-client pages scan.pdf page.png -f hocr -o out.hocr   # pages: txt, json, hocr, alto
     ocr-client models [--json]
     ocr-client stats
 
@@ -17,13 +18,25 @@ import dataclasses
 import json
 import os
 import sys
-from collections.abc import Callable, Sequence
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from google.protobuf import json_format
 
-from ocr_client.client import DEFAULT_ADDRESS, DEFAULT_TIMEOUT_S, LineResult, OcrClient
+from ocr_client import documents, formats
+from ocr_client.client import (
+    DEFAULT_ADDRESS,
+    DEFAULT_TIMEOUT_S,
+    LineResult,
+    OcrClient,
+    Page,
+    PageOptions,
+    PageResult,
+)
 from ocr_client.errors import OcrClientError
 
 # The server's default max_lines_per_request; bigger inputs are sent as several calls.
@@ -44,6 +57,28 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be in {low}..{high}, got {value}")
+        return value
+
+    return parse
+
+
+def _check_files(paths: Sequence[str]) -> None:
+    """Every input is checked before the first call, so a typo in the last of many paths
+    does not cost (or half-print) the recognition of the others."""
+    for p in paths:
+        if not Path(p).is_file():
+            what = "not a file" if Path(p).exists() else "no such file"
+            raise _CliError(f"{p}: {what}")
 
 
 def _chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
@@ -69,12 +104,7 @@ def _line_json(image: str, line: LineResult) -> dict[str, Any]:
 
 def _cmd_lines(args: argparse.Namespace) -> int:
     paths: list[str] = args.images
-    # Every input is checked before the first call, so a typo in the last of many paths
-    # does not cost (or half-print) the recognition of the others.
-    for p in paths:
-        if not Path(p).is_file():
-            what = "not a file" if Path(p).exists() else "no such file"
-            raise _CliError(f"{p}: {what}")
+    _check_files(paths)
     model = ""
     lines: list[LineResult] = []
     with OcrClient(args.address, timeout=args.timeout) as client:
@@ -95,6 +125,187 @@ def _cmd_lines(args: argparse.Namespace) -> int:
         for p, r in zip(paths, lines, strict=True):
             print(f"{p}\t{r.text}")
     return 0
+
+
+class _Window:
+    """Bounds the pages in flight on the stream: the request side takes a slot before it
+    sends a page and each answer frees one. The server pushes back too, but only after it
+    has read what gRPC buffered; this keeps rendered pages from piling up in the client.
+
+    ``enter`` waits in short steps so that a stream that has ended (``close``) never leaves
+    the request thread blocked for good.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._slots = threading.Semaphore(size)
+        self._closed = threading.Event()
+
+    def enter(self) -> bool:
+        while not self._closed.is_set():
+            if self._slots.acquire(timeout=0.1):
+                return True
+        return False
+
+    def leave(self) -> None:
+        self._slots.release()
+
+    def close(self) -> None:
+        self._closed.set()
+
+
+class _Progress:
+    """A one-line progress bar on stderr (pages done / total), redrawn at most ten times a
+    second. Messages (page errors) are printed above it, from any thread."""
+
+    _WIDTH = 30
+
+    def __init__(self, total: int, stream: TextIO, enabled: bool) -> None:
+        self._total = total
+        self._stream = stream
+        self._enabled = enabled
+        self._done = 0
+        self._failed = 0
+        self._drawn_at = 0.0
+        self._start = time.monotonic()
+        self._lock = threading.Lock()
+
+    def _draw(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not self._enabled or (not force and now - self._drawn_at < 0.1):
+            return
+        self._drawn_at = now
+        fraction = self._done / self._total if self._total else 1.0
+        filled = int(fraction * self._WIDTH)
+        bar = "#" * filled + "." * (self._WIDTH - filled)
+        failed = f", {self._failed} failed" if self._failed else ""
+        self._stream.write(
+            f"\rpages {self._done}/{self._total} [{bar}] {fraction:4.0%} "
+            f"{now - self._start:.0f}s{failed}\x1b[K"
+        )
+        self._stream.flush()
+
+    def advance(self, failed: bool = False) -> None:
+        with self._lock:
+            self._done += 1
+            self._failed += failed
+            self._draw(force=self._done == self._total)
+
+    def message(self, text: str) -> None:
+        with self._lock:
+            if self._enabled:
+                self._stream.write("\r\x1b[K")
+            self._stream.write(text + "\n")
+            self._draw(force=True)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._enabled:
+                self._draw(force=True)
+                self._stream.write("\n")
+                self._stream.flush()
+
+
+def _page_options(args: argparse.Namespace) -> PageOptions:
+    options = PageOptions()
+    if args.max_side is not None:
+        options.max_side = args.max_side
+    if args.no_rotation:
+        options.correct_page_rotation = False
+        options.correct_line_rotation = False
+    return options
+
+
+def _emit(document: str, out: str | None) -> None:
+    """UTF-8 whatever the locale: the XML formats declare it, and CJK text must survive a
+    C locale's ASCII stdout."""
+    data = document.encode("utf-8")
+    if out is not None and out != "-":
+        Path(out).write_bytes(data)
+        return
+    sys.stdout.flush()
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is None:
+        sys.stdout.write(document)
+    else:
+        buffer.write(data)
+        buffer.flush()
+
+
+def _cmd_pages(args: argparse.Namespace) -> int:
+    paths: list[str] = args.files
+    _check_files(paths)
+    # Format, page count and needed packages of every file before anything is sent.
+    infos = [documents.inspect(p) for p in paths]
+    total = sum(info.page_count for info in infos)
+    show = sys.stderr.isatty() if args.progress is None else args.progress
+    progress = _Progress(total, sys.stderr, show)
+    window = _Window(args.max_in_flight)
+    # Pages are numbered in input order as they are sent; answers (in any order) are put
+    # back in that order. An id maps to a queue of numbers because the same file may be
+    # named twice. Written by the request thread before the page is sent, so always before
+    # its answer is read.
+    sent: list[tuple[str, int]] = []
+    numbers: dict[str, deque[int]] = {}
+    lost = 0  # pages never sent because their file broke while being split
+
+    def items() -> Iterator[Page]:
+        nonlocal lost
+        for info in infos:
+            produced = 0
+            try:
+                for page in documents.iter_pages(info.source, pdf_dpi=args.pdf_dpi):
+                    if not window.enter():
+                        return
+                    sent.append((page.source, page.index))
+                    numbers.setdefault(page.id, deque()).append(len(sent) - 1)
+                    produced += 1
+                    yield Page(page.image, page.id)
+            except (documents.DocumentError, OSError) as exc:
+                # One broken file (a truncated TIFF page, a damaged PDF) does not stop the
+                # other files; its remaining pages count as failed.
+                missing = max(info.page_count - produced, 1)
+                lost += missing
+                progress.message(f"error: {exc} ({missing} page(s) not read)")
+                for _ in range(missing):
+                    progress.advance(failed=True)
+
+    results: dict[int, tuple[str, PageResult]] = {}
+    failed = 0
+    # --timeout is per page: the one stream carries every page.
+    deadline = args.timeout * max(total, 1)
+    with OcrClient(args.address, timeout=args.timeout) as client:
+        stream = client.stream_recognize(
+            items(),
+            model=args.model,
+            ordered=args.ordered,
+            page_options=_page_options(args),
+            timeout=deadline,
+        )
+        try:
+            for result in stream:
+                window.leave()
+                queue = numbers.get(result.id)
+                if not queue:
+                    raise _CliError(f"the server answered an item that was not sent: {result.id}")
+                number = queue.popleft()
+                source, index = sent[number]
+                if result.page is not None:
+                    result.page.page_index = index  # stream page items always say 0
+                    results[number] = (source, result.page)
+                    progress.advance()
+                else:
+                    failed += 1
+                    progress.message(f"error: {source} page {index + 1}: {result.error}")
+                    progress.advance(failed=True)
+        finally:
+            window.close()
+            stream.close()
+            progress.close()
+    pages = [results[n] for n in sorted(results)]
+    if not pages:
+        raise _CliError("no page was recognised; nothing written")
+    _emit(formats.write(args.format, pages), args.output)
+    return 1 if failed or lost or len(pages) < len(sent) else 0
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -157,6 +368,68 @@ def _build_parser() -> argparse.ArgumentParser:
     p_lines.add_argument("--model", default="", help="model name (default: the server's)")
     p_lines.set_defaults(func=_cmd_lines)
 
+    p_pages = sub.add_parser(
+        "pages",
+        parents=[common],
+        help="recognise pages: images, multi-page TIFF, PDF",
+        description=(
+            "Recognise every page of the files on one stream and write them in input order. "
+            "PNG/JPEG/BMP/WebP/TIFF pages are sent as they are; multi-page TIFF and PDF are "
+            f"split here, which needs the extra: {documents.EXTRA_HINT}. "
+            "A page that fails is reported on stderr and the others are still written; "
+            "the exit status is then 1. --timeout is per page."
+        ),
+    )
+    p_pages.add_argument("files", nargs="+", metavar="FILE", help="image, TIFF or PDF files")
+    p_pages.add_argument(
+        "-f",
+        "--format",
+        choices=formats.FORMATS,
+        default="txt",
+        help="output format (default: txt; pages end with a form feed)",
+    )
+    p_pages.add_argument(
+        "-o", "--output", metavar="OUT", help="write to this file (default: stdout)"
+    )
+    p_pages.add_argument("--model", default="", help="model name (default: the server's)")
+    p_pages.add_argument(
+        "--max-side",
+        type=_int_in(320, 4096),
+        metavar="N",
+        help="longest side pages are scaled to for text detection (server default: 1600)",
+    )
+    p_pages.add_argument(
+        "--no-rotation",
+        action="store_true",
+        help="do not detect rotated pages or upside-down lines",
+    )
+    p_pages.add_argument(
+        "--ordered",
+        action="store_true",
+        help="ask the server to answer in input order (output is in input order anyway)",
+    )
+    p_pages.add_argument(
+        "--pdf-dpi",
+        type=_int_in(50, 600),
+        default=documents.DEFAULT_PDF_DPI,
+        metavar="DPI",
+        help="resolution PDF pages are rendered at (default: %(default)s)",
+    )
+    p_pages.add_argument(
+        "--max-in-flight",
+        type=_int_in(1, 256),
+        default=8,
+        metavar="N",
+        help="pages sent and not yet answered, at most (default: %(default)s)",
+    )
+    p_pages.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bar on stderr (default: when stderr is a terminal)",
+    )
+    p_pages.set_defaults(func=_cmd_pages)
+
     p_models = sub.add_parser("models", parents=[common], help="list the server's models")
     p_models.add_argument("--json", action="store_true", help="print as JSON")
     p_models.set_defaults(func=_cmd_models)
@@ -172,8 +445,9 @@ def main(argv: list[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
-    # OSError / ValueError: an input file that cannot be read or is empty.
-    except (OcrClientError, _CliError, OSError, ValueError) as err:
+    # OSError / ValueError: an input file that cannot be read or is empty (DocumentError is
+    # a ValueError); ImportError: an optional package a document needs is missing.
+    except (OcrClientError, _CliError, OSError, ValueError, ImportError) as err:
         print(f"error: {err}", file=sys.stderr)
     except KeyboardInterrupt:
         return 130

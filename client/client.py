@@ -26,6 +26,7 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Self
 
 import grpc
@@ -45,9 +46,13 @@ __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
     "DEFAULT_TIMEOUT_S",
     "AsyncOcrClient",
+    "DocumentInput",
     "LineResult",
     "ModelInfo",
     "OcrClient",
+    "Page",
+    "PageOptions",
+    "PageResult",
     "StreamItem",
     "StreamItemResult",
     "Word",
@@ -59,8 +64,34 @@ DEFAULT_TIMEOUT_S = 30.0
 # about 48 MiB) and for the server's own request limit; the server enforces its limit.
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
-# A stream item: an image (its id is then its position, "0", "1", ...) or (id, image).
-StreamItem = tuple[str, ImageInput] | ImageInput
+# Page results and options are the proto messages themselves: a page result is a tree of
+# lines, words, quads and blocks that callers mostly hand on (to a writer in
+# ``ocr_client.formats``, to json_format), and a mirror of it in dataclasses would be a second
+# schema to keep in step with the proto for no gain.
+PageResult = ocr_pb2.PageResult
+PageOptions = ocr_pb2.PageOptions
+
+# A document for RecognizeDocument: the file's bytes, or a path to read them from.
+DocumentInput = bytes | bytearray | memoryview | str | os.PathLike[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """Marks a stream item as a whole page (text detection, then every line recognised) rather
+    than a single text line, which is what a bare image in a stream means.
+
+    A typed wrapper rather than a flag on the call because one stream may mix lines and pages.
+    ``id`` is echoed in the item's result; None means the item's position ("0", "1", ...).
+    Inside an ``(id, Page(...))`` tuple the tuple's id is used.
+    """
+
+    image: ImageInput
+    id: str | None = None
+
+
+# A stream item: an image (a line; its id is then its position, "0", "1", ...), (id, image),
+# or a Page (or (id, Page)) for a page item.
+StreamItem = tuple[str, ImageInput] | ImageInput | Page
 
 
 # --------------------------------------------------------------------------- results
@@ -113,15 +144,18 @@ class ModelInfo:
 
 @dataclass(frozen=True, slots=True)
 class StreamItemResult:
-    """The answer to one stream item: exactly one of ``line`` and ``error`` is set.
+    """The answer to one stream item: exactly one of ``line``, ``page`` and ``error`` is set
+    (``line`` for a line item, ``page`` for a :class:`Page` item).
 
     A failed item does not end the stream (the server goes on with the next item), so its
-    error is returned here as a value, not raised.
+    error is returned here as a value, not raised. ``page`` is last and defaulted so that code
+    built on the three-field form keeps working.
     """
 
     id: str
     line: LineResult | None
     error: OcrClientError | None
+    page: PageResult | None = None
 
     @property
     def ok(self) -> bool:
@@ -132,6 +166,8 @@ class StreamItemResult:
         kind = msg.WhichOneof("result")
         if kind == "line":
             return cls(msg.id, LineResult.from_proto(msg.line), None)
+        if kind == "page":
+            return cls(msg.id, None, None, msg.page)
         if kind == "error":
             return cls(msg.id, None, from_status(msg.error.code, msg.error.message))
         # Not something a conforming server sends; surface it rather than invent a result.
@@ -178,12 +214,26 @@ def _lines_from_response(response: ocr_pb2.RecognizeLinesResponse, sent: int) ->
     return [LineResult.from_proto(r) for r in response.results]
 
 
-def _split_item(index: int, item: StreamItem) -> tuple[str, ImageInput]:
+def _split_item(index: int, item: StreamItem) -> tuple[str, ImageInput, bool]:
+    """(id, image, is_page) of one stream item."""
+    if isinstance(item, Page):
+        return (str(index) if item.id is None else item.id), item.image, True
     if isinstance(item, tuple):
         if len(item) == 2 and isinstance(item[0], str):
-            return item[0], item[1]
-        raise TypeError("stream items must be images or (id: str, image) tuples")
-    return str(index), item
+            if isinstance(item[1], Page):
+                return item[0], item[1].image, True
+            return item[0], item[1], False
+        raise TypeError("stream items must be images, Page(...) or (id: str, image) tuples")
+    return str(index), item, False
+
+
+def _stream_options(
+    model: str, ordered: bool, page_options: PageOptions | None
+) -> ocr_pb2.StreamOptions:
+    options = ocr_pb2.StreamOptions(model=model, ordered=ordered)
+    if page_options is not None:
+        options.page_options.CopyFrom(page_options)
+    return options
 
 
 def _stream_request(
@@ -191,23 +241,63 @@ def _stream_request(
     image: ImageInput,
     color_order: ColorOrder | str,
     options: ocr_pb2.StreamOptions | None,
+    is_page: bool = False,
 ) -> ocr_pb2.StreamRecognizeRequest:
     """One stream message; ``options`` only on the first (the server reads them there only)."""
-    request = ocr_pb2.StreamRecognizeRequest(id=item_id, line=to_proto_image(image, color_order))
+    proto_image = to_proto_image(image, color_order)
+    if is_page:
+        request = ocr_pb2.StreamRecognizeRequest(id=item_id, page=proto_image)
+    else:
+        request = ocr_pb2.StreamRecognizeRequest(id=item_id, line=proto_image)
     if options is not None:
         request.options.CopyFrom(options)
     return request
 
 
 def _stream_requests(
-    items: Iterable[StreamItem], model: str, ordered: bool, color_order: ColorOrder | str
+    items: Iterable[StreamItem],
+    model: str,
+    ordered: bool,
+    color_order: ColorOrder | str,
+    page_options: PageOptions | None = None,
 ) -> Iterator[ocr_pb2.StreamRecognizeRequest]:
     """Lazily, so a long (or endless) item source is never held in memory."""
-    options: ocr_pb2.StreamOptions | None = ocr_pb2.StreamOptions(model=model, ordered=ordered)
+    options: ocr_pb2.StreamOptions | None = _stream_options(model, ordered, page_options)
     for index, item in enumerate(items):
-        item_id, image = _split_item(index, item)
-        yield _stream_request(item_id, image, color_order, options)
+        item_id, image, is_page = _split_item(index, item)
+        yield _stream_request(item_id, image, color_order, options, is_page)
         options = None
+
+
+def _page_request(
+    image: ImageInput, model: str, options: PageOptions | None, color_order: ColorOrder | str
+) -> ocr_pb2.RecognizePageRequest:
+    request = ocr_pb2.RecognizePageRequest(image=to_proto_image(image, color_order), model=model)
+    if options is not None:
+        request.options.CopyFrom(options)
+    return request
+
+
+def _document_request(
+    data: DocumentInput, model: str, options: PageOptions | None, pdf_dpi: int
+) -> ocr_pb2.RecognizeDocumentRequest:
+    """Reads a path here, so an unreadable or empty file fails before the call."""
+    if isinstance(data, str | os.PathLike):
+        payload = Path(data).read_bytes()
+        if not payload:
+            raise ValueError(f"{os.fspath(data)!s}: the file is empty")
+    elif isinstance(data, bytes | bytearray | memoryview):
+        payload = bytes(data)
+        if not payload:
+            raise ValueError("document bytes are empty; expected a TIFF, PDF or image file")
+    else:
+        raise TypeError(
+            f"cannot send a {type(data).__name__} as a document: pass its bytes or a path"
+        )
+    request = ocr_pb2.RecognizeDocumentRequest(data=payload, model=model, pdf_dpi=pdf_dpi)
+    if options is not None:
+        request.options.CopyFrom(options)
+    return request
 
 
 class _FeedState:
@@ -367,19 +457,23 @@ class OcrClient:
         model: str = "",
         ordered: bool = False,
         color_order: ColorOrder | str = "rgb",
+        page_options: PageOptions | None = None,
         timeout: float | None = None,
     ) -> Generator[StreamItemResult, None, None]:
         """Recognise a stream of items on one call, yielding results as they arrive.
 
-        ``items`` are images (ids "0", "1", ... by position) or ``(id, image)`` pairs; it
-        is read lazily, as the server's flow control allows. Results come as items complete
-        unless ``ordered``. An item's own error is in its result's ``error``; a failure of
-        the whole call raises. The deadline covers the whole stream, so size ``timeout`` for
-        it. Closing the generator early (``close()``, or dropping it after a ``break``)
-        cancels the call, so the server stops working on the rest.
+        ``items`` are images (text lines; ids "0", "1", ... by position), ``(id, image)``
+        pairs, or :class:`Page` items (``Page(image, id)``, or ``(id, Page(image))``), which
+        are read as whole pages with ``page_options`` and answered in ``result.page``; one
+        stream may mix both. ``items`` is read lazily, as the server's flow control allows.
+        Results come as items complete unless ``ordered``. An item's own error is in its
+        result's ``error``; a failure of the whole call raises. The deadline covers the whole
+        stream, so size ``timeout`` for it. Closing the generator early (``close()``, or
+        dropping it after a ``break``) cancels the call, so the server stops working on the
+        rest.
         """
         seconds = self._deadline(timeout)
-        feed = _SyncRequestFeed(_stream_requests(items, model, ordered, color_order))
+        feed = _SyncRequestFeed(_stream_requests(items, model, ordered, color_order, page_options))
         call = self._stub.StreamRecognize(iter(feed), timeout=seconds)
         feed.attach(call)
         try:
@@ -395,6 +489,57 @@ class OcrClient:
             call.cancel()  # no-op once the call has ended; frees the server otherwise
         if feed.error is not None:
             raise feed.error
+
+    def recognize_page(
+        self,
+        image: ImageInput,
+        *,
+        model: str = "",
+        options: PageOptions | None = None,
+        color_order: ColorOrder | str = "rgb",
+        timeout: float | None = None,
+    ) -> PageResult:
+        """Find and recognise every line of a page image (a scan, photo or screenshot).
+
+        ``options`` (a :class:`PageOptions`; unset fields are server defaults) tune detection
+        and rotation handling. A page without text is a result with no lines, not an error.
+        """
+        seconds = self._deadline(timeout)
+        request = _page_request(image, model, options, color_order)
+        try:
+            response: PageResult = self._stub.RecognizePage(request, timeout=seconds)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from err
+        return response
+
+    def recognize_document(
+        self,
+        data: DocumentInput,
+        *,
+        model: str = "",
+        options: PageOptions | None = None,
+        pdf_dpi: int = 0,
+        timeout: float | None = None,
+    ) -> Generator[PageResult, None, None]:
+        """Recognise every page of a document file (multi-page TIFF, PDF where the server has
+        PDF support, or one image), yielding one :class:`PageResult` per page in page order.
+
+        ``data`` is the file's bytes or its path; the server splits and renders it
+        (``pdf_dpi``: 0 means the server's 200). The file is read and the call starts at the
+        first iteration; the deadline covers every page. An error after some pages were
+        yielded raises then. Closing the generator early cancels the call. To split files
+        on the client instead (no server PDF support needed, pages of many files on one
+        call), stream :class:`Page` items from :mod:`ocr_client.documents`.
+        """
+        seconds = self._deadline(timeout)
+        request = _document_request(data, model, options, pdf_dpi)
+        call = self._stub.RecognizeDocument(request, timeout=seconds)
+        try:
+            yield from call
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from err
+        finally:
+            call.cancel()  # no-op once the call has ended; frees the server otherwise
 
     def list_models(self, timeout: float | None = None) -> list[ModelInfo]:
         """The models this server serves (one has ``is_default``)."""
@@ -435,17 +580,18 @@ async def _write_stream(
     ordered: bool,
     color_order: ColorOrder | str,
     feed: _FeedState,
+    page_options: PageOptions | None = None,
 ) -> None:
     """Writes the stream's requests (a task beside the reader, so that the server's flow
     control pausing our writes never stops us reading its responses)."""
-    options: ocr_pb2.StreamOptions | None = ocr_pb2.StreamOptions(model=model, ordered=ordered)
+    options: ocr_pb2.StreamOptions | None = _stream_options(model, ordered, page_options)
     try:
         index = 0
         async for item in _aiter_items(items):
-            item_id, image = _split_item(index, item)
+            item_id, image, is_page = _split_item(index, item)
             if _is_path(image):  # file reads off the event loop
                 image = await asyncio.to_thread(to_proto_image, image, color_order)
-            request = _stream_request(item_id, image, color_order, options)
+            request = _stream_request(item_id, image, color_order, options, is_page)
             options = None
             index += 1
             try:
@@ -590,6 +736,7 @@ class AsyncOcrClient:
         model: str = "",
         ordered: bool = False,
         color_order: ColorOrder | str = "rgb",
+        page_options: PageOptions | None = None,
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> AsyncGenerator[StreamItemResult, None]:
         """See :meth:`OcrClient.stream_recognize`; ``items`` may also be an async iterable.
@@ -601,7 +748,9 @@ class AsyncOcrClient:
         seconds = self._deadline(timeout)
         call = self._get_stub().StreamRecognize(timeout=seconds)
         feed = _FeedState()
-        writer = asyncio.create_task(_write_stream(call, items, model, ordered, color_order, feed))
+        writer = asyncio.create_task(
+            _write_stream(call, items, model, ordered, color_order, feed, page_options)
+        )
         try:
             while True:
                 try:
@@ -626,6 +775,54 @@ class AsyncOcrClient:
             writer.cancel()
         if feed.error is not None:
             raise feed.error
+
+    async def recognize_page(
+        self,
+        image: ImageInput,
+        *,
+        model: str = "",
+        options: PageOptions | None = None,
+        color_order: ColorOrder | str = "rgb",
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> PageResult:
+        """See :meth:`OcrClient.recognize_page`. A path is read off the event loop."""
+        seconds = self._deadline(timeout)
+        stub = self._get_stub()
+        if _is_path(image):
+            request = await asyncio.to_thread(_page_request, image, model, options, color_order)
+        else:
+            request = _page_request(image, model, options, color_order)
+        try:
+            response: PageResult = await stub.RecognizePage(request, timeout=seconds)
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from err
+        return response
+
+    async def recognize_document(
+        self,
+        data: DocumentInput,
+        *,
+        model: str = "",
+        options: PageOptions | None = None,
+        pdf_dpi: int = 0,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> AsyncGenerator[PageResult, None]:
+        """See :meth:`OcrClient.recognize_document`: an async iterator of pages in page order.
+        A path is read off the event loop. To stop early, ``await aclose()`` the generator."""
+        seconds = self._deadline(timeout)
+        stub = self._get_stub()
+        if _is_path(data):
+            request = await asyncio.to_thread(_document_request, data, model, options, pdf_dpi)
+        else:
+            request = _document_request(data, model, options, pdf_dpi)
+        call = stub.RecognizeDocument(request, timeout=seconds)
+        try:
+            async for page in call:
+                yield page
+        except grpc.RpcError as err:
+            raise from_rpc_error(err) from err
+        finally:
+            call.cancel()  # no-op once the call has ended; frees the server otherwise
 
     async def list_models(self, timeout: float | None = None) -> list[ModelInfo]:  # noqa: ASYNC109
         """The models this server serves (one has ``is_default``)."""

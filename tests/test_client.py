@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import queue
 import socket
 import subprocess
 import sys
 import threading
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ import grpc
 import numpy as np
 import pytest
 from google.rpc import status_pb2
+from PIL import Image
 
 from ocr_client import (
     AsyncOcrClient,
@@ -35,12 +38,15 @@ from ocr_client import (
     ModelNotFound,
     OcrClient,
     OcrClientError,
+    Page,
+    PageOptions,
     ServerBusy,
     ServerError,
     ServerUnavailable,
     Unauthenticated,
     Word,
     cli,
+    formats,
 )
 from ocr_client.errors import from_rpc_error, from_status
 from ocr_client.images import to_proto_image
@@ -78,6 +84,30 @@ def _describe(image: ocr_pb2.Image) -> ocr_pb2.LineResult:
     return ocr_pb2.LineResult(text=text, confidence=0.5, words=words)
 
 
+def _describe_page(image: ocr_pb2.Image, model: str = "fake-default") -> ocr_pb2.PageResult:
+    """A page holding one line: the description of the image (see ``_describe``)."""
+    line = _describe(image)
+    if image.WhichOneof("source") == "raw":
+        width, height = image.raw.width, image.raw.height
+    else:
+        width, height = 100, 50
+    bounds = ocr_pb2.Rect(x=0, y=0, width=width, height=height)
+    words = [
+        ocr_pb2.PageWord(text=w.text, confidence=w.confidence, bounds=bounds) for w in line.words
+    ]
+    page_line = ocr_pb2.PageLine(
+        text=line.text, confidence=line.confidence, bounds=bounds, words=words
+    )
+    return ocr_pb2.PageResult(
+        width=width,
+        height=height,
+        lines=[page_line],
+        blocks=[ocr_pb2.TextBlock(bounds=bounds, lines=[0])],
+        text=line.text,
+        model=model,
+    )
+
+
 class FakeOcr(ocr_pb2_grpc.OcrServiceServicer):
     """Model names steer it: ``fail:<STATUS>`` aborts with that status, ``slow`` waits
     until the caller's deadline has passed."""
@@ -87,6 +117,8 @@ class FakeOcr(ocr_pb2_grpc.OcrServiceServicer):
         self.recognize_requests: list[ocr_pb2.RecognizeLinesRequest] = []
         self.stream_requests: list[ocr_pb2.StreamRecognizeRequest] = []
         self.stream_cancelled = threading.Event()
+        self.page_requests: list[ocr_pb2.RecognizePageRequest] = []
+        self.document_requests: list[ocr_pb2.RecognizeDocumentRequest] = []
 
     def _enter(self, context: grpc.ServicerContext, model: str) -> None:
         self.deadlines.append(context.time_remaining())
@@ -131,14 +163,46 @@ class FakeOcr(ocr_pb2_grpc.OcrServiceServicer):
                 )
                 continue
             first = False
-            if not request.HasField("line"):
+            item = request.WhichOneof("item")
+            if item is None:
                 continue
             try:
-                yield ocr_pb2.StreamRecognizeResponse(id=request.id, line=_describe(request.line))
+                if item == "page":
+                    page = _describe_page(request.page)
+                    yield ocr_pb2.StreamRecognizeResponse(id=request.id, page=page)
+                else:
+                    line = _describe(request.line)
+                    yield ocr_pb2.StreamRecognizeResponse(id=request.id, line=line)
             except _BadImage as exc:
                 error = status_pb2.Status(code=grpc.StatusCode.INVALID_ARGUMENT.value[0])
                 error.message = str(exc)
                 yield ocr_pb2.StreamRecognizeResponse(id=request.id, error=error)
+
+    def RecognizePage(
+        self, request: ocr_pb2.RecognizePageRequest, context: grpc.ServicerContext
+    ) -> ocr_pb2.PageResult:
+        self.page_requests.append(request)
+        self._enter(context, request.model)
+        try:
+            return _describe_page(request.image, request.model or "fake-default")
+        except _BadImage as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"page: {exc}")
+            raise  # not reached: abort raises
+
+    def RecognizeDocument(
+        self, request: ocr_pb2.RecognizeDocumentRequest, context: grpc.ServicerContext
+    ) -> Iterator[ocr_pb2.PageResult]:
+        """The fake's 'document' is pages of bytes separated by b"|"; a b"bad" page ends the
+        stream with INVALID_ARGUMENT after the pages before it were sent."""
+        self.document_requests.append(request)
+        self._enter(context, request.model)
+        for index, chunk in enumerate(request.data.split(b"|")):
+            try:
+                page = _describe_page(ocr_pb2.Image(data=chunk), request.model or "fake-default")
+            except _BadImage as exc:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"page {index}: {exc}")
+            page.page_index = index
+            yield page
 
     def ListModels(
         self, request: ocr_pb2.ListModelsRequest, context: grpc.ServicerContext
@@ -764,3 +828,350 @@ def test_cli_models_and_stats(fake: Fake, capsys: pytest.CaptureFixture[str]) ->
     assert batcher["model"] == "latin"
     assert batcher["lines_enqueued"] == "7"  # proto3 JSON writes 64-bit integers as strings
     assert batcher["dropped_expired"] == "0"  # zero counters are printed too
+
+
+# --------------------------------------------------------------------------- pages
+
+
+def test_recognize_page_sends_image_model_and_options(client: OcrClient, fake: Fake) -> None:
+    options = PageOptions(max_side=999, correct_page_rotation=False)
+    page = client.recognize_page(_color(3), model="m", options=options, timeout=2.0)
+    assert isinstance(page, ocr_pb2.PageResult)
+    assert page.text == "raw 6x4x3 COLOR_ORDER_RGB 010203"
+    assert (page.width, page.height, page.model) == (6, 4, "m")
+    assert [w.text for w in page.lines[0].words] == ["raw", "6x4x3", "COLOR_ORDER_RGB", "010203"]
+    (request,) = fake.servicer.page_requests
+    assert request.options.max_side == 999
+    assert request.options.HasField("correct_page_rotation")
+    assert not request.options.correct_page_rotation
+    assert not request.options.HasField("min_confidence")  # unset stays unset
+    remaining = fake.servicer.deadlines[-1]
+    assert remaining is not None and 0 < remaining <= 2.0 + DEADLINE_SLACK_S
+    assert client.recognize_page(b"1234").text == "4 bytes"
+    assert not fake.servicer.page_requests[-1].HasField("options")
+
+
+def test_recognize_page_errors_map(client: OcrClient) -> None:
+    with pytest.raises(InvalidRequest, match="page: cannot decode"):
+        client.recognize_page(b"bad")
+    with pytest.raises(ModelNotFound):
+        client.recognize_page(b"1", model="fail:NOT_FOUND")
+    with pytest.raises(ValueError, match="uint8"):
+        client.recognize_page(np.zeros((4, 6), np.float32))
+
+
+def test_recognize_document_yields_pages_in_order(
+    client: OcrClient, fake: Fake, tmp_path: Path
+) -> None:
+    doc = tmp_path / "doc.tif"
+    doc.write_bytes(b"1|22|333")
+    pages = list(client.recognize_document(doc, model="m", pdf_dpi=300, timeout=2.0))
+    assert [(p.page_index, p.text) for p in pages] == [
+        (0, "1 bytes"),
+        (1, "2 bytes"),
+        (2, "3 bytes"),
+    ]
+    (request,) = fake.servicer.document_requests
+    assert (request.data, request.model, request.pdf_dpi) == (b"1|22|333", "m", 300)
+    assert [p.text for p in client.recognize_document(b"4444")] == ["4 bytes"]
+
+
+def test_recognize_document_error_after_some_pages(client: OcrClient) -> None:
+    seen: list[str] = []
+    with pytest.raises(InvalidRequest, match="page 2: cannot decode"):
+        for page in client.recognize_document(b"1|22|bad|4444"):
+            seen.append(page.text)
+    assert seen == ["1 bytes", "2 bytes"]
+    with pytest.raises(ServerBusy):
+        list(client.recognize_document(b"1", model="fail:RESOURCE_EXHAUSTED"))
+    with pytest.raises(ValueError, match="empty"):
+        list(client.recognize_document(b""))
+
+
+def test_stream_mixes_line_and_page_items(client: OcrClient, fake: Fake) -> None:
+    items = [
+        b"1",
+        Page(b"22", "p1"),
+        ("p2", Page(_gray())),
+        Page(b"bad"),
+        ("l", b"333"),
+    ]
+    options = PageOptions(max_side=640)
+    results = list(client.stream_recognize(items, ordered=True, page_options=options))
+    assert [r.id for r in results] == ["0", "p1", "p2", "3", "l"]
+    assert results[0].line is not None and results[0].page is None
+    assert results[1].page is not None and results[1].line is None
+    assert results[1].page.text == "2 bytes"
+    assert results[2].page is not None
+    assert results[2].page.text == "raw 6x4x1 COLOR_ORDER_UNSPECIFIED 07"
+    assert results[3].page is None and isinstance(results[3].error, InvalidRequest)
+    assert results[4].line is not None and results[4].line.text == "3 bytes"
+    kinds = [r.WhichOneof("item") for r in fake.servicer.stream_requests]
+    assert kinds == ["line", "page", "page", "page", "line"]
+    first = fake.servicer.stream_requests[0]
+    assert first.options.page_options.max_side == 640
+
+
+async def test_async_page_calls(fake: Fake, tmp_path: Path) -> None:
+    f = tmp_path / "page.png"
+    f.write_bytes(b"12345")
+    async with AsyncOcrClient(fake.address, timeout=TIMEOUT_S) as c:
+        page = await c.recognize_page(f, options=PageOptions(max_side=700), timeout=2.0)
+        assert page.text == "5 bytes"
+        assert fake.servicer.page_requests[-1].options.max_side == 700
+        with pytest.raises(InvalidRequest):
+            await c.recognize_page(b"bad")
+        pages = [p async for p in c.recognize_document(b"1|22", pdf_dpi=100)]
+        assert [(p.page_index, p.text) for p in pages] == [(0, "1 bytes"), (1, "2 bytes")]
+        assert fake.servicer.document_requests[-1].pdf_dpi == 100
+        seen = []
+        with pytest.raises(InvalidRequest, match="page 1"):
+            async for p in c.recognize_document(b"1|bad|333"):
+                seen.append(p.text)
+        assert seen == ["1 bytes"]
+        results = [
+            r
+            async for r in c.stream_recognize(
+                [Page(f, "a"), b"22"], ordered=True, page_options=PageOptions(max_side=800)
+            )
+        ]
+    assert [(r.id, r.page is not None, r.line is not None) for r in results] == [
+        ("a", True, False),
+        ("1", False, True),
+    ]
+    assert results[0].page is not None and results[0].page.text == "5 bytes"
+    assert fake.servicer.stream_requests[0].options.page_options.max_side == 800
+
+
+# --------------------------------------------------------------------------- CLI pages
+
+
+class PagesFake(ocr_pb2_grpc.OcrServiceServicer):
+    """A StreamRecognize that reads ahead on its own thread and answers in bursts, newest
+    first, whenever no new item has come for a moment: answers arrive out of input order,
+    and how many items were in flight at once (sent, not yet answered) is recorded."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.received: list[ocr_pb2.StreamRecognizeRequest] = []
+        self.answered: list[str] = []
+        self.max_in_flight = 0
+        self._lock = threading.Lock()
+
+    def _answer(
+        self, request: ocr_pb2.StreamRecognizeRequest, model: str
+    ) -> ocr_pb2.StreamRecognizeResponse:
+        image = request.page
+        if image.WhichOneof("source") == "data" and b"bad" in image.data:
+            error = status_pb2.Status(code=3, message="cannot decode the page")
+            return ocr_pb2.StreamRecognizeResponse(id=request.id, error=error)
+        if image.WhichOneof("source") == "data":
+            image = ocr_pb2.Image(data=image.data)
+        return ocr_pb2.StreamRecognizeResponse(id=request.id, page=_describe_page(image, model))
+
+    def StreamRecognize(
+        self,
+        request_iterator: Iterator[ocr_pb2.StreamRecognizeRequest],
+        context: grpc.ServicerContext,
+    ) -> Iterator[ocr_pb2.StreamRecognizeResponse]:
+        self.calls += 1
+        inbox: queue.Queue[ocr_pb2.StreamRecognizeRequest | None] = queue.Queue()
+
+        def read() -> None:
+            try:
+                for request in request_iterator:
+                    with self._lock:
+                        self.received.append(request)
+                        in_flight = len(self.received) - len(self.answered)
+                        self.max_in_flight = max(self.max_in_flight, in_flight)
+                    inbox.put(request)
+            except grpc.RpcError:
+                pass
+            finally:
+                inbox.put(None)
+
+        threading.Thread(target=read, daemon=True).start()
+        first = inbox.get(timeout=TIMEOUT_S)
+        if first is None:
+            return
+        model = first.options.model
+        if model.startswith("fail:"):
+            code = grpc.StatusCode[model.removeprefix("fail:")]
+            context.abort(code, f"fake says {code.name}")
+        pending = [first]
+        ended = False
+        while pending or not ended:
+            try:
+                request = inbox.get(timeout=0.2)
+            except queue.Empty:
+                request = None
+            else:
+                if request is None:
+                    ended = True
+                else:
+                    pending.append(request)
+                    continue
+            for item in reversed(pending):
+                with self._lock:
+                    self.answered.append(item.id)
+                yield self._answer(item, model or "fake-pages")
+            pending = []
+
+
+@pytest.fixture
+def pages_fake() -> Iterator[Fake]:
+    servicer = PagesFake()
+    server = grpc.server(ThreadPoolExecutor(max_workers=4))
+    ocr_pb2_grpc.add_OcrServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield Fake(servicer, f"127.0.0.1:{port}")  # type: ignore[arg-type]
+    finally:
+        server.stop(None).wait()
+
+
+def _documents(tmp_path: Path) -> list[str]:
+    """A PNG, a 3-page TIFF (pages 30, 31, 32 px wide) and a 2-page PDF."""
+    png = tmp_path / "one.png"
+    Image.new("L", (20, 10), 255).save(png)
+    tif = tmp_path / "scan.tif"
+    frames = [Image.new("L", (30 + i, 10), i) for i in range(3)]
+    frames[0].save(tif, save_all=True, append_images=frames[1:])
+    pdf = tmp_path / "doc.pdf"
+    pages = [Image.new("RGB", (72, 36), "white"), Image.new("RGB", (36, 72), "white")]
+    pages[0].save(pdf, save_all=True, append_images=pages[1:], resolution=72.0)
+    return [str(png), str(tif), str(pdf)]
+
+
+def test_cli_pages_streams_every_page_on_one_call_in_input_order(
+    pages_fake: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    png, tif, pdf = _documents(tmp_path)
+    args = ["pages", png, tif, pdf, "--format", "json", "--max-in-flight", "3"]
+    args += ["--max-side", "900", "--no-rotation", "--pdf-dpi", "144", "--model", "m"]
+    assert cli.main([*args, "--address", pages_fake.address]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == ""  # stderr is no terminal: no progress bar
+    doc = json.loads(captured.out)
+    assert [(p["source"], p["pageIndex"]) for p in doc["pages"]] == [
+        (png, 0),
+        (tif, 0),
+        (tif, 1),
+        (tif, 2),
+        (pdf, 0),
+        (pdf, 1),
+    ]
+    texts = [p["result"]["text"] for p in doc["pages"]]
+    assert texts == [
+        f"{Path(png).stat().st_size} bytes",  # an image goes as its file
+        "raw 30x10x1 COLOR_ORDER_UNSPECIFIED 00",  # TIFF pages as raw pixels
+        "raw 31x10x1 COLOR_ORDER_UNSPECIFIED 01",
+        "raw 32x10x1 COLOR_ORDER_UNSPECIFIED 02",
+        "raw 144x72x3 COLOR_ORDER_RGB ffffff",  # PDF pages rendered at 144 dpi
+        "raw 72x144x3 COLOR_ORDER_RGB ffffff",
+    ]
+    assert [p["result"]["pageIndex"] for p in doc["pages"]] == [0, 0, 1, 2, 0, 1]
+    servicer: PagesFake = pages_fake.servicer  # type: ignore[assignment]
+    assert servicer.calls == 1
+    sent_ids = [r.id for r in servicer.received]
+    assert sent_ids == [f"{png}#1", f"{tif}#1", f"{tif}#2", f"{tif}#3", f"{pdf}#1", f"{pdf}#2"]
+    assert servicer.answered != sent_ids  # answers came out of order...
+    assert 2 <= servicer.max_in_flight <= 3  # ...with at most --max-in-flight pages out
+    assert all(r.WhichOneof("item") == "page" for r in servicer.received)
+    options = servicer.received[0].options
+    assert (options.model, options.ordered) == ("m", False)
+    assert options.page_options.max_side == 900
+    assert options.page_options.HasField("correct_page_rotation")
+    assert not options.page_options.correct_page_rotation
+    assert not options.page_options.correct_line_rotation
+
+
+def test_cli_pages_reports_failed_pages_and_writes_the_others(
+    pages_fake: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    png, tif, _ = _documents(tmp_path)
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n but bad inside")
+    out = tmp_path / "out.txt"
+    code = cli.main(["pages", png, str(bad), tif, "-o", str(out), "--address", pages_fake.address])
+    assert code == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"error: {bad} page 1: cannot decode the page (INVALID_ARGUMENT)\n"
+    pages = out.read_text(encoding="utf-8").split("\f")
+    assert pages == [
+        f"{Path(png).stat().st_size} bytes\n",
+        "raw 30x10x1 COLOR_ORDER_UNSPECIFIED 00\n",
+        "raw 31x10x1 COLOR_ORDER_UNSPECIFIED 01\n",
+        "raw 32x10x1 COLOR_ORDER_UNSPECIFIED 02\n",
+        "",
+    ]
+
+
+def test_cli_pages_xml_formats_and_progress(
+    pages_fake: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = _documents(tmp_path)
+    out = tmp_path / "out.xml"
+    args = ["pages", *paths, "-f", "alto", "-o", str(out), "--progress"]
+    assert cli.main([*args, "--address", pages_fake.address]) == 0
+    err = capsys.readouterr().err
+    assert "pages 6/6 [" in err and "100%" in err
+    assert err.endswith("\n")
+    root = ET.parse(out).getroot()
+    ns = {"a": formats.ALTO_NAMESPACE}
+    assert [p.get("PHYSICAL_IMG_NR") for p in root.findall("a:Layout/a:Page", ns)] == [
+        "1",
+        "1",
+        "2",
+        "3",
+        "1",
+        "2",
+    ]
+    assert cli.main(["pages", paths[1], "-f", "hocr", "--address", pages_fake.address]) == 0
+    hocr = capsys.readouterr().out
+    assert hocr.count('class="ocr_page"') == 3
+    assert f"image &quot;{paths[1]}&quot;; bbox 0 0 31 10; ppageno 1" in hocr
+
+
+def test_cli_pages_checks_every_file_before_any_call(
+    pages_fake: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    png, _, _ = _documents(tmp_path)
+    text = tmp_path / "notes.pdf"
+    text.write_text("not a document")
+    assert cli.main(["pages", png, str(text), "--address", pages_fake.address]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {text}: not a supported document")
+    missing = str(tmp_path / "missing.tif")
+    assert cli.main(["pages", png, missing, "--address", pages_fake.address]) == 1
+    assert capsys.readouterr().err == f"error: {missing}: no such file\n"
+    servicer: PagesFake = pages_fake.servicer  # type: ignore[assignment]
+    assert servicer.calls == 0
+
+
+def test_cli_pages_whole_call_failure_and_nothing_recognised(
+    pages_fake: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    png, _, _ = _documents(tmp_path)
+    code = cli.main(["pages", png, "--model", "fail:NOT_FOUND", "--address", pages_fake.address])
+    assert code == 1
+    assert capsys.readouterr().err == "error: fake says NOT_FOUND (NOT_FOUND)\n"
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n bad")
+    assert cli.main(["pages", str(bad), "-f", "alto", "--address", pages_fake.address]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        f"error: {bad} page 1: cannot decode the page (INVALID_ARGUMENT)",
+        "error: no page was recognised; nothing written",
+    ]
+
+
+def test_cli_pages_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    for bad in (["--format", "pdf"], ["--max-side", "100"], ["--pdf-dpi", "1000"]):
+        with pytest.raises(SystemExit) as info:
+            cli.main(["pages", "x.png", *bad])
+        assert info.value.code == 2
+    capsys.readouterr()
