@@ -97,9 +97,7 @@ class _TiffDocument(Document):
         self._limits = limits
 
     def page(self, index: int) -> np.ndarray:
-        ok, mats = cv2.imdecodemulti(
-            self._buffer, cv2.IMREAD_UNCHANGED, range=cv2.Range(index, index + 1)
-        )
+        ok, mats = cv2.imdecodemulti(self._buffer, cv2.IMREAD_UNCHANGED, range=(index, index + 1))
         if not ok or not mats:
             raise InvalidInput(f"TIFF page {index + 1} of {self.page_count} cannot be decoded")
         image = mats[0]

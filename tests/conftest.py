@@ -132,3 +132,12 @@ def png(image: np.ndarray) -> bytes:
     ok, buf = cv2.imencode(".png", image)
     assert ok
     return buf.tobytes()
+
+
+def render_page(lines: list[str], width: int = 1400, line_height: int = 90) -> np.ndarray:
+    """A white gray page with ``lines`` drawn top to bottom in OpenCV's Hershey font."""
+    page = np.full((line_height * (len(lines) + 2), width), 255, np.uint8)
+    for i, text in enumerate(lines):
+        y = line_height * (i + 1) + line_height // 2
+        cv2.putText(page, text, (60, y), cv2.FONT_HERSHEY_DUPLEX, 1.6, 0, 2, cv2.LINE_AA)
+    return page
