@@ -834,6 +834,9 @@ async def run_all(
                 assert server is not None
                 window = await server_window(server.address, pages, how, server.pid, args)
                 rss = proc_status_kib(server.pid, "VmHWM") or 0
+                # Abandoned pages may still be computing in the server after their stream
+                # was cancelled; the next window must not start on top of them.
+                await settle(server.pid)
             fig = {**window_figures(window, pages), "peak_rss_kib": rss}
             windows[(side, how)].append(window)
             figures[(side, how)].append(fig)
@@ -872,6 +875,24 @@ async def run_all(
             for s in args.streams
         ]
     return out
+
+
+async def settle(pid: int, idle_cores: float = 0.05, limit_s: float = 120.0) -> float:
+    """Wait until process ``pid`` is idle (under ``idle_cores`` over half a second).
+
+    Returns the seconds waited; gives up after ``limit_s`` (the next window then shows the
+    leftover work as CPU of its own side, not silently).
+    """
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < limit_s:
+        try:
+            before = proc_cpu_seconds(pid)
+            await asyncio.sleep(0.5)
+            if proc_cpu_seconds(pid) - before < idle_cores * 0.5:
+                break
+        except OSError:
+            break
+    return time.perf_counter() - t0
 
 
 def accuracy_result(pages: Sequence[Page], once: dict[int, Call]) -> dict[str, Any]:
