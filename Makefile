@@ -32,3 +32,7 @@ proto: setup
 
 bench: models
 	$(PY) -m bench.bench_lines $(ARGS)
+
+.PHONY: bench-pages
+bench-pages: models
+	$(PY) -m bench.bench_pages $(ARGS)
