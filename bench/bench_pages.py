@@ -802,11 +802,13 @@ async def run_all(
             print("server failed every page: no timed server windows", flush=True)
             out["server"]["skipped_timing"] = True
     layouts = args.layouts if rapid is not None else []
+    sessions: dict[str, Any] = {}
     if rapid is not None:
         accuracy_layout = max(layouts, key=lambda x: x.processes)
         print(f"RapidOCR accuracy pass ({accuracy_layout.label}) ...", flush=True)
         async with rapidocr_workers(rapid, accuracy_layout, args.timeout) as workers:
             worker = workers[0].ready
+            sessions[accuracy_layout.name] = workers[0].info
             once = await run_each_once(workers, n)
         out["rapidocr"] = {"worker": worker, **accuracy_result(pages, once)}
         _print_accuracy("RapidOCR", out["rapidocr"])
@@ -816,7 +818,6 @@ async def run_all(
         configs += [("server", s) for s in args.streams]
     windows: dict[tuple[str, Any], list[Window]] = {c: [] for c in configs}
     figures: dict[tuple[str, Any], list[dict[str, Any]]] = {c: [] for c in configs}
-    sessions: dict[str, Any] = {}
     for repeat in range(1, args.repeats + 1):
         for side, how in configs:
             what = how.label if side == "rapidocr" else f"{how} stream(s)"
@@ -849,6 +850,8 @@ async def run_all(
                 flush=True,
             )
     if rapid is not None:
+        out["rapidocr"]["sessions"] = sessions
+    if rapid is not None and args.repeats:
         out["rapidocr"]["layouts"] = [
             {
                 "layout": lay.name,
@@ -864,7 +867,7 @@ async def run_all(
             }
             for lay in layouts
         ]
-    if server is not None and not out["server"].get("skipped_timing"):
+    if server is not None and args.repeats and not out["server"].get("skipped_timing"):
         out["server"]["levels"] = [
             {
                 "streams": s,
@@ -1120,8 +1123,9 @@ def write_markdown(path: Path, result: dict[str, Any], pages: Sequence[Page]) ->
             "0.5). A page's text is its `txts` joined with newlines. Layouts, for the same 2-core "
             "budget as the server: "
             + "; ".join(
-                f"{x['label']} (sessions built with intra-op threads {_threads(x.get('sessions'))})"
-                for x in rapid.get("layouts", [])
+                f"{lay.label} (sessions built with intra-op threads "
+                f"{_threads(rapid.get('sessions', {}).get(lay.name))})"
+                for lay in (Layout(*map(int, x.split("x"))) for x in s["rapidocr_layouts"])
             )
             + ". Several processes take pages from one shared queue (the bench hands each "
             "free worker the next page)."
@@ -1155,7 +1159,11 @@ def write_markdown(path: Path, result: dict[str, Any], pages: Sequence[Page]) ->
         "",
         "### Throughput",
         "",
-        *throughput_table(result),
+        *(
+            throughput_table(result)
+            if s["repeats"]
+            else ["No timed windows in this run (`--repeats 0`: accuracy only)."]
+        ),
         "",
     ]
     if best_server and best_rapid:
@@ -1291,7 +1299,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     window.add_argument("--rounds", type=int, default=None, help="passes per window (default 1)")
     window.add_argument("--duration", type=float, default=None, help="seconds per window instead")
     p.add_argument("--warmup", type=float, default=0.0, help="extra warm-up seconds per window")
-    p.add_argument("--repeats", type=int, default=3, help="timed windows per configuration")
+    p.add_argument(
+        "--repeats", type=int, default=3, help="timed windows per configuration (0: accuracy only)"
+    )
     p.add_argument("--sides", default="server,rapidocr", help="which sides run: server,rapidocr")
     p.add_argument("--pages", default="", help="only these page ids (comma-separated; smoke runs)")
     p.add_argument("--workers", type=int, default=2, help="server inference workers")
@@ -1330,8 +1340,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--streams needs at least one level, each at least 1")
     if any(x.processes < 1 or x.threads < 1 for x in args.layouts):
         p.error("--rapidocr-layouts: processes and threads must be >= 1")
-    if args.repeats < 1 or args.warmup < 0 or args.workers < 1 or args.threads < 1:
-        p.error("--repeats/--workers/--threads must be >= 1 and --warmup not negative")
+    if args.repeats < 0 or args.warmup < 0 or args.workers < 1 or args.threads < 1:
+        p.error("--workers/--threads must be >= 1, --repeats and --warmup not negative")
     args.only = [x.strip() for x in args.pages.split(",") if x.strip()]
     return args
 
@@ -1463,8 +1473,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not out.is_absolute():
         out = REPO_ROOT / out
     write_markdown(out, result, pages)
-    print()
-    print("\n".join(throughput_table(result)))
+    if args.repeats:
+        print()
+        print("\n".join(throughput_table(result)))
     best_server, best_rapid = best_figures(result)
     if best_server and best_rapid:
         ratio = best_server["pages_per_s_median"] / best_rapid["pages_per_s_median"]
