@@ -17,7 +17,7 @@ import numpy as np
 import pyclipper
 
 from ocr_core.errors import InvalidInput, ModelLoadError
-from ocr_core.geometry import order_corners
+from ocr_core.geometry import Band, order_corners
 from ocr_core.sessions import SessionConfig, SessionPool
 
 #: Side lengths of the detector input must be multiples of this (the network's stride).
@@ -27,6 +27,13 @@ STRIDE = 32
 MIN_SHORT_SIDE = 736
 #: Regions whose shorter side is below this many pixels of the probability map are noise.
 MIN_REGION_SIDE = 3
+#: A region filling less of its minimum-area rectangle than this is a curved line (a bent
+#: page); straight lines, even tilted ones, fill 80-95 % of theirs.
+CURVED_FILL = 0.65
+#: Curved regions at least this long for their thickness are cut along a fitted band.
+CURVED_MIN_ELONGATION = 4.0
+#: ... when their centre line bows away from its chord by this fraction of their thickness.
+CURVED_MIN_SAGITTA = 0.3
 
 
 @dataclass(frozen=True)
@@ -68,10 +75,14 @@ class DetectionOptions:
 
 @dataclass(frozen=True)
 class DetectedLine:
-    """A detected text region: its quad in image axes (tl, tr, br, bl) and its mean score."""
+    """A detected text region: its quad in image axes (tl, tr, br, bl) and its mean score.
+
+    ``band`` is set for a curved line; it is then cut along the band instead of the quad.
+    """
 
     quad: np.ndarray
     score: float
+    band: Band | None = None
 
 
 def detector_input_size(height: int, width: int, max_side: int) -> tuple[int, int]:
@@ -158,8 +169,80 @@ def regions_to_lines(
         edge_h = np.linalg.norm(quad[3] - quad[0])
         if min(edge_w, edge_h) < max(options.min_line_height, 4):
             continue
-        lines.append(DetectedLine(quad=quad, score=float(score)))
+        band = None
+        core_w, core_h = max(rect[1]), min(rect[1])
+        if cv2.contourArea(contour) < CURVED_FILL * core_w * core_h and (
+            core_w >= CURVED_MIN_ELONGATION * core_h
+        ):
+            band = fit_band(contour, sx, sy, options.unclip_ratio)
+        lines.append(DetectedLine(quad=quad, score=float(score), band=band))
     return lines
+
+
+def fit_band(contour: np.ndarray, sx: float, sy: float, unclip_ratio: float) -> Band | None:
+    """Fit a curved band to a region of the probability map, in page pixels.
+
+    The region's pixels are projected on its long axis; the middle of each slice across the
+    axis gives the line's centre there, a quadratic through those centres gives the curve,
+    and the median slice thickness, grown like ``_unclip`` grows boxes, the height. Returns
+    None for regions running more vertically than horizontally (read as quads).
+    """
+    x0, y0, w, h = cv2.boundingRect(contour)
+    mask = np.zeros((h, w), dtype=np.uint8)
+    cv2.drawContours(mask, [contour - np.array([x0, y0], dtype=contour.dtype)], -1, 1, -1)
+    ys, xs = np.nonzero(mask)
+    if len(xs) < 8:
+        return None
+    px = (xs + x0 + 0.5) * sx
+    py = (ys + y0 + 0.5) * sy
+    page_contour = (contour.reshape(-1, 2).astype(np.float32) + 0.5) * np.float32([sx, sy])
+    (cx, cy), (rw, rh), degrees = cv2.minAreaRect(page_contour)
+    theta = np.radians(degrees if rw >= rh else degrees + 90.0)
+    theta = float(np.arctan2(np.sin(theta), np.cos(theta)))
+    if np.cos(theta) < 0:  # make the axis point rightwards, the reading direction
+        theta = float(np.arctan2(-np.sin(theta), -np.cos(theta)))
+    if abs(theta) > np.pi / 4:
+        return None
+    c, s = np.cos(theta), np.sin(theta)
+    u = (px - cx) * c + (py - cy) * s
+    v = -(px - cx) * s + (py - cy) * c
+    u_min, u_max = float(u.min()), float(u.max())
+    length = u_max - u_min
+    thickness_guess = max(len(xs) * sx * sy / max(length, 1.0), 1.0)
+    bins = int(np.clip(length / thickness_guess, 3, 64))
+    index = np.clip(((u - u_min) / max(length, 1e-6) * bins).astype(np.int64), 0, bins - 1)
+    v_lo = np.full(bins, np.inf)
+    v_hi = np.full(bins, -np.inf)
+    np.minimum.at(v_lo, index, v)
+    np.maximum.at(v_hi, index, v)
+    filled = np.isfinite(v_lo)
+    if filled.sum() < 3:
+        return None
+    u_mid = u_min + (np.arange(bins) + 0.5) * length / bins
+    centres = (v_lo + v_hi) / 2
+    if filled.sum() < 4:
+        return None
+    curve = np.polyfit(u_mid[filled], centres[filled], 2)
+    pixel = max(sx, sy)
+    thickness = float(np.median(v_hi[filled] - v_lo[filled])) + pixel
+    # A straight line is read better from its exact rectangle: use the band only where the
+    # centre curve strays from its chord by a real fraction of the line's thickness.
+    ends = np.array([u_min, u_max])
+    chord = np.polyfit(ends, np.polyval(curve, ends), 1)
+    span = np.linspace(u_min, u_max, 17)
+    sagitta = float(np.abs(np.polyval(curve, span) - np.polyval(chord, span)).max())
+    if sagitta < CURVED_MIN_SAGITTA * thickness:
+        return None
+    # The same growth as _unclip applies to a band of this length and thickness.
+    grow = length * thickness * unclip_ratio / (2 * (length + thickness))
+    return Band(
+        origin=(float(cx), float(cy)),
+        angle=theta,
+        curve=tuple(float(k) for k in curve),
+        u0=u_min - grow,
+        u1=u_max + grow,
+        half_height=thickness / 2 + grow,
+    )
 
 
 def _mean_inside(prob: np.ndarray, box: np.ndarray) -> float:

@@ -9,6 +9,9 @@ line (CTC word extents) map back onto the page by interpolating along its edges.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -120,3 +123,69 @@ def bounds(points: np.ndarray, width: int, height: int) -> tuple[int, int, int, 
     x1 = int(np.clip(np.ceil(pts[:, 0].max()), 0, width))
     y1 = int(np.clip(np.ceil(pts[:, 1].max()), 0, height))
     return x0, y0, x1 - x0, y1 - y0
+
+
+def quad_edges(quad: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top and bottom edge points of a reading-order quad at crop columns 0..width.
+
+    Column x of a crop cut from ``quad`` lies between ``top[x]`` and ``bottom[x]``; word
+    extents along the line become word boxes on the page through these edges.
+    """
+    t = (np.arange(width + 1, dtype=np.float32) / max(width, 1))[:, None]
+    return quad[0] + (quad[1] - quad[0]) * t, quad[3] + (quad[2] - quad[3]) * t
+
+
+@dataclass(frozen=True)
+class Band:
+    """A curved text line: a centre curve ``v = curve(u)`` along a rotated axis, and a height.
+
+    ``u`` runs along the line from ``u0`` to ``u1`` (the axis at ``angle`` radians through
+    ``origin``), ``v`` across it; the band covers ``half_height`` either side of the curve.
+    Lines on a bent page or a curled photo are cut along the band, not their rectangle,
+    which would hold parts of the lines above and below.
+    """
+
+    origin: tuple[float, float]
+    angle: float
+    curve: tuple[float, ...]  # polynomial coefficients, highest power first (numpy.polyval)
+    u0: float
+    u1: float
+    half_height: float
+
+    def _to_image(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+        c, s = math.cos(self.angle), math.sin(self.angle)
+        x = self.origin[0] + u * c - v * s
+        y = self.origin[1] + u * s + v * c
+        return np.stack([x, y], axis=-1).astype(np.float32)
+
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the crop: the band's length and thickness in pixels."""
+        return max(1, round(self.u1 - self.u0)), max(1, round(2 * self.half_height))
+
+    def edges(self) -> tuple[np.ndarray, np.ndarray]:
+        """Top and bottom edge points at crop columns 0..width (see ``quad_edges``)."""
+        width, _ = self.size()
+        u = np.linspace(self.u0, self.u1, width + 1, dtype=np.float32)
+        centre = np.polyval(self.curve, u).astype(np.float32)
+        return (
+            self._to_image(u, centre - self.half_height),
+            self._to_image(u, centre + self.half_height),
+        )
+
+    def quad(self) -> np.ndarray:
+        top, bottom = self.edges()
+        return np.array([top[0], top[-1], bottom[-1], bottom[0]], dtype=np.float32)
+
+    def crop(self, image: np.ndarray) -> np.ndarray:
+        """Resample the band into an upright rectangle (cubic, replicated borders)."""
+        width, height = self.size()
+        u = self.u0 + (np.arange(width, dtype=np.float32) + 0.5) * (self.u1 - self.u0) / width
+        fraction = (np.arange(height, dtype=np.float32) + 0.5) / height
+        v = np.polyval(self.curve, u)[None, :] + (fraction[:, None] - 0.5) * 2 * self.half_height
+        points = self._to_image(np.broadcast_to(u[None, :], v.shape), v)
+        # remap samples at pixel centres, which sit at integer coordinates.
+        map_x = np.ascontiguousarray(points[..., 0] - 0.5)
+        map_y = np.ascontiguousarray(points[..., 1] - 0.5)
+        return cv2.remap(
+            image, map_x, map_y, interpolation=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE
+        )

@@ -34,6 +34,18 @@ LINE_HEIGHT = 48
 LINE_WIDTH = 192
 LINE_THRESHOLD = 0.9
 LINE_BATCH = 16
+LINE_WINDOWS = 3
+
+
+def _windows(crop: np.ndarray) -> list[np.ndarray]:
+    """The crop itself, or for a line longer than 4:1, up to three 4:1 windows along it."""
+    h, w = crop.shape[:2]
+    size = LINE_WIDTH * max(h, 1) // LINE_HEIGHT
+    if w <= size * 1.5:
+        return [crop]
+    count = min(LINE_WINDOWS, w // size)
+    starts = np.linspace(0, w - size, count).round().astype(int)
+    return [crop[:, s : s + size] for s in starts]
 
 
 def _input_name(pool: SessionPool, path: Path, what: str, shape_hint: str) -> str:
@@ -103,21 +115,34 @@ class LineOrientation:
     def upside_down(self, crops: Sequence[np.ndarray]) -> list[bool]:
         """For each upright-read line crop (HxWx3 uint8 BGR): is it upside down?
 
-        Every crop is resized into the same fixed 48x192 input, so results do not depend on
-        which crops share a batch.
+        The classifier sees 48x192 (4:1). PP-OCR squeezes a longer line into that, and a
+        30:1 line squeezed 7x is unreadable to it; here a long line is judged on up to
+        ``LINE_WINDOWS`` windows of 4:1 spread along it, and their "180" probabilities are
+        averaged. Every window is resized into the same fixed input, so results do not
+        depend on which crops share a batch.
         """
-        flags: list[bool] = []
-        for start in range(0, len(crops), LINE_BATCH):
-            chunk = crops[start : start + LINE_BATCH]
+        windows: list[np.ndarray] = []
+        owners: list[int] = []
+        for index, crop in enumerate(crops):
+            for window in _windows(crop):
+                windows.append(window)
+                owners.append(index)
+        turned = np.zeros(len(crops), dtype=np.float64)
+        counts = np.zeros(len(crops), dtype=np.int64)
+        for start in range(0, len(windows), LINE_BATCH):
+            chunk = windows[start : start + LINE_BATCH]
             batch = np.zeros((len(chunk), 3, LINE_HEIGHT, LINE_WIDTH), dtype=np.float32)
-            for i, crop in enumerate(chunk):
-                h, w = crop.shape[:2]
-                new_w = min(LINE_WIDTH, math.ceil(LINE_HEIGHT * w / max(h, 1)))
-                resized = cv2.resize(crop, (max(new_w, 1), LINE_HEIGHT))
+            for i, window in enumerate(chunk):
+                h, w = window.shape[:2]
+                new_w = max(1, min(LINE_WIDTH, math.ceil(LINE_HEIGHT * w / max(h, 1))))
+                resized = cv2.resize(window, (new_w, LINE_HEIGHT))
                 np.multiply(resized.transpose(2, 0, 1), 2.0 / 255.0, out=batch[i, :, :, :new_w])
                 batch[i, :, :, :new_w] -= 1.0
             with self._sessions.session() as session:
-                probs = session.run(None, {self._input_name: batch})[0]
-            for row in np.asarray(probs):
-                flags.append(bool(row.shape[0] >= 2 and row[1] > LINE_THRESHOLD))
-        return flags
+                probs = np.asarray(session.run(None, {self._input_name: batch})[0])
+            for offset, row in enumerate(probs):
+                owner = owners[start + offset]
+                turned[owner] += float(row[1]) if row.shape[0] >= 2 else 0.0
+                counts[owner] += 1
+        mean = turned / np.maximum(counts, 1)
+        return [bool(counts[i] and mean[i] > LINE_THRESHOLD) for i in range(len(crops))]

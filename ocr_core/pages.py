@@ -25,10 +25,9 @@ from ocr_core.detection import DetectionOptions, TextDetector
 from ocr_core.geometry import (
     bounds,
     crop_quad,
+    quad_edges,
     reading_quad,
     rotate_image,
-    span_quad,
-    turn_180,
     unrotate_points,
 )
 from ocr_core.layout import Box, reading_order, rows
@@ -71,8 +70,14 @@ class FoundLines:
     height: int
     rotation: int
     crops: list[np.ndarray]
-    quads: list[np.ndarray]  # reading-order quads on the upright page
+    #: Per line, the top and bottom edge points (upright page) of crop columns 0..width.
+    edges: list[tuple[np.ndarray, np.ndarray]]
     upside_down: list[bool]
+
+    def quad(self, i: int) -> np.ndarray:
+        """Line ``i``'s reading-order quad on the upright page."""
+        top, bottom = self.edges[i]
+        return np.array([top[0], top[-1], bottom[-1], bottom[0]], dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -118,17 +123,25 @@ def find_lines(image_bgr: np.ndarray, models: PageModels, options: PageOptions) 
     if options.correct_page_rotation and models.page_orientation is not None:
         rotation, _ = models.page_orientation.upright_rotation(image_bgr)
     upright = rotate_image(image_bgr, rotation)
-    detected = models.detector.detect(upright, options.detection)
-    quads = [reading_quad(d.quad) for d in detected]
-    crops = [crop_quad(upright, q) for q in quads]
+    crops: list[np.ndarray] = []
+    edges: list[tuple[np.ndarray, np.ndarray]] = []
+    for line in models.detector.detect(upright, options.detection):
+        if line.band is not None:
+            crops.append(line.band.crop(upright))
+            edges.append(line.band.edges())
+        else:
+            quad = reading_quad(line.quad)
+            crops.append(crop_quad(upright, quad))
+            edges.append(quad_edges(quad, crops[-1].shape[1]))
     flags = [False] * len(crops)
     if options.correct_line_rotation and models.line_orientation is not None and crops:
         flags = models.line_orientation.upside_down(crops)
         for i, flip in enumerate(flags):
             if flip:
                 crops[i] = np.ascontiguousarray(crops[i][::-1, ::-1])
-                quads[i] = turn_180(quads[i])
-    return FoundLines(width, height, rotation, crops, quads, flags)
+                top, bottom = edges[i]
+                edges[i] = (bottom[::-1], top[::-1])
+    return FoundLines(width, height, rotation, crops, edges, flags)
 
 
 def assemble_page(
@@ -140,15 +153,9 @@ def assemble_page(
     ]
     upright_boxes = []
     for i in keep:
-        q = found.quads[i]
-        upright_boxes.append(
-            Box(
-                float(q[:, 0].min()),
-                float(q[:, 1].min()),
-                float(q[:, 0].max()),
-                float(q[:, 1].max()),
-            )
-        )
+        points = np.concatenate(found.edges[i])
+        (x0, y0), (x1, y1) = points.min(axis=0), points.max(axis=0)
+        upright_boxes.append(Box(float(x0), float(y0), float(x1), float(y1)))
     blocks_order = reading_order(upright_boxes)
 
     def to_page(points: np.ndarray) -> np.ndarray:
@@ -161,22 +168,19 @@ def assemble_page(
         first = len(lines)
         for k in members:
             i = keep[k]
-            quad = found.quads[i]
-            crop_width = found.crops[i].shape[1]
-            words = tuple(
-                PageWord(
-                    w.text,
-                    w.confidence,
-                    to_page(span_quad(quad, w.x_start / crop_width, w.x_end / crop_width)),
-                )
-                for w in texts[i].words
-            )
+            top, bottom = found.edges[i]
+            last = len(top) - 1
+            words = []
+            for w in texts[i].words:
+                a, b = min(w.x_start, last), min(w.x_end, last)
+                word_quad = np.array([top[a], top[b], bottom[b], bottom[a]], dtype=np.float32)
+                words.append(PageWord(w.text, w.confidence, to_page(word_quad)))
             lines.append(
                 PageLine(
                     texts[i].text,
                     texts[i].confidence,
-                    to_page(quad),
-                    words,
+                    to_page(found.quad(i)),
+                    tuple(words),
                     block_no,
                     found.upside_down[i],
                 )
