@@ -40,7 +40,7 @@ CURVED_MIN_SAGITTA = 0.3
 class DetectionOptions:
     """Detection settings; the defaults are PP-OCR's, except ``max_side`` (see PageOptions)."""
 
-    max_side: int = 1600
+    max_side: int = 1280
     pixel_threshold: float = 0.3
     box_threshold: float = 0.5
     unclip_ratio: float = 1.6
@@ -107,7 +107,7 @@ class TextDetector:
 
     @classmethod
     def load(cls, path: Path, config: SessionConfig, what: str) -> TextDetector:
-        pool = SessionPool.load(path, config, what)
+        pool = SessionPool.load(path, config, what, memory_arena=False)
         inputs = pool.first.get_inputs()  # type: ignore[attr-defined]
         if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[1] != 3:
             shapes = [(i.name, i.shape) for i in inputs]

@@ -44,8 +44,14 @@ class SessionConfig:
     graph_optimization: str = "all"
 
 
-def create_session(path: Path, config: SessionConfig, what: str) -> Any:
-    """One CPU session for the ONNX file at ``path``; ``what`` names it in errors."""
+def create_session(path: Path, config: SessionConfig, what: str, memory_arena: bool = True) -> Any:
+    """One CPU session for the ONNX file at ``path``; ``what`` names it in errors.
+
+    ``memory_arena=False`` for models whose input size changes from run to run by a lot
+    (the page detector): ONNX Runtime's CPU arena keeps the largest buffers it ever needed
+    for each shape, which grew a page server past 2.7 GiB; plain allocation costs nothing
+    noticeable next to a detector run.
+    """
     import onnxruntime as ort
 
     if config.graph_optimization not in GRAPH_OPTIMIZATION_LEVELS:
@@ -55,6 +61,7 @@ def create_session(path: Path, config: SessionConfig, what: str) -> Any:
         )
     options = ort.SessionOptions()
     options.intra_op_num_threads = config.intra_op_threads
+    options.enable_cpu_mem_arena = memory_arena
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = {
@@ -87,8 +94,15 @@ class SessionPool:
         self.size = len(sessions)
 
     @classmethod
-    def load(cls, path: Path, config: SessionConfig, what: str) -> SessionPool:
-        return cls([create_session(path, config, what) for _ in range(max(1, config.workers))])
+    def load(
+        cls, path: Path, config: SessionConfig, what: str, memory_arena: bool = True
+    ) -> SessionPool:
+        return cls(
+            [
+                create_session(path, config, what, memory_arena)
+                for _ in range(max(1, config.workers))
+            ]
+        )
 
     @contextlib.contextmanager
     def session(self) -> Iterator[InferenceSession]:

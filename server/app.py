@@ -20,11 +20,11 @@ from grpc_reflection.v1alpha import reflection
 
 from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
 from ocr_core.batching import BatchLimits
-from ocr_core.detection import TextDetector
+from ocr_core.detection import DetectionOptions, TextDetector
 from ocr_core.documents import pdf_supported
 from ocr_core.engine import OcrEngine, RequestLimits
 from ocr_core.orientation import LineOrientation, PageOrientation
-from ocr_core.pages import PageModels
+from ocr_core.pages import PageModels, PageOptions
 from ocr_core.recognizer import LineRecognizer, SessionConfig
 from ocr_core.registry import ModelRegistry, ModelSpec
 from ocr_server.config import ServerConfig
@@ -147,7 +147,13 @@ async def serve(
         ]
     )
     ocr_pb2_grpc.add_OcrServiceServicer_to_server(
-        OcrServicer(engine, server_limits(config), config.stream_max_pages_in_flight), server
+        OcrServicer(
+            engine,
+            server_limits(config),
+            config.stream_max_pages_in_flight,
+            PageOptions(detection=DetectionOptions(max_side=config.page_max_side)),
+        ),
+        server,
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -46,6 +46,7 @@ class ServerConfig:
     stream_max_pages_in_flight: int = 4
     max_pages_in_flight: int = 4
     max_document_pages: int = 1000
+    page_max_side: int = 1280
     grace_s: float = 10.0
     log_level: str = "INFO"
     log_format: str = "text"
@@ -154,6 +155,12 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "most pages of one RecognizeDocument call",
         type=int,
     )
+    add(
+        "--page-max-side",
+        d.page_max_side,
+        "default PageOptions.max_side: pages are scaled to this long side for text detection",
+        type=int,
+    )
     add("--grace-s", d.grace_s, "seconds in-flight calls get to finish on shutdown", type=float)
     add("--log-level", d.log_level, "DEBUG, INFO, WARNING or ERROR")
     add("--log-format", d.log_format, "text or json")
@@ -213,6 +220,7 @@ def parse_config(
         stream_max_pages_in_flight=a.stream_max_pages_in_flight,
         max_pages_in_flight=a.max_pages_in_flight,
         max_document_pages=a.max_document_pages,
+        page_max_side=a.page_max_side,
         grace_s=a.grace_s,
         log_level=a.log_level.upper(),
         log_format=a.log_format,
@@ -243,6 +251,8 @@ def _validate(parser: argparse.ArgumentParser, c: ServerConfig) -> None:
             parser.error(f"{flag} must be at least 1, got {value}")
     if c.max_delay_ms < 0 or c.grace_s < 0:
         parser.error("--max-delay-ms and --grace-s must not be negative")
+    if not 320 <= c.page_max_side <= 4096:
+        parser.error(f"--page-max-side must be in 320..4096, got {c.page_max_side}")
     if c.log_format not in ("text", "json"):
         parser.error(f"--log-format must be text or json, got {c.log_format!r}")
     if c.graph_optimization not in ("all", "extended", "basic", "disabled"):

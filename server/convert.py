@@ -79,9 +79,11 @@ def batcher_stats(model: str, s: BatcherStats, depth: int, capacity: int) -> ocr
     )
 
 
-def page_options(options: ocr_pb2.PageOptions | None) -> PageOptions:
-    """The core's page options: every unset field takes the core's default."""
-    defaults = PageOptions()
+def page_options(
+    options: ocr_pb2.PageOptions | None, defaults: PageOptions | None = None
+) -> PageOptions:
+    """The core's page options: every unset field takes the server's default."""
+    defaults = defaults or PageOptions()
     if options is None:
         return defaults
     det = defaults.detection

@@ -65,11 +65,19 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
     """Serves the engine's models over gRPC."""
 
     def __init__(
-        self, engine: OcrEngine, limits: ocr_pb2.ServerLimits, stream_max_pages_in_flight: int = 4
+        self,
+        engine: OcrEngine,
+        limits: ocr_pb2.ServerLimits,
+        stream_max_pages_in_flight: int = 4,
+        page_defaults: PageOptions | None = None,
     ) -> None:
         self._engine = engine
         self._limits = limits
         self._stream_max_pages = stream_max_pages_in_flight
+        self._page_defaults = page_defaults or PageOptions()
+
+    def _page_options(self, options: ocr_pb2.PageOptions | None) -> PageOptions:
+        return page_options(options, self._page_defaults)
 
     async def _guard(
         self, context: grpc.aio.ServicerContext, method: str, call: Callable[[], Awaitable[T]]
@@ -123,7 +131,7 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
         self, request: ocr_pb2.RecognizePageRequest, context: grpc.aio.ServicerContext
     ) -> ocr_pb2.PageResult:
         async def call() -> ocr_pb2.PageResult:
-            options = page_options(request.options if request.HasField("options") else None)
+            options = self._page_options(request.options if request.HasField("options") else None)
             model, page = await self._engine.recognize_page(
                 image_source(request.image), request.model, options, context.time_remaining()
             )
@@ -141,7 +149,7 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
         start = time.perf_counter()
         pages = 0
         try:
-            options = page_options(request.options if request.HasField("options") else None)
+            options = self._page_options(request.options if request.HasField("options") else None)
             async for model, page in self._engine.recognize_document(
                 request.data, request.model, options, request.pdf_dpi, context.time_remaining()
             ):
@@ -286,7 +294,7 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
                     state.ordered = request.options.ordered
                     self._engine.resolve(state.model)  # unknown model: fail the stream at once
                     if request.options.HasField("page_options"):
-                        state.page_options = page_options(request.options.page_options)
+                        state.page_options = self._page_options(request.options.page_options)
                         state.page_options.validate()  # bad options: fail the stream at once
                     if request.WhichOneof("item") is None:
                         continue
@@ -336,7 +344,7 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
                 model, page = await self._engine.recognize_page(
                     image_source(request.page),
                     state.model,
-                    state.page_options,
+                    state.page_options or self._page_defaults,
                     context.time_remaining(),
                 )
                 response.page.CopyFrom(page_result(page, model))
