@@ -106,17 +106,28 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     assert stop_server(srv) == 0, srv.log()
 
 
-@pytest.fixture(scope="session")
-def real_lines() -> list[dict]:
-    """The real line crops of shared/eval/real, or skip where the folder is absent."""
+def real_items(kind: str) -> list[dict]:
+    """Manifest items of ``kind`` from shared/eval/real with their bytes, or skip if absent."""
     manifest = REAL_DATA / "manifest.jsonl"
     if not manifest.exists():
         pytest.skip(f"real evaluation data not found at {REAL_DATA} (set OCR_EVAL_DIR)")
     items = [json.loads(x) for x in manifest.read_text(encoding="utf-8").splitlines() if x]
-    lines = [i for i in items if i["kind"] == "line"]
-    for item in lines:
+    chosen = [i for i in items if i["kind"] == kind]
+    for item in chosen:
         item["bytes"] = (REAL_DATA / item["image"]).read_bytes()
-    return lines
+    return chosen
+
+
+@pytest.fixture(scope="session")
+def real_lines() -> list[dict]:
+    """The 82 real line crops."""
+    return real_items("line")
+
+
+@pytest.fixture(scope="session")
+def real_pages() -> list[dict]:
+    """The 12 real pages."""
+    return real_items("page")
 
 
 def render_line(text: str, height: int = 64, scale: float = 1.4) -> np.ndarray:

@@ -12,14 +12,12 @@ Skipped, with the reason, where the real data folder is absent (a user's clone).
 
 from __future__ import annotations
 
-import json
-
 import grpc
 import pytest
 
 from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
 from ocr_core.evaluation import bag_errors
-from tests.conftest import REAL_DATA, ServerProcess
+from tests.conftest import ServerProcess
 
 pytestmark = [pytest.mark.integration, pytest.mark.real_data]
 
@@ -31,20 +29,12 @@ ROTATED_PHOTOS = (
 
 
 @pytest.fixture(scope="module")
-def real_pages() -> list[dict]:
-    manifest = REAL_DATA / "manifest.jsonl"
-    if not manifest.exists():
-        pytest.skip(f"real evaluation data not found at {REAL_DATA} (set OCR_EVAL_DIR)")
-    items = [json.loads(x) for x in manifest.read_text(encoding="utf-8").splitlines() if x]
-    return [i for i in items if i["kind"] == "page"]
-
-
-@pytest.fixture(scope="module")
 def results(server: ServerProcess, real_pages: list[dict]) -> dict[str, ocr_pb2.PageResult]:
     def requests():
         for item in real_pages:
-            data = (REAL_DATA / item["image"]).read_bytes()
-            yield ocr_pb2.StreamRecognizeRequest(id=item["id"], page=ocr_pb2.Image(data=data))
+            yield ocr_pb2.StreamRecognizeRequest(
+                id=item["id"], page=ocr_pb2.Image(data=item["bytes"])
+            )
 
     with grpc.insecure_channel(server.address) as channel:
         stub = ocr_pb2_grpc.OcrServiceStub(channel)
