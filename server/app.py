@@ -28,6 +28,7 @@ from ocr_core.pages import PageModels, PageOptions
 from ocr_core.recognizer import LineRecognizer, SessionConfig
 from ocr_core.registry import ModelRegistry, ModelSpec
 from ocr_server.config import ServerConfig
+from ocr_server.security import TokenAuthInterceptor, load_tokens, server_credentials
 from ocr_server.servicer import OcrServicer
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,9 @@ async def serve(
         except (NotImplementedError, RuntimeError):  # not the main thread / not Unix
             pass
 
+    # Security settings are checked before the (slow) model load, so a typo fails at once.
+    credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
+    tokens = load_tokens(config.auth_tokens_file, config.auth_tokens)
     recognizers, page_models, default = await asyncio.to_thread(load_recognizers, config)
     engine = OcrEngine(
         recognizers,
@@ -140,11 +144,12 @@ async def serve(
     engine.start()
 
     server = grpc.aio.server(
+        interceptors=[TokenAuthInterceptor(tokens)] if tokens else [],
         options=[
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.max_send_message_length", config.max_message_bytes),
             ("grpc.so_reuseport", 0),
-        ]
+        ],
     )
     ocr_pb2_grpc.add_OcrServiceServicer_to_server(
         OcrServicer(
@@ -163,7 +168,11 @@ async def serve(
         )
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    address = f"{config.host}:{config.port}"
+    if credentials is not None:
+        port = server.add_secure_port(address, credentials)
+    else:
+        port = server.add_insecure_port(address)
     if port == 0:
         raise RuntimeError(f"could not listen on {config.host}:{config.port}")
     await server.start()
@@ -172,7 +181,14 @@ async def serve(
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info(
-            "serving ocr.v1.OcrService on %s:%d (default model %s)", config.host, port, default
+            "serving ocr.v1.OcrService on %s:%d (default model %s; %s%s)",
+            config.host,
+            port,
+            default,
+            "plaintext"
+            if credentials is None
+            else ("mutual TLS" if config.tls_client_ca else "TLS"),
+            f", {len(tokens)} bearer token(s) required" if tokens else "",
         )
         if on_ready is not None:
             on_ready(port)

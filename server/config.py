@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 
@@ -47,6 +47,12 @@ class ServerConfig:
     max_pages_in_flight: int = 4
     max_document_pages: int = 1000
     page_max_side: int = 1280
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+    auth_tokens_file: Path | None = None
+    #: Comma-separated bearer tokens, from the OCR_AUTH_TOKENS environment variable only.
+    auth_tokens: str = field(default="", repr=False)
     grace_s: float = 10.0
     log_level: str = "INFO"
     log_format: str = "text"
@@ -161,6 +167,22 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "default PageOptions.max_side: pages are scaled to this long side for text detection",
         type=int,
     )
+    add("--tls-cert", None, "PEM certificate chain: serve TLS (with --tls-key)", type=Path)
+    add("--tls-key", None, "PEM private key of --tls-cert", type=Path)
+    add(
+        "--tls-client-ca",
+        None,
+        "PEM CA bundle: require client certificates signed by it (mutual TLS)",
+        type=Path,
+    )
+    add(
+        "--auth-tokens-file",
+        None,
+        "file of accepted bearer tokens, one per line; calls other than health need "
+        "'authorization: Bearer <token>' (tokens may also come from OCR_AUTH_TOKENS, "
+        "comma-separated; never from a flag)",
+        type=Path,
+    )
     add("--grace-s", d.grace_s, "seconds in-flight calls get to finish on shutdown", type=float)
     add("--log-level", d.log_level, "DEBUG, INFO, WARNING or ERROR")
     add("--log-format", d.log_format, "text or json")
@@ -221,6 +243,11 @@ def parse_config(
         max_pages_in_flight=a.max_pages_in_flight,
         max_document_pages=a.max_document_pages,
         page_max_side=a.page_max_side,
+        tls_cert=a.tls_cert,
+        tls_key=a.tls_key,
+        tls_client_ca=a.tls_client_ca,
+        auth_tokens_file=a.auth_tokens_file,
+        auth_tokens=env.get("OCR_AUTH_TOKENS", ""),
         grace_s=a.grace_s,
         log_level=a.log_level.upper(),
         log_format=a.log_format,

@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,14 +47,31 @@ class ServerProcess:
         return self.log_path.read_text(errors="replace")
 
 
-def health_status(address: str, service: str = "", timeout: float = 2.0) -> int:
-    with grpc.insecure_channel(address) as channel:
+ChannelFactory = Callable[[str], grpc.Channel]
+
+
+def health_status(
+    address: str,
+    service: str = "",
+    timeout: float = 2.0,
+    channel_factory: ChannelFactory = grpc.insecure_channel,
+) -> int:
+    with channel_factory(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout).status
 
 
-def start_server(log_path: Path, *extra_args: str) -> ServerProcess:
-    """Start ``ocr-server`` on a free port and wait until health says SERVING."""
+def start_server(
+    log_path: Path,
+    *extra_args: str,
+    channel_factory: ChannelFactory = grpc.insecure_channel,
+    env: dict[str, str] | None = None,
+) -> ServerProcess:
+    """Start ``ocr-server`` on a free port and wait until health says SERVING.
+
+    ``channel_factory`` opens the channel the health check uses (a TLS server needs a
+    secure one); ``env`` is added to this process's environment for the child.
+    """
     port = free_port()
     address = f"127.0.0.1:{port}"
     with log_path.open("wb") as log_file:  # the child keeps its own copy of the descriptor
@@ -72,6 +89,7 @@ def start_server(log_path: Path, *extra_args: str) -> ServerProcess:
             stdout=log_file,
             stderr=subprocess.STDOUT,
             cwd=REPO_ROOT,
+            env={**os.environ, **(env or {})},
         )
     server = ServerProcess(address, process, log_path)
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -79,7 +97,8 @@ def start_server(log_path: Path, *extra_args: str) -> ServerProcess:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
         try:
-            if health_status(address) == health_pb2.HealthCheckResponse.SERVING:
+            status = health_status(address, channel_factory=channel_factory)
+            if status == health_pb2.HealthCheckResponse.SERVING:
                 return server
         except grpc.RpcError:
             pass

@@ -1,0 +1,217 @@
+"""TLS, mutual TLS and bearer-token authentication against real servers.
+
+Certificates come from a throwaway CA made in memory by trustme; the server reads them from
+files, as an operator would configure it.
+"""
+
+from __future__ import annotations
+
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+import trustme
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
+from tests.conftest import REPO_ROOT, ServerProcess, png, render_line, start_server, stop_server
+
+pytestmark = pytest.mark.integration
+
+HOST = "localhost"
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest.fixture(scope="module")
+def pki(ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Files: the CA, the server's chain and key, a client certificate and key."""
+    folder = tmp_path_factory.mktemp("pki")
+    server_cert = ca.issue_cert(HOST, "127.0.0.1")
+    client_cert = ca.issue_cert("ocr-client@example.test")
+    files = {
+        "ca": folder / "ca.pem",
+        "cert": folder / "server.pem",
+        "key": folder / "server.key",
+        "client_cert": folder / "client.pem",
+        "client_key": folder / "client.key",
+    }
+    ca.cert_pem.write_to_path(files["ca"])
+    server_cert.private_key_pem.write_to_path(files["key"])
+    files["cert"].write_bytes(b"".join(blob.bytes() for blob in server_cert.cert_chain_pems))
+    client_cert.private_key_pem.write_to_path(files["client_key"])
+    files["client_cert"].write_bytes(b"".join(blob.bytes() for blob in client_cert.cert_chain_pems))
+    return files
+
+
+def _tls_channel(pki: dict[str, Path], *, with_client_cert: bool, roots: bytes | None = None):
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=roots if roots is not None else pki["ca"].read_bytes(),
+        private_key=pki["client_key"].read_bytes() if with_client_cert else None,
+        certificate_chain=pki["client_cert"].read_bytes() if with_client_cert else None,
+    )
+
+    def factory(address: str) -> grpc.Channel:
+        port = address.rsplit(":", 1)[1]
+        return grpc.secure_channel(f"{HOST}:{port}", credentials)
+
+    return factory
+
+
+def _recognize(channel: grpc.Channel, metadata: tuple = ()) -> ocr_pb2.RecognizeLinesResponse:
+    stub = ocr_pb2_grpc.OcrServiceStub(channel)
+    image = ocr_pb2.Image(data=png(render_line("Hello World 2026")))
+    return stub.RecognizeLines(
+        ocr_pb2.RecognizeLinesRequest(images=[image]), timeout=60, metadata=metadata
+    )
+
+
+@pytest.fixture(scope="module")
+def tls_server(pki, tmp_path_factory) -> Iterator[ServerProcess]:
+    srv = start_server(
+        tmp_path_factory.mktemp("tls") / "server.log",
+        "--tls-cert",
+        str(pki["cert"]),
+        "--tls-key",
+        str(pki["key"]),
+        channel_factory=_tls_channel(pki, with_client_cert=False),
+    )
+    yield srv
+    assert stop_server(srv) == 0, srv.log()
+
+
+def test_tls_server_answers_over_tls_only(tls_server: ServerProcess, pki) -> None:
+    factory = _tls_channel(pki, with_client_cert=False)
+    with factory(tls_server.address) as channel:
+        assert _recognize(channel).results[0].text == "Hello World 2026"
+    with grpc.insecure_channel(tls_server.address) as plain:
+        with pytest.raises(grpc.RpcError) as info:
+            _recognize(plain)
+        assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert "TLS" in tls_server.log()
+
+
+def test_tls_client_refuses_a_server_from_another_ca(tls_server: ServerProcess, pki) -> None:
+    stranger = trustme.CA().cert_pem.bytes()
+    factory = _tls_channel(pki, with_client_cert=False, roots=stranger)
+    with factory(tls_server.address) as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            _recognize(channel)
+        assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.fixture(scope="module")
+def mtls_server(pki, tmp_path_factory) -> Iterator[ServerProcess]:
+    srv = start_server(
+        tmp_path_factory.mktemp("mtls") / "server.log",
+        "--tls-cert",
+        str(pki["cert"]),
+        "--tls-key",
+        str(pki["key"]),
+        "--tls-client-ca",
+        str(pki["ca"]),
+        channel_factory=_tls_channel(pki, with_client_cert=True),
+    )
+    yield srv
+    assert stop_server(srv) == 0, srv.log()
+
+
+def test_mutual_tls_needs_a_client_certificate(mtls_server: ServerProcess, pki) -> None:
+    with _tls_channel(pki, with_client_cert=True)(mtls_server.address) as channel:
+        assert _recognize(channel).results[0].text == "Hello World 2026"
+    with _tls_channel(pki, with_client_cert=False)(mtls_server.address) as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            _recognize(channel)
+        assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert "mutual TLS" in mtls_server.log()
+
+
+TOKEN = secrets.token_urlsafe(32)
+ENV_TOKEN = secrets.token_urlsafe(32)
+
+
+@pytest.fixture(scope="module")
+def token_server(tmp_path_factory) -> Iterator[ServerProcess]:
+    folder = tmp_path_factory.mktemp("tokens")
+    tokens = folder / "tokens.txt"
+    tokens.write_text(f"# ops team\n{TOKEN}\n")
+    srv = start_server(
+        folder / "server.log",
+        "--auth-tokens-file",
+        str(tokens),
+        env={"OCR_AUTH_TOKENS": ENV_TOKEN},
+    )
+    yield srv
+    assert stop_server(srv) == 0, srv.log()
+
+
+def test_tokens_are_required_except_for_health(token_server: ServerProcess) -> None:
+    with grpc.insecure_channel(token_server.address) as channel:
+        for token in (TOKEN, ENV_TOKEN):
+            response = _recognize(channel, (("authorization", f"Bearer {token}"),))
+            assert response.results[0].text == "Hello World 2026"
+        for metadata in (
+            (),
+            (("authorization", "Bearer " + "x" * 43),),
+            (("authorization", TOKEN),),  # no scheme
+            (("authorization", f"Basic {TOKEN}"),),
+        ):
+            with pytest.raises(grpc.RpcError) as info:
+                _recognize(channel, metadata)
+            assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED
+            assert "authorization: Bearer" in info.value.details()
+        # Streams are refused the same way.
+        stub = ocr_pb2_grpc.OcrServiceStub(channel)
+        item = ocr_pb2.StreamRecognizeRequest(
+            id="1", line=ocr_pb2.Image(data=png(render_line("abc")))
+        )
+        with pytest.raises(grpc.RpcError) as info:
+            list(stub.StreamRecognize(iter([item]), timeout=30))
+        assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED
+        # Health stays open for probes.
+        health = health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(), timeout=10
+        )
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+    assert TOKEN not in token_server.log() and ENV_TOKEN not in token_server.log()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--tls-cert", "/nonexistent/server.pem", "--tls-key", "/nonexistent/k"], "cannot read"),
+        (["--tls-client-ca", "/nonexistent/ca.pem"], "needs --tls-cert"),
+        (["--tls-cert", "/nonexistent/server.pem"], "both --tls-cert and --tls-key"),
+    ],
+)
+def test_bad_security_settings_fail_fast_with_a_reason(args: list[str], message: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "ocr_server.main", "--port", "0", "--no-fetch", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO_ROOT,
+    )
+    assert result.returncode == 1
+    assert message in result.stderr + result.stdout
+
+
+def test_short_tokens_are_refused(tmp_path: Path) -> None:
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("short\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "ocr_server.main", "--port", "0", "--auth-tokens-file", str(tokens)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=REPO_ROOT,
+    )
+    assert result.returncode == 1
+    assert "shorter than 16" in result.stderr + result.stdout
