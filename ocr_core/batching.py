@@ -116,6 +116,10 @@ def next_batch(
     return None
 
 
+#: Upper bounds (seconds) of the per-batch inference-time histogram; the last is infinite.
+INFERENCE_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, float("inf"))
+
+
 @dataclass
 class BatcherStats:
     """Counters of one batcher (owned by it; read with ``MicroBatcher.stats``)."""
@@ -127,6 +131,9 @@ class BatcherStats:
     queue_wait_s_total: float = 0.0
     queue_wait_s_max: float = 0.0
     inference_s_total: float = 0.0
+    #: Batches whose inference took at most each bound of ``INFERENCE_BUCKETS_S``
+    #: (cumulative, as a histogram's buckets); the last counts every batch.
+    inference_s_buckets: list[int] = field(default_factory=lambda: [0] * len(INFERENCE_BUCKETS_S))
     content_pixels: int = 0
     padded_pixels: int = 0
     dropped_cancelled: int = 0
@@ -179,7 +186,13 @@ class MicroBatcher:
     def stats(self) -> BatcherStats:
         """A snapshot of the counters."""
         s = self._stats
-        return BatcherStats(**{**s.__dict__, "batch_sizes": Counter(s.batch_sizes)})
+        return BatcherStats(
+            **{
+                **s.__dict__,
+                "batch_sizes": Counter(s.batch_sizes),
+                "inference_s_buckets": list(s.inference_s_buckets),
+            }
+        )
 
     def submit(
         self, lines: Sequence[PreparedLine], deadline: float | None = None
@@ -317,7 +330,11 @@ class MicroBatcher:
                     )
             return
         finally:
-            stats.inference_s_total += time.perf_counter() - t0
+            elapsed = time.perf_counter() - t0
+            stats.inference_s_total += elapsed
+            for i, bound in enumerate(INFERENCE_BUCKETS_S):
+                if elapsed <= bound:
+                    stats.inference_s_buckets[i] += 1
         stats.batches += 1
         stats.batch_sizes[len(batch)] += 1
         stats.lines_inferred += len(batch)

@@ -28,6 +28,7 @@ from ocr_core.pages import PageModels, PageOptions
 from ocr_core.recognizer import LineRecognizer, SessionConfig
 from ocr_core.registry import ModelRegistry, ModelSpec
 from ocr_server.config import ServerConfig
+from ocr_server.metrics import ServerMetrics
 from ocr_server.security import TokenAuthInterceptor, load_tokens, server_credentials
 from ocr_server.servicer import OcrServicer
 
@@ -142,6 +143,10 @@ async def serve(
         page_models=page_models,
     )
     engine.start()
+    metrics = ServerMetrics(engine) if config.metrics_port else None
+    if metrics is not None:
+        metrics_port = metrics.start_http(config.metrics_port, config.host.strip("[]"))
+        log.info("Prometheus metrics on port %d at /metrics", metrics_port)
 
     server = grpc.aio.server(
         interceptors=[TokenAuthInterceptor(tokens)] if tokens else [],
@@ -157,6 +162,7 @@ async def serve(
             server_limits(config),
             config.stream_max_pages_in_flight,
             PageOptions(detection=DetectionOptions(max_side=config.page_max_side)),
+            metrics,
         ),
         server,
     )
@@ -180,6 +186,8 @@ async def serve(
         await engine.warm_up()
         for name in ("", SERVICE_NAME):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        if metrics is not None:
+            metrics.serving.set(1)
         log.info(
             "serving ocr.v1.OcrService on %s:%d (default model %s; %s%s)",
             config.host,
@@ -197,6 +205,8 @@ async def serve(
             "shutting down: NOT_SERVING, finishing in-flight calls (grace %.1f s)", config.grace_s
         )
         await health_servicer.enter_graceful_shutdown()
+        if metrics is not None:
+            metrics.serving.set(0)
         await server.stop(config.grace_s)
     finally:
         await server.stop(0)

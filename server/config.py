@@ -47,6 +47,7 @@ class ServerConfig:
     max_pages_in_flight: int = 4
     max_document_pages: int = 1000
     page_max_side: int = 1280
+    metrics_port: int = 0
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
@@ -167,6 +168,12 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "default PageOptions.max_side: pages are scaled to this long side for text detection",
         type=int,
     )
+    add(
+        "--metrics-port",
+        d.metrics_port,
+        "serve Prometheus metrics at http://HOST:PORT/metrics (0 = off)",
+        type=int,
+    )
     add("--tls-cert", None, "PEM certificate chain: serve TLS (with --tls-key)", type=Path)
     add("--tls-key", None, "PEM private key of --tls-cert", type=Path)
     add(
@@ -243,6 +250,7 @@ def parse_config(
         max_pages_in_flight=a.max_pages_in_flight,
         max_document_pages=a.max_document_pages,
         page_max_side=a.page_max_side,
+        metrics_port=a.metrics_port,
         tls_cert=a.tls_cert,
         tls_key=a.tls_key,
         tls_client_ca=a.tls_client_ca,
@@ -278,6 +286,8 @@ def _validate(parser: argparse.ArgumentParser, c: ServerConfig) -> None:
             parser.error(f"{flag} must be at least 1, got {value}")
     if c.max_delay_ms < 0 or c.grace_s < 0:
         parser.error("--max-delay-ms and --grace-s must not be negative")
+    if not 0 <= c.metrics_port <= 65535:
+        parser.error(f"--metrics-port must be in 0..65535, got {c.metrics_port}")
     if not 320 <= c.page_max_side <= 4096:
         parser.error(f"--page-max-side must be in 320..4096, got {c.page_max_side}")
     if c.log_format not in ("text", "json"):

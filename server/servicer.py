@@ -30,6 +30,7 @@ from ocr_server.convert import (
     page_result,
 )
 from ocr_server.logs import request_id_var
+from ocr_server.metrics import ServerMetrics
 from ocr_server.status import status_for
 
 log = logging.getLogger(__name__)
@@ -70,14 +71,24 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
         limits: ocr_pb2.ServerLimits,
         stream_max_pages_in_flight: int = 4,
         page_defaults: PageOptions | None = None,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self._engine = engine
+        self._metrics = metrics
         self._limits = limits
         self._stream_max_pages = stream_max_pages_in_flight
         self._page_defaults = page_defaults or PageOptions()
 
     def _page_options(self, options: ocr_pb2.PageOptions | None) -> PageOptions:
         return page_options(options, self._page_defaults)
+
+    def _record(self, method: str, code: str, start: float) -> None:
+        if self._metrics is not None:
+            self._metrics.observe_call(method, code, time.perf_counter() - start)
+
+    def _count_page(self, model: str) -> None:
+        if self._metrics is not None:
+            self._metrics.pages.labels(model).inc()
 
     async def _guard(
         self, context: grpc.aio.ServicerContext, method: str, call: Callable[[], Awaitable[T]]
@@ -91,10 +102,12 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
             result = await call()
         except asyncio.CancelledError:
             log.info("%s cancelled by the client", method, extra={"method": method})
+            self._record(method, "CANCELLED", start)
             raise
         except Exception as exc:  # the error boundary: everything maps to a status here
             code, message = status_for(exc, rid)
         else:
+            self._record(method, "OK", start)
             log.info(
                 "%s OK in %.1f ms",
                 method,
@@ -110,6 +123,7 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
             message,
             extra={"method": method, "status": code.name},
         )
+        self._record(method, code.name, start)
         await context.abort(code, message)
         raise AssertionError("context.abort returned")  # abort always raises
 
@@ -135,6 +149,7 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
             model, page = await self._engine.recognize_page(
                 image_source(request.image), request.model, options, context.time_remaining()
             )
+            self._count_page(model)
             return page_result(page, model)
 
         return await self._guard(context, "RecognizePage", call)
@@ -153,10 +168,12 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
             async for model, page in self._engine.recognize_document(
                 request.data, request.model, options, request.pdf_dpi, context.time_remaining()
             ):
+                self._count_page(model)
                 yield page_result(page, model)
                 pages += 1
         except asyncio.CancelledError:
             log.info("RecognizeDocument cancelled by the client after %d pages", pages)
+            self._record("RecognizeDocument", "CANCELLED", start)
             raise
         except Exception as exc:  # the error boundary of this streaming call
             code, message = status_for(exc, rid)
@@ -167,6 +184,7 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
                 message,
                 extra={"method": "RecognizeDocument", "status": code.name},
             )
+            self._record("RecognizeDocument", code.name, start)
             await context.abort(code, message)
         log.info(
             "RecognizeDocument OK, %d pages in %.1f ms",
@@ -174,6 +192,7 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
             (time.perf_counter() - start) * 1e3,
             extra={"method": "RecognizeDocument", "status": "OK"},
         )
+        self._record("RecognizeDocument", "OK", start)
 
     async def ListModels(
         self, request: ocr_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
@@ -248,6 +267,8 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
         next_seq = 0
         held: dict[int, _Item] = {}
         failure: tuple[grpc.StatusCode, str] | None = None
+        start = time.perf_counter()
+        finished = False
         try:
             while (item := await done.get()) is not None:
                 if isinstance(item, BaseException):
@@ -263,10 +284,15 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
                     yield ready.response
                     next_seq += 1
                     release(ready)
+            finished = True
         finally:
             reader.cancel()
             for task in list(tasks):
                 task.cancel()
+            if failure is not None:
+                self._record("StreamRecognize", failure[0].name, start)
+            else:
+                self._record("StreamRecognize", "OK" if finished else "CANCELLED", start)
         if failure is not None:
             await context.abort(*failure)
 
@@ -358,4 +384,10 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
         except Exception as exc:  # one item's error answers that item; the stream goes on
             code, message = status_for(exc, rid)
             response.error.CopyFrom(status_pb2.Status(code=code.value[0], message=message))
+        if self._metrics is not None:
+            kind = "page" if is_page else "line"
+            outcome = "OK" if response.WhichOneof("result") != "error" else code.name
+            self._metrics.stream_items.labels(kind, outcome).inc()
+            if response.HasField("page"):
+                self._count_page(response.page.model)
         await done.put(_Item(seq, response, is_page))

@@ -1,0 +1,96 @@
+"""Prometheus metrics: a real server with --metrics-port, scraped over HTTP after real calls."""
+
+from __future__ import annotations
+
+import urllib.request
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
+from tests.conftest import (
+    ServerProcess,
+    free_port,
+    png,
+    render_line,
+    render_page,
+    start_server,
+    stop_server,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def metrics_server(tmp_path_factory) -> Iterator[tuple[ServerProcess, int]]:
+    port = free_port()
+    srv = start_server(
+        tmp_path_factory.mktemp("metrics") / "server.log", "--metrics-port", str(port)
+    )
+    yield srv, port
+    assert stop_server(srv) == 0, srv.log()
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return samples
+
+
+def value(samples: dict, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+def test_calls_lines_pages_and_batches_are_counted(metrics_server) -> None:
+    server, port = metrics_server
+    before = scrape(port)
+    assert value(before, "ocr_serving") == 1
+    assert value(before, "ocr_model_loaded", model="ppocr-v6-small") == 1
+    assert value(before, "ocr_model_reads_pages", model="ppocr-v6-small") == 1
+    line = ocr_pb2.Image(data=png(render_line("Hello World 2026")))
+    with grpc.insecure_channel(server.address) as channel:
+        stub = ocr_pb2_grpc.OcrServiceStub(channel)
+        for _ in range(3):
+            stub.RecognizeLines(ocr_pb2.RecognizeLinesRequest(images=[line, line]), timeout=60)
+        with pytest.raises(grpc.RpcError):
+            stub.RecognizeLines(
+                ocr_pb2.RecognizeLinesRequest(images=[line], model="no-such-model"), timeout=60
+            )
+        page = ocr_pb2.Image(data=png(render_page(["First line here", "Second line there"])))
+        stub.RecognizePage(ocr_pb2.RecognizePageRequest(image=page), timeout=60)
+        items = [
+            ocr_pb2.StreamRecognizeRequest(id="a", line=line),
+            ocr_pb2.StreamRecognizeRequest(id="b", line=ocr_pb2.Image(data=b"junk")),
+            ocr_pb2.StreamRecognizeRequest(id="c", page=page),
+        ]
+        assert len(list(stub.StreamRecognize(iter(items), timeout=60))) == 3
+    after = scrape(port)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("ocr_rpc_calls_total", method="RecognizeLines", code="OK") == 3
+    assert delta("ocr_rpc_calls_total", method="RecognizeLines", code="NOT_FOUND") == 1
+    assert delta("ocr_rpc_calls_total", method="RecognizePage", code="OK") == 1
+    assert delta("ocr_rpc_calls_total", method="StreamRecognize", code="OK") == 1
+    assert delta("ocr_rpc_duration_seconds_count", method="RecognizeLines") == 4
+    assert delta("ocr_stream_items_total", kind="line", code="OK") == 1
+    assert delta("ocr_stream_items_total", kind="line", code="INVALID_ARGUMENT") == 1
+    assert delta("ocr_stream_items_total", kind="page", code="OK") == 1
+    assert delta("ocr_pages_recognized_total", model="ppocr-v6-small") == 2
+    # 3 calls x 2 lines + 1 stream line + 2 pages x 2 lines each
+    assert delta("ocr_lines_recognized_total", model="ppocr-v6-small") == 11
+    batches = delta("ocr_batch_size_count", model="ppocr-v6-small")
+    assert batches >= 1
+    assert delta("ocr_batch_size_sum", model="ppocr-v6-small") == 11
+    assert delta("ocr_batch_inference_seconds_count", model="ppocr-v6-small") == batches
+    assert delta("ocr_batch_inference_seconds_sum", model="ppocr-v6-small") > 0
+    assert delta("ocr_batch_pixels_total", model="ppocr-v6-small", kind="content") > 0
+    assert value(after, "ocr_queue_depth", model="ppocr-v6-small") == 0
+    assert value(after, "ocr_queue_capacity", model="ppocr-v6-small") == 1024
