@@ -150,6 +150,9 @@ async def serve(
 
     server = grpc.aio.server(
         interceptors=[TokenAuthInterceptor(tokens)] if tokens else [],
+        # Bounds concurrent calls and streams; gRPC itself refuses the next one with
+        # RESOURCE_EXHAUSTED, so a flood of open streams cannot pile up without limit.
+        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.max_send_message_length", config.max_message_bytes),

@@ -48,6 +48,7 @@ class ServerConfig:
     max_document_pages: int = 1000
     page_max_side: int = 1280
     metrics_port: int = 0
+    max_concurrent_rpcs: int = 1000
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
@@ -169,6 +170,12 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         type=int,
     )
     add(
+        "--max-concurrent-rpcs",
+        d.max_concurrent_rpcs,
+        "calls (streams included) handled at once; beyond, gRPC answers RESOURCE_EXHAUSTED",
+        type=int,
+    )
+    add(
         "--metrics-port",
         d.metrics_port,
         "serve Prometheus metrics at http://HOST:PORT/metrics (0 = off)",
@@ -251,6 +258,7 @@ def parse_config(
         max_document_pages=a.max_document_pages,
         page_max_side=a.page_max_side,
         metrics_port=a.metrics_port,
+        max_concurrent_rpcs=a.max_concurrent_rpcs,
         tls_cert=a.tls_cert,
         tls_key=a.tls_key,
         tls_client_ca=a.tls_client_ca,
@@ -280,6 +288,7 @@ def _validate(parser: argparse.ArgumentParser, c: ServerConfig) -> None:
         "--stream-max-pages-in-flight": c.stream_max_pages_in_flight,
         "--max-pages-in-flight": c.max_pages_in_flight,
         "--max-document-pages": c.max_document_pages,
+        "--max-concurrent-rpcs": c.max_concurrent_rpcs,
     }
     for flag, value in positive.items():
         if value < 1:
