@@ -9,12 +9,21 @@ concurrent calls, so one client per process and address is the intended use; do 
 
 The sync and the async client differ only in how they wait. Request building and response
 conversion are module-level functions both use, so the two cannot drift apart.
+
+Several servers: an address list (``"h1:50051,h2:50051"`` or ``["h1:50051", "h2:50051"]``)
+or a ``dns:///name:port`` target gives one channel that spreads calls over every server with
+gRPC's own ``round_robin`` load balancing, retries calls that fail with UNAVAILABLE before
+any server answered them, and skips servers whose health service says NOT_SERVING (starting
+or draining). See :func:`resolve_target` and :func:`scale_out_service_config`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import json
 import os
+import socket
 import threading
 from collections.abc import (
     AsyncGenerator,
@@ -30,6 +39,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ocr_client.errors import (
     OcrClientError,
@@ -56,6 +66,8 @@ __all__ = [
     "StreamItem",
     "StreamItemResult",
     "Word",
+    "resolve_target",
+    "scale_out_service_config",
 ]
 
 DEFAULT_ADDRESS = "localhost:50051"
@@ -63,6 +75,15 @@ DEFAULT_TIMEOUT_S = 30.0
 # Large enough for a full request of raw lines (256 lines of 32 x 2000 RGB pixels are
 # about 48 MiB) and for the server's own request limit; the server enforces its limit.
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+SERVICE_NAME = "ocr.v1.OcrService"
+# gRPC retries a call only while the request messages it sent are still buffered (and no
+# server has answered). The default buffer is 256 KiB per call, less than one large page or
+# a few dozen line PNGs; 16 MiB covers the usual requests, and the bytes are held only until
+# the first server answers.
+SCALE_OUT_RETRY_BUFFER_BYTES = 16 * 1024 * 1024
+# Targets in these resolver schemes may name several servers, so they get load balancing.
+_BALANCED_SCHEMES = ("dns:", "ipv4:", "ipv6:")
 
 # Page results and options are the proto messages themselves: a page result is a tree of
 # lines, words, quads and blocks that callers mostly hand on (to a writer in
@@ -185,6 +206,162 @@ def _channel_options(options: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]
     }
     merged.update(options)
     return list(merged.items())
+
+
+# --------------------------------------------------------------------------- targets
+
+
+def scale_out_service_config(
+    *,
+    max_attempts: int = 4,
+    initial_backoff_s: float = 0.1,
+    max_backoff_s: float = 2.0,
+    metadata_timeout_s: float = 10.0,
+) -> dict[str, Any]:
+    """The gRPC service config of a channel to several servers, as a dict (``json.dumps`` it
+    for the ``grpc.service_config`` channel option; other languages take the same JSON).
+
+    - ``round_robin``: one connection per server and calls spread over the ready ones; the
+      default ``pick_first`` would send everything to the first server that answers.
+    - ``healthCheckConfig``: the channel watches each server's ``grpc.health.v1`` status for
+      ``ocr.v1.OcrService`` and sends no calls to one that is NOT_SERVING (still warming up,
+      or draining after SIGTERM). A server without a health service counts as healthy.
+    - ``retryPolicy`` on UNAVAILABLE, with exponential backoff: a server that went away or
+      refused the call (shutting down) is retried on another. gRPC retries a call only until
+      it is *committed*: once a server has sent response headers, or the request outgrew the
+      retry buffer, a failure is final. So a stream is never replayed after results were
+      received from it; a StreamRecognize or RecognizeDocument call that failed before any
+      answer is replayed whole (all its buffered requests) on another server, which is safe
+      since nothing of it was delivered. Our server sends headers when it starts a call, so
+      a call that a server accepted and then lost (killed, not drained) fails with
+      UNAVAILABLE for the caller to retry; a SIGTERM drains calls in flight instead.
+    - Timeouts: ListModels and GetStats are cheap, so ``metadata_timeout_s`` caps them (a
+      slow answer means a sick server). The OCR methods get none here: their deadline
+      depends on the input (lines, pages) and every call of this client sends its own.
+    """
+    if not 2 <= max_attempts <= 5:
+        raise ValueError(f"max_attempts must be in 2..5 (gRPC caps it at 5), got {max_attempts}")
+    retry = {
+        "maxAttempts": max_attempts,
+        "initialBackoff": f"{initial_backoff_s:g}s",
+        "maxBackoff": f"{max_backoff_s:g}s",
+        "backoffMultiplier": 2,
+        "retryableStatusCodes": ["UNAVAILABLE"],
+    }
+    return {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "healthCheckConfig": {"serviceName": SERVICE_NAME},
+        "methodConfig": [
+            {"name": [{"service": SERVICE_NAME}], "retryPolicy": retry},
+            {
+                "name": [
+                    {"service": SERVICE_NAME, "method": "ListModels"},
+                    {"service": SERVICE_NAME, "method": "GetStats"},
+                ],
+                "timeout": f"{metadata_timeout_s:g}s",
+                "retryPolicy": retry,
+            },
+        ],
+    }
+
+
+def _split_host_port(address: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port``; the port is required (a list has no default)."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{address!r}: expected HOST:PORT in an address list")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+def _ip_addresses(host: str, port: int) -> tuple[list[str], list[str]]:
+    """(IPv4, IPv6) addresses of ``host``: the literal itself, or what the resolver says."""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return ([str(ip)], []) if ip.version == 4 else ([], [str(ip)])
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ValueError(f"cannot resolve {host!r}: {exc}") from None
+    v4 = [str(i[4][0]) for i in infos if i[0] == socket.AF_INET]
+    v6 = [str(i[4][0]) for i in infos if i[0] == socket.AF_INET6]
+    return list(dict.fromkeys(v4)), list(dict.fromkeys(v6))
+
+
+def resolve_target(address: str | Sequence[str]) -> tuple[str, bool]:
+    """The gRPC target for ``address`` and whether it may name several servers.
+
+    - One ``host:port`` (or any single target, e.g. ``unix:/path``): passed to gRPC as it
+      is, with no load balancing; the behaviour of a one-server client does not change.
+    - ``dns:///name:port``, ``ipv4:...``, ``ipv6:...``: passed as they are, balanced. With
+      ``dns:///`` gRPC re-resolves the name (e.g. a Kubernetes headless Service), so servers
+      that come and go are followed.
+    - Several ``host:port`` (a list, or one string with commas): a static ``ipv4:`` (or
+      ``ipv6:``) target of all their addresses. Host names are resolved once, here, because
+      a gRPC target can name several addresses but not several names; for a membership that
+      changes, give one DNS name instead.
+    """
+    parts = [address] if isinstance(address, str) else list(address)
+    if isinstance(address, str) and not address.startswith(_BALANCED_SCHEMES):
+        parts = [p for p in (x.strip() for x in address.split(",")) if p]
+    if not parts or not all(isinstance(p, str) and p for p in parts):
+        raise ValueError(f"expected a server address or a list of them, got {address!r}")
+    if len(parts) == 1:
+        return parts[0], parts[0].startswith(_BALANCED_SCHEMES)
+    v4: list[str] = []
+    v6: list[str] = []
+    all_v4 = all_v6 = True
+    for part in parts:
+        host, port = _split_host_port(part)
+        four, six = _ip_addresses(host, port)
+        v4 += [f"{ip}:{port}" for ip in four]
+        v6 += [f"[{ip}]:{port}" for ip in six]
+        all_v4 = all_v4 and bool(four)
+        all_v6 = all_v6 and bool(six)
+    # One target has one scheme: IPv4 where every server has an IPv4 address, else IPv6.
+    if all_v4:
+        return "ipv4:" + ",".join(dict.fromkeys(v4)), True
+    if all_v6:
+        return "ipv6:" + ",".join(dict.fromkeys(v6)), True
+    raise ValueError(
+        f"{address!r} mixes IPv4-only and IPv6-only servers; one gRPC channel takes one family"
+    )
+
+
+def _target_and_options(
+    address: str | Sequence[str], options: Sequence[tuple[str, Any]]
+) -> tuple[str, str, list[tuple[str, Any]]]:
+    """(address as text, gRPC target, channel options): a balanced target gets the scale-out
+    service config and retry buffer, which the caller's options may still override."""
+    target, balanced = resolve_target(address)
+    text = address if isinstance(address, str) else ",".join(address)
+    extra: list[tuple[str, Any]] = []
+    if balanced:
+        extra = [
+            ("grpc.service_config", json.dumps(scale_out_service_config())),
+            ("grpc.per_rpc_retry_buffer_size", SCALE_OUT_RETRY_BUFFER_BYTES),
+        ]
+    return text, target, _channel_options([*extra, *options])
+
+
+_HEALTH_STATUS_NAMES = {
+    v.number: v.name for v in health_pb2.HealthCheckResponse.ServingStatus.DESCRIPTOR.values
+}
+
+
+def _health_status(status: int) -> str:
+    return _HEALTH_STATUS_NAMES.get(status, "UNKNOWN")
+
+
+def _health_error(err: grpc.RpcError) -> str | None:
+    """A health Check that failed: "SERVICE_UNKNOWN" when the server does not know the
+    service (the health protocol's answer is NOT_FOUND), else None (raise)."""
+    code = err.code() if callable(getattr(err, "code", None)) else None
+    return "SERVICE_UNKNOWN" if code == grpc.StatusCode.NOT_FOUND else None
 
 
 def _check_timeout(timeout: float) -> float:
@@ -358,20 +535,22 @@ class OcrClient:
 
     def __init__(
         self,
-        address: str = DEFAULT_ADDRESS,
+        address: str | Sequence[str] = DEFAULT_ADDRESS,
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
         options: Sequence[tuple[str, Any]] = (),
         credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
-        self.address = address
+        """``address``: one ``host:port``, or several servers (a list, a comma-separated
+        string, or a ``dns:///name:port`` target), see :func:`resolve_target`."""
         self._timeout = _check_timeout(timeout)
-        opts = _channel_options(options)
+        self.address, self.target, opts = _target_and_options(address, options)
         if credentials is not None:
-            self._channel = grpc.secure_channel(address, credentials, options=opts)
+            self._channel = grpc.secure_channel(self.target, credentials, options=opts)
         else:
-            self._channel = grpc.insecure_channel(address, options=opts)
+            self._channel = grpc.insecure_channel(self.target, options=opts)
         self._stub = ocr_pb2_grpc.OcrServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
 
     def __enter__(self) -> Self:
         return self
@@ -558,6 +737,24 @@ class OcrClient:
         except grpc.RpcError as err:
             raise from_rpc_error(err) from err
 
+    def check_health(self, service: str = "", timeout: float | None = None) -> str:
+        """The server's ``grpc.health.v1`` status of ``service`` ("" = the whole server):
+        "SERVING", "NOT_SERVING" (starting or draining), "SERVICE_UNKNOWN" or "UNKNOWN".
+
+        A status, not an exception, because NOT_SERVING is an answer; a server that cannot be
+        reached raises :class:`~ocr_client.ServerUnavailable` (or ``DeadlineExceeded``). With
+        several servers, one of them answers.
+        """
+        request = health_pb2.HealthCheckRequest(service=service)
+        try:
+            response = self._health.Check(request, timeout=self._deadline(timeout))
+        except grpc.RpcError as err:
+            answer = _health_error(err)
+            if answer is None:
+                raise from_rpc_error(err) from err
+            return answer
+        return _health_status(response.status)
+
 
 # --------------------------------------------------------------------------- async client
 
@@ -620,15 +817,16 @@ class AsyncOcrClient:
 
     def __init__(
         self,
-        address: str = DEFAULT_ADDRESS,
+        address: str | Sequence[str] = DEFAULT_ADDRESS,
         *,
         timeout: float = DEFAULT_TIMEOUT_S,
         options: Sequence[tuple[str, Any]] = (),
         credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
-        self.address = address
+        """``address`` as for :class:`OcrClient` (host names in a list are resolved here,
+        before any event loop runs)."""
         self._timeout = _check_timeout(timeout)
-        self._options = _channel_options(options)
+        self.address, self.target, self._options = _target_and_options(address, options)
         self._credentials = credentials
         self._channel: grpc.aio.Channel | None = None
         self._stub: Any = None
@@ -654,10 +852,10 @@ class AsyncOcrClient:
         if self._channel is None:
             if self._credentials is not None:
                 self._channel = grpc.aio.secure_channel(
-                    self.address, self._credentials, options=self._options
+                    self.target, self._credentials, options=self._options
                 )
             else:
-                self._channel = grpc.aio.insecure_channel(self.address, options=self._options)
+                self._channel = grpc.aio.insecure_channel(self.target, options=self._options)
             self._stub = ocr_pb2_grpc.OcrServiceStub(self._channel)
         return self._stub
 
@@ -842,3 +1040,19 @@ class AsyncOcrClient:
             )
         except grpc.RpcError as err:
             raise from_rpc_error(err) from err
+
+    async def check_health(self, service: str = "", timeout: float | None = None) -> str:  # noqa: ASYNC109
+        """See :meth:`OcrClient.check_health`."""
+        self._get_stub()
+        assert self._channel is not None
+        request = health_pb2.HealthCheckRequest(service=service)
+        try:
+            response = await health_pb2_grpc.HealthStub(self._channel).Check(
+                request, timeout=self._deadline(timeout)
+            )
+        except grpc.RpcError as err:
+            answer = _health_error(err)
+            if answer is None:
+                raise from_rpc_error(err) from err
+            return answer
+        return _health_status(response.status)
