@@ -5,10 +5,14 @@
     ocr-client pages scan.pdf page.png -f hocr -o out.hocr   # pages: txt, json, hocr, alto
     ocr-client models [--json]
     ocr-client stats
+    ocr-client health [--service NAME]              # exit 0 only when SERVING
 
-The server address comes from ``--address``, else ``$OCR_ADDRESS``, else localhost:50051.
+The server address comes from ``--address``, else ``$OCR_ADDRESS``, else localhost:50051;
+several servers are ``h1:50051,h2:50051`` or ``dns:///name:50051`` (calls are balanced).
 Expected failures (a server error, a missing file) print one ``error: ...`` line to stderr
-and exit 1, without a traceback; usage errors exit 2.
+and exit 1, without a traceback; usage errors exit 2. ``health`` exits 0 (SERVING),
+1 (any other answer) or 2 (no answer: unreachable or timed out), for container and
+orchestrator health checks.
 """
 
 from __future__ import annotations
@@ -37,12 +41,17 @@ from ocr_client.client import (
     PageOptions,
     PageResult,
 )
-from ocr_client.errors import OcrClientError
+from ocr_client.errors import DeadlineExceeded, OcrClientError, ServerUnavailable
 
 # The server's default max_lines_per_request; bigger inputs are sent as several calls.
 MAX_IMAGES_PER_CALL = 256
 # Confidences are float32 on the wire; more digits than this are noise in a report.
 _CONFIDENCE_DIGITS = 4
+# A health check must answer well within a container HEALTHCHECK's own timeout.
+HEALTH_TIMEOUT_S = 5.0
+# Exit statuses of `health`: a probe needs "serving", "answered: not serving" and "no answer"
+# apart (2 is also argparse's usage error, which a fixed HEALTHCHECK line never makes).
+EXIT_SERVING, EXIT_NOT_SERVING, EXIT_UNREACHABLE = 0, 1, 2
 
 
 class _CliError(Exception):
@@ -338,6 +347,23 @@ def _cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_health(args: argparse.Namespace) -> int:
+    """One grpc.health.v1 Check: the status word on stdout, the exit status for scripts."""
+    what = f"service {args.service!r}" if args.service else "the server"
+    with OcrClient(args.address, timeout=args.timeout) as client:
+        try:
+            status = client.check_health(args.service)
+        except (ServerUnavailable, DeadlineExceeded) as err:
+            print(f"error: no health answer from {args.address}: {err}", file=sys.stderr)
+            return EXIT_UNREACHABLE
+    print(status)
+    if status == "SERVING":
+        return EXIT_SERVING
+    if status == "SERVICE_UNKNOWN":
+        print(f"error: {args.address} has no health status for {what}", file=sys.stderr)
+    return EXIT_NOT_SERVING
+
+
 def _build_parser() -> argparse.ArgumentParser:
     # Connection options live on each subcommand, so they may follow it
     # (`ocr-client lines x.png --address h:1`), as users type them.
@@ -436,6 +462,36 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p_stats = sub.add_parser("stats", parents=[common], help="print batcher stats as JSON")
     p_stats.set_defaults(func=_cmd_stats)
+
+    p_health = sub.add_parser(
+        "health",
+        help="gRPC health check: exit 0 SERVING, 1 not serving, 2 unreachable",
+        description=(
+            "Ask the server's grpc.health.v1 service whether it is serving; print the status "
+            "(SERVING, NOT_SERVING, SERVICE_UNKNOWN). Exit 0 only when SERVING, 1 for any "
+            "other answer, 2 when there is no answer (unreachable, or --timeout passed)."
+        ),
+    )
+    p_health.add_argument(
+        "--address",
+        default=os.environ.get("OCR_ADDRESS") or DEFAULT_ADDRESS,
+        metavar="HOST:PORT",
+        help=f"server address (default: $OCR_ADDRESS, else {DEFAULT_ADDRESS})",
+    )
+    p_health.add_argument(
+        "--service",
+        default="",
+        metavar="NAME",
+        help='service to check, e.g. ocr.v1.OcrService (default: "", the whole server)',
+    )
+    p_health.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=HEALTH_TIMEOUT_S,
+        metavar="S",
+        help="seconds to wait for the answer (default: %(default)s)",
+    )
+    p_health.set_defaults(func=_cmd_health)
     return parser
 
 
