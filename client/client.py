@@ -305,9 +305,13 @@ def resolve_target(address: str | Sequence[str]) -> tuple[str, bool]:
       a gRPC target can name several addresses but not several names; for a membership that
       changes, give one DNS name instead.
     """
-    parts = [address] if isinstance(address, str) else list(address)
-    if isinstance(address, str) and not address.startswith(_BALANCED_SCHEMES):
-        parts = [p for p in (x.strip() for x in address.split(",")) if p]
+    if isinstance(address, str):
+        balanced_target = address.startswith(_BALANCED_SCHEMES)
+        parts = (
+            [address] if balanced_target else [x.strip() for x in address.split(",") if x.strip()]
+        )
+    else:
+        parts = [x.strip() if isinstance(x, str) else x for x in address]
     if not parts or not all(isinstance(p, str) and p for p in parts):
         raise ValueError(f"expected a server address or a list of them, got {address!r}")
     if len(parts) == 1:
