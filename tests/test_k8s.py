@@ -87,9 +87,20 @@ def test_env_and_args_are_server_settings(container: dict[str, Any], config: Ser
     assert config.log_format == "json"
 
 
+def test_metrics_port_is_exposed_and_announced(
+    objects: dict[str, dict[str, Any]], container: dict[str, Any], config: ServerConfig
+) -> None:
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert config.metrics_port not in (0, PORT)
+    assert ports == {"grpc": PORT, "metrics": config.metrics_port}
+    annotations = objects["Deployment"]["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["prometheus.io/port"] == str(config.metrics_port)
+    assert annotations["prometheus.io/path"] == "/metrics"
+
+
 def test_probes_are_native_grpc_on_the_server_port(container: dict[str, Any]) -> None:
-    (port,) = container["ports"]
-    assert (port["name"], port["containerPort"], port["protocol"]) == ("grpc", PORT, "TCP")
+    ports = {p["name"]: (p["containerPort"], p["protocol"]) for p in container["ports"]}
+    assert ports["grpc"] == (PORT, "TCP")
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         spec = container[probe]
         assert set(spec) & {"grpc", "httpGet", "tcpSocket", "exec"} == {"grpc"}, probe
