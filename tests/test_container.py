@@ -25,7 +25,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from ocr_client import cli
+from ocr_client import AsyncOcrClient, ServerUnavailable, cli
 from ocr_server.config import build_parser, parse_config
 from tests.conftest import REPO_ROOT, ServerProcess, free_port
 
@@ -400,3 +400,18 @@ def test_health_of_a_server_without_a_health_service_exits_1(
         assert "UNIMPLEMENTED" in capsys.readouterr().err
     finally:
         server.stop(0)
+
+
+async def test_async_client_check_health(
+    health_server: tuple[str, health.HealthServicer],
+) -> None:
+    """The same answers from AsyncOcrClient.check_health as the CLI prints."""
+    address, servicer = health_server
+    servicer.set("ocr.v1.OcrService", health_pb2.HealthCheckResponse.NOT_SERVING)
+    async with AsyncOcrClient(address, timeout=5) as client:
+        assert await client.check_health() == "SERVING"  # "" is SERVING by default
+        assert await client.check_health("ocr.v1.OcrService") == "NOT_SERVING"
+        assert await client.check_health("no.such.Service") == "SERVICE_UNKNOWN"
+    async with AsyncOcrClient(f"127.0.0.1:{free_port()}", timeout=5) as client:
+        with pytest.raises(ServerUnavailable):
+            await client.check_health()
