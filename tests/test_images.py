@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import io
 import struct
+import time
 import zlib
 
 import cv2
 import numpy as np
 import pytest
+from PIL import Image as PILImage
 
 from ocr_core.errors import ErrorKind, InvalidInput, OcrError, TooLarge
-from ocr_core.images import RawPixels, decode_image, raw_to_bgr
+from ocr_core.images import RawPixels, declared_size, decode_image, raw_to_bgr
 
 MAX = 10_000_000
 
@@ -197,6 +200,192 @@ def test_decoded_image_over_max_pixels_too_large(ext: str) -> None:
         decode_image(data, max_pixels=199)
     # Exactly at the limit is allowed.
     assert decode_image(data, max_pixels=200).shape == (10, 20, 3)
+
+
+# --- sizes from headers (decompression bombs) --------------------------------------------
+
+
+def pil_encode(img: np.ndarray, fmt: str, mode: str | None = None, **options: object) -> bytes:
+    """``img`` saved by Pillow (converted to ``mode`` first), for what OpenCV cannot write."""
+    image = PILImage.fromarray(img)
+    out = io.BytesIO()
+    (image.convert(mode) if mode else image).save(out, fmt, **options)
+    return out.getvalue()
+
+
+def _rgba(h: int, w: int) -> np.ndarray:
+    rgba = np.dstack([bgr_pattern(h, w), np.full((h, w), 128, np.uint8)])
+    return rgba
+
+
+def big_endian_tiff(gray: np.ndarray) -> bytes:
+    """An uncompressed 8-bit gray TIFF in Motorola byte order (OpenCV and Pillow write Intel).
+
+    Width and height are LONG here (SHORT in the Intel files), so both tag types are read.
+    """
+    h, w = gray.shape
+    entries = [  # tag, type (3 SHORT, 4 LONG), value
+        (256, 4, w),
+        (257, 4, h),
+        (258, 3, 8),
+        (259, 3, 1),
+        (262, 3, 1),
+        (273, 4, 0),  # strip offset, patched below
+        (277, 3, 1),
+        (278, 4, h),
+        (279, 4, w * h),
+    ]
+    ifd_size = 2 + 12 * len(entries) + 4
+    pixels_at = 8 + ifd_size
+    ifd = struct.pack(">H", len(entries))
+    for tag, kind, value in entries:
+        value = pixels_at if tag == 273 else value
+        packed = struct.pack(">HI", value, 0)[:4] if kind == 3 else struct.pack(">I", value)
+        ifd += struct.pack(">HHI", tag, kind, 1) + packed
+    return b"MM\x00*" + struct.pack(">I", 8) + ifd + b"\x00" * 4 + gray.tobytes()
+
+
+def _exif() -> bytes:
+    """An EXIF block (APP1 before the frame header) with orientation 1, i.e. as stored."""
+    exif = PILImage.Exif()
+    exif[0x0112] = 1
+    exif[0x010F] = "test camera"
+    return exif.tobytes()
+
+
+ENCODINGS = {
+    "png": lambda img: encode(".png", img),
+    "jpeg": lambda img: encode(".jpg", img),
+    "progressive jpeg": lambda img: encode(".jpg", img, [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]),
+    "jpeg with restart markers": lambda img: encode(
+        ".jpg", img, [cv2.IMWRITE_JPEG_RST_INTERVAL, 1]
+    ),
+    "jpeg with exif": lambda img: pil_encode(img, "JPEG", exif=_exif()),
+    "cmyk jpeg": lambda img: pil_encode(img, "JPEG", mode="CMYK"),
+    "bmp": lambda img: encode(".bmp", img),
+    "tiff": lambda img: encode(".tiff", img),
+    "big-endian tiff": lambda img: big_endian_tiff(img[:, :, 0]),
+    "lossy webp (VP8)": lambda img: encode(".webp", img, [cv2.IMWRITE_WEBP_QUALITY, 90]),
+    "lossless webp (VP8L)": lambda img: encode(".webp", img, [cv2.IMWRITE_WEBP_QUALITY, 101]),
+    "webp with alpha (VP8X)": lambda img: pil_encode(_rgba(*img.shape[:2]), "WEBP"),
+    "gif": lambda img: pil_encode(img, "GIF"),
+}
+
+
+@pytest.mark.parametrize("name", list(ENCODINGS))
+@pytest.mark.parametrize(("h", "w"), [(1, 1), (13, 37), (300, 17)])
+def test_declared_size_is_the_decoded_size(name: str, h: int, w: int) -> None:
+    """The header readers agree with the decoder on real files of every accepted format."""
+    data = ENCODINGS[name](bgr_pattern(h, w))
+    assert declared_size(data) == (w, h)
+    assert_bgr8(decode_image(data, MAX), h, w)
+
+
+def _jpeg_with_size(w: int, h: int) -> bytes:
+    data = bytearray(encode(".jpg", bgr_pattern(8, 8)))
+    i = 2
+    while data[i + 1] != 0xC0:
+        i += 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
+    data[i + 5 : i + 9] = struct.pack(">HH", h, w)
+    return bytes(data)
+
+
+def _gif_with_size(w: int, h: int) -> bytes:
+    data = bytearray(pil_encode(bgr_pattern(8, 8)[:, :, 0], "GIF"))
+    data[6:10] = struct.pack("<HH", w, h)
+    return bytes(data)
+
+
+def _bmp_with_size(w: int, h: int) -> bytes:
+    data = bytearray(encode(".bmp", bgr_pattern(8, 8)))
+    data[18:26] = struct.pack("<ii", w, -h)  # negative: rows stored top-down
+    return bytes(data)
+
+
+def _tiff_with_size(w: int, h: int) -> bytes:
+    data = bytearray(encode(".tiff", bgr_pattern(8, 8)))
+    (ifd,) = struct.unpack("<I", data[4:8])
+    (count,) = struct.unpack("<H", data[ifd : ifd + 2])
+    for k in range(count):
+        entry = ifd + 2 + 12 * k
+        tag, kind = struct.unpack("<HH", data[entry : entry + 4])
+        if tag in (256, 257):
+            value = w if tag == 256 else h
+            fmt = "<H" if kind == 3 else "<I"
+            data[entry + 8 : entry + 8 + struct.calcsize(fmt)] = struct.pack(fmt, value)
+    return bytes(data)
+
+
+def _vp8l_with_size(w: int, h: int) -> bytes:
+    data = bytearray(encode(".webp", bgr_pattern(8, 8), [cv2.IMWRITE_WEBP_QUALITY, 101]))
+    assert data[12:16] == b"VP8L"
+    (bits,) = struct.unpack("<I", data[21:25])
+    data[21:25] = struct.pack("<I", (bits & ~0xFFFFFFF) | (w - 1) | (h - 1) << 14)
+    return bytes(data)
+
+
+def _vp8_with_size(w: int, h: int) -> bytes:
+    data = bytearray(encode(".webp", bgr_pattern(8, 8), [cv2.IMWRITE_WEBP_QUALITY, 90]))
+    assert data[12:16] == b"VP8 "
+    data[26:30] = struct.pack("<HH", w, h)
+    return bytes(data)
+
+
+def _vp8x_with_size(w: int, h: int) -> bytes:
+    data = bytearray(pil_encode(_rgba(8, 8), "WEBP"))
+    assert data[12:16] == b"VP8X"
+    data[24:30] = (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little")
+    return bytes(data)
+
+
+@pytest.mark.parametrize(
+    ("make", "w", "h"),
+    [
+        pytest.param(png_header_only, 50_000, 50_000, id="png"),
+        pytest.param(_jpeg_with_size, 20_000, 20_000, id="jpeg"),
+        pytest.param(_gif_with_size, 20_000, 20_000, id="gif"),
+        pytest.param(_bmp_with_size, 20_000, 20_000, id="bmp"),
+        pytest.param(_tiff_with_size, 20_000, 20_000, id="tiff"),
+        pytest.param(_vp8l_with_size, 16_384, 16_384, id="webp-vp8l"),
+        pytest.param(_vp8_with_size, 16_000, 16_000, id="webp-vp8"),
+        pytest.param(_vp8x_with_size, 16_384, 16_384, id="webp-vp8x"),
+    ],
+)
+def test_small_file_declaring_a_huge_image_is_refused_before_decoding(
+    make: object, w: int, h: int
+) -> None:
+    """A few hundred bytes declaring hundreds of megapixels: refused from the header alone.
+
+    Before sizes were read from every format's header, the JPEG here took 10 s and 2.3 GB
+    to decode and the GIF 3 GB; only PNG was checked first.
+    """
+    data = make(w, h)  # type: ignore[operator]
+    assert declared_size(data) == (w, h)
+    start = time.perf_counter()
+    with pytest.raises(TooLarge, match=f"{w}x{h} = {w * h} pixels"):
+        decode_image(data, MAX)
+    assert time.perf_counter() - start < 0.5
+
+
+@pytest.mark.parametrize(
+    ("ext", "img"),
+    [
+        (".jp2", bgr_pattern(64, 64)),
+        (".avif", bgr_pattern()),
+        (".pgm", bgr_pattern()[:, :, 0]),
+        (".ppm", bgr_pattern()),
+        (".ras", bgr_pattern()),
+        (".hdr", bgr_pattern().astype(np.float32) / 255),
+    ],
+)
+def test_formats_whose_size_cannot_be_read_first_are_refused(ext: str, img: np.ndarray) -> None:
+    """OpenCV decodes these, but their size is not checked before decoding, so they are
+    refused; the API only ever promised PNG, JPEG, BMP, TIFF and WebP (and GIF works)."""
+    data = encode(ext, img)
+    assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) is not None
+    assert declared_size(data) is None
+    with pytest.raises(InvalidInput, match="not a decodable PNG, JPEG, BMP, TIFF, WebP or GIF"):
+        decode_image(data, MAX)
 
 
 # --- raw pixels ------------------------------------------------------------------------------
