@@ -27,6 +27,8 @@ from ocr_core.sessions import SessionConfig, SessionPool
 PAGE_INPUT = 224
 PAGE_RESIZE_SHORT = 256
 PAGE_THRESHOLD = 0.6
+#: Longest side the page is resized to before the centre crop (16x the short side).
+_PAGE_MAX_RESIZED = 16 * PAGE_RESIZE_SHORT
 _IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 _IMAGENET_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 
@@ -85,6 +87,15 @@ def _page_tensor(image_bgr: np.ndarray) -> np.ndarray:
     """Resize the short side to 256 and centre-crop 224x224, as the classifier was trained."""
     h, w = image_bgr.shape[:2]
     scale = PAGE_RESIZE_SHORT / min(h, w)
+    # Only the centre survives the crop, so a page longer than _PAGE_MAX_RESIZED at 256 px
+    # is first cut to the middle part that resizes to that length. Without this a 1 x 100000
+    # "page" is resized to 256 x 25.6M pixels (20 GB); pages up to 16:1 are unchanged.
+    keep = math.ceil(_PAGE_MAX_RESIZED / scale)
+    if w > keep:
+        image_bgr = image_bgr[:, (w - keep) // 2 : (w - keep) // 2 + keep]
+    if h > keep:
+        image_bgr = image_bgr[(h - keep) // 2 : (h - keep) // 2 + keep]
+    h, w = image_bgr.shape[:2]
     new_w, new_h = max(PAGE_INPUT, round(w * scale)), max(PAGE_INPUT, round(h * scale))
     resized = cv2.resize(image_bgr, (new_w, new_h), interpolation=cv2.INTER_AREA)
     top, left = (new_h - PAGE_INPUT) // 2, (new_w - PAGE_INPUT) // 2

@@ -27,6 +27,7 @@ from ocr_core.geometry import (
     unrotate_points,
 )
 from ocr_core.layout import Box, reading_order
+from ocr_core.orientation import _page_tensor
 from ocr_core.pages import PageOptions
 
 # ---------------------------------------------------------------- geometry
@@ -77,6 +78,25 @@ def test_detector_input_size_is_bounded_and_stride_aligned() -> None:
     h, w = detector_input_size(187, 300, 1600)  # a small screenshot is scaled up
     assert min(h, w) >= 704 and h % 32 == 0 and w % 32 == 0
     assert detector_input_size(10, 4000, 1600)[1] == 1600
+
+
+@pytest.mark.parametrize(("h", "w"), [(1, 100_000), (100_000, 1), (20, 400_000), (600, 800)])
+def test_page_classifier_input_stays_small_for_extreme_pages(
+    monkeypatch: pytest.MonkeyPatch, h: int, w: int
+) -> None:
+    """The classifier scales the short side to 256 and keeps a 224 px centre crop.
+
+    Scaling the whole page first made a 1 x 100000 page a 256 x 25.6M resize (20 GB: the
+    server was OOM-killed by one RecognizePage). The resize is checked before it allocates.
+    """
+    real_resize = cv2.resize
+
+    def bounded_resize(src: np.ndarray, dsize: tuple[int, int], *args, **kwargs):  # type: ignore[no-untyped-def]
+        assert dsize[0] * dsize[1] <= 16 * 256 * 256, f"{src.shape} resized to {dsize}"
+        return real_resize(src, dsize, *args, **kwargs)
+
+    monkeypatch.setattr(cv2, "resize", bounded_resize)
+    assert _page_tensor(np.zeros((h, w, 3), np.uint8)).shape == (1, 3, 224, 224)
 
 
 def test_regions_become_scored_quads_in_page_pixels() -> None:
