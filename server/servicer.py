@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
 
 from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
@@ -313,8 +314,10 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
         """
         in_flight, pages_in_flight = semaphores
         seq = 0
+        received = 0
         try:
             async for request in request_iterator:
+                received += 1
                 if seq == 0 and not tasks and request.HasField("options"):
                     state.model = request.options.model
                     state.ordered = request.options.ordered
@@ -348,6 +351,19 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
             await done.put(None)
         except asyncio.CancelledError:
             raise
+        except DecodeError:
+            # A message that is not a StreamRecognizeRequest is the client's error, not a bug
+            # (INTERNAL), and nothing after it can be read. Answer the items already accepted,
+            # then fail the call.
+            if tasks:
+                await asyncio.gather(*tasks, return_exceptions=True)
+            await done.put(
+                InvalidInput(
+                    f"message {received + 1} of the stream is not a valid "
+                    "ocr.v1.StreamRecognizeRequest (corrupt protobuf wire format); the items "
+                    "before it were answered and nothing after it was read"
+                )
+            )
         except Exception as exc:  # handed to the response side, which maps it to a status
             await done.put(exc)
 

@@ -455,6 +455,20 @@ def _rows() -> list[Row]:
                 "bad-raw": Expect(INVALID, "has 1 bytes but width*height*channels"),
             },
         ),
+        Row(
+            name="bytes that are not a protobuf message",
+            # grpcio answers a unary message it cannot parse itself (UNKNOWN), before our code.
+            lines=b"\xff\xff\xff",
+            lines_expect=Expect(UNKNOWN, "Error parsing message with type"),
+            page=b"\x0a\x05abc",
+            page_expect=Expect(UNKNOWN, "Wire format was corrupt"),
+            stream=(item("before", line=fine), b"\xff\xff\xff", item("after", line=fine)),
+            stream_items={"before": Expect(OK, text="fine")},
+            stream_call=Expect(
+                INVALID,
+                "message 2 of the stream is not a valid ocr.v1.StreamRecognizeRequest",
+            ),
+        ),
     ]
 
 
