@@ -21,6 +21,7 @@ Pages: ``recognize_page`` and ``recognize_document`` return ``PageResult`` messa
 
 from __future__ import annotations
 
+from ocr_client.auth import tls_credentials
 from ocr_client.client import (
     AsyncOcrClient,
     LineResult,
@@ -62,5 +63,6 @@ __all__ = [
     "StreamItemResult",
     "Unauthenticated",
     "Word",
+    "tls_credentials",
     "to_proto_image",
 ]

@@ -32,6 +32,7 @@ from typing import Any, TextIO
 from google.protobuf import json_format
 
 from ocr_client import documents, formats
+from ocr_client.auth import tls_credentials
 from ocr_client.client import (
     DEFAULT_ADDRESS,
     DEFAULT_TIMEOUT_S,
@@ -116,7 +117,7 @@ def _cmd_lines(args: argparse.Namespace) -> int:
     _check_files(paths)
     model = ""
     lines: list[LineResult] = []
-    with OcrClient(args.address, timeout=args.timeout) as client:
+    with _client(args) as client:
         for chunk in _chunks(paths, MAX_IMAGES_PER_CALL):
             # _recognize is recognize_lines plus the model name the server reports.
             ran, chunk_lines = client._recognize(
@@ -282,7 +283,7 @@ def _cmd_pages(args: argparse.Namespace) -> int:
     failed = 0
     # --timeout is per page: the one stream carries every page.
     deadline = args.timeout * max(total, 1)
-    with OcrClient(args.address, timeout=args.timeout) as client:
+    with _client(args) as client:
         stream = client.stream_recognize(
             items(),
             model=args.model,
@@ -318,7 +319,7 @@ def _cmd_pages(args: argparse.Namespace) -> int:
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    with OcrClient(args.address, timeout=args.timeout) as client:
+    with _client(args) as client:
         models = client.list_models()
     if args.json:
         doc = {"models": [dataclasses.asdict(m) for m in models]}
@@ -334,7 +335,7 @@ def _cmd_models(args: argparse.Namespace) -> int:
 
 
 def _cmd_stats(args: argparse.Namespace) -> int:
-    with OcrClient(args.address, timeout=args.timeout) as client:
+    with _client(args) as client:
         stats = client.get_stats()
     print(
         json_format.MessageToJson(
@@ -350,7 +351,7 @@ def _cmd_stats(args: argparse.Namespace) -> int:
 def _cmd_health(args: argparse.Namespace) -> int:
     """One grpc.health.v1 Check: the status word on stdout, the exit status for scripts."""
     what = f"service {args.service!r}" if args.service else "the server"
-    with OcrClient(args.address, timeout=args.timeout) as client:
+    with _client(args) as client:
         try:
             status = client.check_health(args.service)
         except (ServerUnavailable, DeadlineExceeded) as err:
@@ -362,6 +363,30 @@ def _cmd_health(args: argparse.Namespace) -> int:
     if status == "SERVICE_UNKNOWN":
         print(f"error: {args.address} has no health status for {what}", file=sys.stderr)
     return EXIT_NOT_SERVING
+
+
+def _client(args: argparse.Namespace) -> OcrClient:
+    """A client with the connection options: TLS from the flags, the token from $OCR_TOKEN.
+
+    The token is read from the environment only, never from a flag, so it does not show in
+    the process list or the shell history.
+    """
+    credentials = None
+    if args.tls or args.ca or args.cert or args.key:
+        credentials = tls_credentials(args.ca, args.cert, args.key)
+    token = os.environ.get("OCR_TOKEN") or None
+    return OcrClient(args.address, timeout=args.timeout, credentials=credentials, token=token)
+
+
+def _add_tls_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="connect with TLS (implied by --ca/--cert); the system roots unless --ca",
+    )
+    parser.add_argument("--ca", metavar="PEM", help="CA bundle to trust for the server")
+    parser.add_argument("--cert", metavar="PEM", help="client certificate (mutual TLS)")
+    parser.add_argument("--key", metavar="PEM", help="private key of --cert")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -381,6 +406,7 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="deadline of each call in seconds (default: %(default)s)",
     )
+    _add_tls_arguments(common)
     parser = argparse.ArgumentParser(
         prog="ocr-client", description="Client of the OCR gRPC service."
     )
@@ -491,6 +517,7 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds to wait for the answer (default: %(default)s)",
     )
+    _add_tls_arguments(p_health)
     p_health.set_defaults(func=_cmd_health)
     return parser
 

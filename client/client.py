@@ -41,6 +41,7 @@ from typing import Any, Self
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from ocr_client.auth import AsyncBearerTokenInterceptor, BearerTokenInterceptor
 from ocr_client.errors import (
     OcrClientError,
     ServerError,
@@ -544,15 +545,22 @@ class OcrClient:
         timeout: float = DEFAULT_TIMEOUT_S,
         options: Sequence[tuple[str, Any]] = (),
         credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
     ) -> None:
         """``address``: one ``host:port``, or several servers (a list, a comma-separated
-        string, or a ``dns:///name:port`` target), see :func:`resolve_target`."""
+        string, or a ``dns:///name:port`` target), see :func:`resolve_target`.
+        ``credentials``: TLS (see :func:`ocr_client.tls_credentials`); ``token``: a bearer
+        token sent with every call, for servers started with auth tokens."""
         self._timeout = _check_timeout(timeout)
         self.address, self.target, opts = _target_and_options(address, options)
         if credentials is not None:
-            self._channel = grpc.secure_channel(self.target, credentials, options=opts)
+            channel = grpc.secure_channel(self.target, credentials, options=opts)
         else:
-            self._channel = grpc.insecure_channel(self.target, options=opts)
+            channel = grpc.insecure_channel(self.target, options=opts)
+        self._raw_channel = channel
+        if token:
+            channel = grpc.intercept_channel(channel, BearerTokenInterceptor(token))
+        self._channel = channel
         self._stub = ocr_pb2_grpc.OcrServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
@@ -564,7 +572,7 @@ class OcrClient:
 
     def close(self) -> None:
         """Close the channel; calls in flight are cancelled."""
-        self._channel.close()
+        self._raw_channel.close()
 
     def _deadline(self, timeout: float | None) -> float:
         return self._timeout if timeout is None else _check_timeout(timeout)
@@ -575,7 +583,7 @@ class OcrClient:
         Raises :class:`~ocr_client.ServerUnavailable` when it is not within the timeout.
         """
         seconds = self._deadline(timeout)
-        future = grpc.channel_ready_future(self._channel)
+        future = grpc.channel_ready_future(self._raw_channel)
         try:
             future.result(timeout=seconds)
         except grpc.FutureTimeoutError:
@@ -826,9 +834,11 @@ class AsyncOcrClient:
         timeout: float = DEFAULT_TIMEOUT_S,
         options: Sequence[tuple[str, Any]] = (),
         credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
     ) -> None:
-        """``address`` as for :class:`OcrClient` (host names in a list are resolved here,
-        before any event loop runs)."""
+        """``address``, ``credentials`` and ``token`` as for :class:`OcrClient` (host names
+        in a list are resolved here, before any event loop runs)."""
+        self._interceptors = [AsyncBearerTokenInterceptor(token)] if token else []
         self._timeout = _check_timeout(timeout)
         self.address, self.target, self._options = _target_and_options(address, options)
         self._credentials = credentials
@@ -856,10 +866,15 @@ class AsyncOcrClient:
         if self._channel is None:
             if self._credentials is not None:
                 self._channel = grpc.aio.secure_channel(
-                    self.target, self._credentials, options=self._options
+                    self.target,
+                    self._credentials,
+                    options=self._options,
+                    interceptors=self._interceptors,
                 )
             else:
-                self._channel = grpc.aio.insecure_channel(self.target, options=self._options)
+                self._channel = grpc.aio.insecure_channel(
+                    self.target, options=self._options, interceptors=self._interceptors
+                )
             self._stub = ocr_pb2_grpc.OcrServiceStub(self._channel)
         return self._stub
 

@@ -6,6 +6,7 @@ files, as an operator would configure it.
 
 from __future__ import annotations
 
+import os
 import secrets
 import subprocess
 import sys
@@ -215,3 +216,50 @@ def test_short_tokens_are_refused(tmp_path: Path) -> None:
     )
     assert result.returncode == 1
     assert "shorter than 16" in result.stderr + result.stdout
+
+
+def test_client_sends_its_token_sync_async_and_cli(token_server: ServerProcess) -> None:
+    import asyncio
+
+    from ocr_client import AsyncOcrClient, OcrClient, Unauthenticated
+
+    line = png(render_line("Hello World 2026"))
+    with OcrClient(token_server.address, token=TOKEN) as client:
+        assert client.recognize_line(line).text == "Hello World 2026"
+        assert [r.id for r in client.stream_recognize([("x", line)])] == ["x"]
+    with OcrClient(token_server.address) as client, pytest.raises(Unauthenticated):
+        client.recognize_line(line)
+
+    async def run() -> str:
+        async with AsyncOcrClient(token_server.address, token=ENV_TOKEN) as client:
+            return (await client.recognize_line(line)).text
+
+    assert asyncio.run(run()) == "Hello World 2026"
+    image = token_server.log_path.parent / "line.png"
+    image.write_bytes(line)
+    command = [sys.executable, "-m", "ocr_client.cli", "lines", str(image)]
+    command += ["--address", token_server.address]
+    env = {**os.environ, "OCR_TOKEN": TOKEN}
+    ok = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+    assert ok.returncode == 0 and "Hello World 2026" in ok.stdout
+    env.pop("OCR_TOKEN")
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+    assert refused.returncode != 0 and "Bearer" in refused.stderr
+
+
+def test_client_connects_with_mutual_tls(mtls_server: ServerProcess, pki) -> None:
+    from ocr_client import OcrClient, tls_credentials
+
+    port = mtls_server.address.rsplit(":", 1)[1]
+    credentials = tls_credentials(pki["ca"], pki["client_cert"], pki["client_key"])
+    with OcrClient(f"{HOST}:{port}", credentials=credentials) as client:
+        assert client.recognize_line(png(render_line("Hello World 2026"))).text == (
+            "Hello World 2026"
+        )
+    image = mtls_server.log_path.parent / "line.png"
+    image.write_bytes(png(render_line("Hello World 2026")))
+    command = [sys.executable, "-m", "ocr_client.cli", "lines", str(image), "--address"]
+    command += [f"{HOST}:{port}", "--ca", str(pki["ca"])]
+    command += ["--cert", str(pki["client_cert"]), "--key", str(pki["client_key"])]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "Hello World 2026" in result.stdout, result.stderr
