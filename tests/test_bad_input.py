@@ -86,7 +86,7 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
 
 
 def png_bomb(width: int, height: int) -> bytes:
-    """A ~100-byte PNG whose IHDR declares ``width`` x ``height`` 8-bit gray pixels.
+    """An 83-byte PNG whose IHDR declares ``width`` x ``height`` 8-bit gray pixels.
 
     The IDAT holds a few compressed zero rows; a decoder that trusts the header allocates
     width * height bytes (2.5 GB for 50000 x 50000) before finding the data short.
@@ -105,7 +105,7 @@ def jpeg_bomb(width: int, height: int) -> bytes:
     """A real 8x8 JPEG whose frame header (SOF0) is patched to ``width`` x ``height``.
 
     libjpeg fills the missing scan data with gray, so before the server read sizes from the
-    header this 300-byte file cost 2.3 GB and 10 s of decoding at 20000 x 20000.
+    header this 333-byte file cost over 2 GB and 10 s of decoding at 20000 x 20000.
     """
     ok, buf = cv2.imencode(".jpg", np.full((8, 8), 255, np.uint8))
     assert ok
@@ -118,7 +118,7 @@ def jpeg_bomb(width: int, height: int) -> bytes:
 
 
 def gif_bomb(width: int, height: int) -> bytes:
-    """A 37-byte GIF: a ``width`` x ``height`` logical screen holding one 1x1 frame.
+    """A 35-byte GIF: a ``width`` x ``height`` logical screen holding one 1x1 frame.
 
     The decoder allocates and clears the whole screen as its canvas (3 GB at 20000 x 20000).
     """
