@@ -34,6 +34,11 @@ from ocr_server.servicer import OcrServicer
 
 log = logging.getLogger(__name__)
 
+
+class ListenError(OSError):
+    """The address cannot be bound (in use without --reuse-port, or not ours to bind)."""
+
+
 SERVICE_NAME = ocr_pb2.DESCRIPTOR.services_by_name["OcrService"].full_name
 
 
@@ -156,7 +161,15 @@ async def serve(
         options=[
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.max_send_message_length", config.max_message_bytes),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", 1 if config.reuse_port else 0),
+            *(
+                [
+                    ("grpc.max_connection_age_ms", int(config.max_connection_age_s * 1000)),
+                    ("grpc.max_connection_age_grace_ms", int(config.grace_s * 1000)),
+                ]
+                if config.max_connection_age_s > 0
+                else []
+            ),
         ],
     )
     ocr_pb2_grpc.add_OcrServiceServicer_to_server(
@@ -178,12 +191,18 @@ async def serve(
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     address = f"{config.host}:{config.port}"
-    if credentials is not None:
-        port = server.add_secure_port(address, credentials)
-    else:
-        port = server.add_insecure_port(address)
+    try:
+        if credentials is not None:
+            port = server.add_secure_port(address, credentials)
+        else:
+            port = server.add_insecure_port(address)
+    except RuntimeError:  # grpcio raises "Failed to bind" where older versions returned 0
+        port = 0
     if port == 0:
-        raise RuntimeError(f"could not listen on {config.host}:{config.port}")
+        raise ListenError(
+            f"could not listen on {config.host}:{config.port}: the port is in use (another "
+            "server there needs --reuse-port on both to share it) or not allowed"
+        )
     await server.start()
     try:
         await engine.warm_up()

@@ -49,6 +49,8 @@ class ServerConfig:
     page_max_side: int = 1280
     metrics_port: int = 0
     max_concurrent_rpcs: int = 1000
+    reuse_port: bool = False
+    max_connection_age_s: float = 0.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
@@ -176,6 +178,22 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         type=int,
     )
     add(
+        "--reuse-port",
+        False,
+        "set SO_REUSEPORT so several server processes share one port (one per core on "
+        "bigger machines; the kernel spreads connections across them)",
+        type=_bool,
+        nargs="?",
+        const=True,
+    )
+    add(
+        "--max-connection-age-s",
+        d.max_connection_age_s,
+        "close client connections after this many seconds (0 = never), so clients "
+        "re-resolve DNS and spread over new replicas; in-flight calls get --grace-s",
+        type=float,
+    )
+    add(
         "--metrics-port",
         d.metrics_port,
         "serve Prometheus metrics at http://HOST:PORT/metrics (0 = off)",
@@ -259,6 +277,8 @@ def parse_config(
         page_max_side=a.page_max_side,
         metrics_port=a.metrics_port,
         max_concurrent_rpcs=a.max_concurrent_rpcs,
+        reuse_port=_bool(a.reuse_port),
+        max_connection_age_s=a.max_connection_age_s,
         tls_cert=a.tls_cert,
         tls_key=a.tls_key,
         tls_client_ca=a.tls_client_ca,
@@ -293,6 +313,8 @@ def _validate(parser: argparse.ArgumentParser, c: ServerConfig) -> None:
     for flag, value in positive.items():
         if value < 1:
             parser.error(f"{flag} must be at least 1, got {value}")
+    if c.max_connection_age_s < 0:
+        parser.error("--max-connection-age-s must not be negative")
     if c.max_delay_ms < 0 or c.grace_s < 0:
         parser.error("--max-delay-ms and --grace-s must not be negative")
     if not 0 <= c.metrics_port <= 65535:

@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from ocr_core.errors import OcrError
-from ocr_server.app import serve
+from ocr_server.app import ListenError, serve
 from ocr_server.config import parse_config
 from ocr_server.logs import configure_logging
 from ocr_server.security import SecurityConfigError
@@ -19,7 +19,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(config.log_level, config.log_format)
     try:
         asyncio.run(serve(config))
-    except (OcrError, SecurityConfigError) as exc:  # say why, no traceback
+    except (OcrError, SecurityConfigError, ListenError) as exc:  # say why, no traceback
         logging.getLogger("ocr_server").error("cannot start: %s", exc)
         return 1
     return 0
