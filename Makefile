@@ -36,3 +36,8 @@ bench: models
 .PHONY: bench-pages
 bench-pages: models
 	$(PY) -m bench.bench_pages $(ARGS)
+
+# Ten minutes of steady load at ~70 % of capacity; RSS growth and errors -> docs/reliability.md.
+.PHONY: soak
+soak: models
+	$(PY) -m bench.soak $(ARGS)

@@ -1,0 +1,240 @@
+"""Soak: a server under steady load (~70 % of capacity) for minutes; RSS growth and errors.
+
+Run: ``.venv/bin/python -m bench.soak --duration 600 --rate 25`` (``make soak``).
+
+An open-loop load (calls sent at a fixed rate whatever the answers do, like real traffic)
+of single-line ``RecognizeLines`` calls with the real line crops, from this process against
+a server process. Every ``--sample-s`` seconds the server's RSS is read from /proc. After
+``--warmup`` seconds (allocator pools, ONNX Runtime arenas and gRPC buffers settle) the RSS
+is the baseline; growth is the largest RSS after that, relative to the baseline. Writes a
+JSON result to bench/results and the "Soak" section of docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from bench.bench_lines import (
+    exact_command,
+    free_port,
+    load_lines,
+    machine_info,
+    percentile,
+    proc_status_kib,
+    server_command,
+    stop_server,
+    wait_serving,
+)
+from bench.common import update_markdown_section
+from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = "../shared/eval/real"
+
+
+class Load:
+    """Sends calls at a fixed rate on a background thread and records every outcome."""
+
+    def __init__(self, stub: Any, images: Sequence[bytes], rate: float, max_in_flight: int):
+        self._stub = stub
+        self._images = images
+        self._interval = 1.0 / rate
+        self._slots = threading.BoundedSemaphore(max_in_flight)
+        self._max_in_flight = max_in_flight
+        self._lock = threading.Lock()
+        self.results: list[tuple[float, float, str]] = []  # (sent at, latency s, code)
+        self.skipped = 0  # not sent: max_in_flight calls were still unanswered
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        """Stop sending, then wait (bounded) until every call sent has its answer."""
+        self._stop.set()
+        self._thread.join()
+        deadline = time.monotonic() + timeout_s
+        taken = 0
+        while taken < self._max_in_flight and time.monotonic() < deadline:
+            if self._slots.acquire(timeout=1.0):
+                taken += 1
+        for _ in range(taken):
+            self._slots.release()
+
+    def _run(self) -> None:
+        next_at = time.monotonic()
+        index = 0
+        while not self._stop.is_set():
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            next_at += self._interval
+            if not self._slots.acquire(blocking=False):
+                self.skipped += 1
+                continue
+            image = ocr_pb2.Image(data=self._images[index % len(self._images)])
+            index += 1
+            sent = time.monotonic()
+            future = self._stub.RecognizeLines.future(
+                ocr_pb2.RecognizeLinesRequest(images=[image]), timeout=60
+            )
+            future.add_done_callback(lambda f, sent=sent: self._done(f, sent))
+
+    def _done(self, future: Any, sent: float) -> None:
+        latency = time.monotonic() - sent
+        try:
+            future.result()
+            code = "OK"
+        except grpc.RpcError as exc:
+            code = exc.code().name
+        with self._lock:
+            self.results.append((sent, latency, code))
+        self._slots.release()
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    data = Path(args.data) if Path(args.data).is_absolute() else (REPO / args.data)
+    images = [line.data for line in load_lines(data.resolve())]
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    log_path = REPO / "bench" / "results" / f"soak-{time.strftime('%Y%m%d-%H%M%S')}-server.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(server_command(args, port), stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_serving(proc, address, 300)
+        samples: list[tuple[float, int]] = []
+        with grpc.insecure_channel(address) as channel:
+            load = Load(ocr_pb2_grpc.OcrServiceStub(channel), images, args.rate, args.in_flight)
+            start = time.monotonic()
+            load.start()
+            while (elapsed := time.monotonic() - start) < args.duration:
+                rss = proc_status_kib(proc.pid, "VmRSS")
+                samples.append((elapsed, rss or 0))
+                print(f"  {elapsed:6.0f} s  RSS {(rss or 0) / 1024:7.1f} MiB", flush=True)
+                time.sleep(args.sample_s)
+            load.stop()
+        shutdown = stop_server(proc, 10.0)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    after = [kib for t, kib in samples if t >= args.warmup]
+    baseline = after[0] if after else 0
+    results = sorted(load.results)
+    latencies = sorted(lat for _, lat, code in results if code == "OK")
+    errors: dict[str, int] = {}
+    for _, _, code in results:
+        if code != "OK":
+            errors[code] = errors.get(code, 0) + 1
+    minutes = []
+    for m in range(int(args.duration // 60) + 1):
+        window = sorted(
+            lat for t, lat, c in results if c == "OK" and m * 60 <= t - start < (m + 1) * 60
+        )
+        rss = [kib for t, kib in samples if m * 60 <= t < (m + 1) * 60]
+        if window and rss:
+            minutes.append(
+                {
+                    "minute": m + 1,
+                    "calls": len(window),
+                    "p50_ms": percentile(window, 50) * 1e3,
+                    "p99_ms": percentile(window, 99) * 1e3,
+                    "rss_mib": max(rss) / 1024,
+                }
+            )
+    return {
+        "command": exact_command().replace("bench.bench_lines", "bench.soak", 1),
+        "machine": machine_info(),
+        "rate": args.rate,
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "calls": len(results),
+        "ok": len(latencies),
+        "errors": errors,
+        "skipped": load.skipped,
+        "achieved_rate": len(latencies) / args.duration,
+        "p50_ms": percentile(latencies, 50) * 1e3 if latencies else None,
+        "p99_ms": percentile(latencies, 99) * 1e3 if latencies else None,
+        "rss_baseline_mib": baseline / 1024,
+        "rss_max_after_warmup_mib": max(after) / 1024 if after else None,
+        "rss_final_mib": samples[-1][1] / 1024 if samples else None,
+        "rss_growth_pct": (max(after) - baseline) / baseline * 100 if baseline else None,
+        "rss_mean_mib": statistics.fmean(kib for _, kib in samples) / 1024 if samples else None,
+        "minutes": minutes,
+        "shutdown": shutdown,
+        "server_log": str(log_path.relative_to(REPO)),
+    }
+
+
+def markdown(result: dict[str, Any]) -> list[str]:
+    verdict = "meets" if (result["rss_growth_pct"] or 0) < 5 and not result["errors"] else "misses"
+    lines = [
+        f"- Command: `{result['command']}`",
+        f"- Machine: {result['machine'].get('nproc', '?')} usable cores, "
+        f"{result['machine'].get('cpu_model', '')}",
+        f"- Load: {result['rate']:g} single-line RecognizeLines calls/s, open loop, real line "
+        f"crops, for {result['duration_s']:g} s; RSS baseline taken at {result['warmup_s']:g} s.",
+        "",
+        "| calls | OK | errors | not sent (in-flight cap) | achieved lines/s | p50 ms | p99 ms |",
+        "|---:|---:|---|---:|---:|---:|---:|",
+        f"| {result['calls']} | {result['ok']} | {result['errors'] or 'none'} | "
+        f"{result['skipped']} | {result['achieved_rate']:.1f} | {result['p50_ms']:.0f} | "
+        f"{result['p99_ms']:.0f} |",
+        "",
+        f"RSS: baseline {result['rss_baseline_mib']:.1f} MiB, largest after warm-up "
+        f"{result['rss_max_after_warmup_mib']:.1f} MiB, final {result['rss_final_mib']:.1f} MiB: "
+        f"growth **{result['rss_growth_pct']:.2f} %** after warm-up ({verdict} the < 5 % and "
+        "zero-error target).",
+        "",
+        "| minute | calls | p50 ms | p99 ms | peak RSS MiB |",
+        "|---:|---:|---:|---:|---:|",
+        *(
+            f"| {m['minute']} | {m['calls']} | {m['p50_ms']:.0f} | {m['p99_ms']:.0f} | "
+            f"{m['rss_mib']:.1f} |"
+            for m in result["minutes"]
+        ),
+        "",
+        f"Shutdown after the soak: exit {result['shutdown']['exit_code']} in "
+        f"{result['shutdown']['seconds']:.1f} s.",
+    ]
+    return lines
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__)
+    p.add_argument("--duration", type=float, default=600.0, help="seconds of load")
+    p.add_argument("--rate", type=float, default=25.0, help="calls (lines) per second")
+    p.add_argument("--in-flight", type=int, default=64, help="most unanswered calls")
+    p.add_argument("--warmup", type=float, default=60.0, help="seconds before the baseline")
+    p.add_argument("--sample-s", type=float, default=5.0, help="RSS sampling period")
+    p.add_argument("--data", default=DEFAULT_DATA, help="evaluation set (repo-relative)")
+    p.add_argument("--model", default="ppocr-v6-small")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--graph-optimization", default="all")
+    p.add_argument("--server-args", default="", help="extra ocr-server flags (one string)")
+    p.add_argument("--out", default="docs/reliability.md", help="report to update")
+    args = p.parse_args(argv)
+    result = run(args)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out_json = REPO / "bench" / "results" / f"soak-{stamp}.json"
+    out_json.write_text(json.dumps(result, indent=2))
+    update_markdown_section(REPO / args.out, "Soak", markdown(result))
+    print("\n".join(markdown(result)))
+    print(f"wrote {out_json.relative_to(REPO)} and {args.out}")
+    return 0 if not result["errors"] else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
