@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import grpc
 import pytest
@@ -69,4 +70,103 @@ def test_concurrent_calls_beyond_the_bound_are_refused_then_served(tmp_path) -> 
             assert response.results[0].text == "open stream"
     finally:
         release.set()
+        assert stop_server(srv) == 0, srv.log()
+
+
+def _vm_kib(pid: int, key: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"{key} not in /proc/{pid}/status")
+
+
+def test_four_times_capacity_sheds_load_keeps_latency_bounded_and_recovers(tmp_path) -> None:
+    """Open-loop load at 4x the measured capacity, for a bounded time and count, loopback.
+
+    Accepted calls must finish in about the time the bounded queue takes to drain; the rest
+    are refused at once with RESOURCE_EXHAUSTED; memory stays bounded; afterwards the queue
+    is empty and a call is answered promptly.
+    """
+    capacity_lines = 32
+    srv = start_server(tmp_path / "load.log", "--queue-capacity", str(capacity_lines))
+    line = ocr_pb2.Image(data=png(render_line("overload test " * 5)))
+    request = ocr_pb2.RecognizeLinesRequest(images=[line])
+    try:
+        with grpc.insecure_channel(srv.address) as channel:
+            stub = ocr_pb2_grpc.OcrServiceStub(channel)
+            # Capacity: a few closed-loop callers for 3 s.
+            done = []
+            stop_at = time.monotonic() + 3
+
+            def caller() -> None:
+                while time.monotonic() < stop_at:
+                    stub.RecognizeLines(request, timeout=30)
+                    done.append(1)
+
+            threads = [threading.Thread(target=caller) for _ in range(4)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            capacity = len(done) / 3
+            assert capacity > 1
+            # 4x capacity, open loop, in two phases of 6 s (bounded count), at most 512
+            # unanswered calls. Memory must plateau: the second phase, offered as much again,
+            # must not raise the peak (bounded by the queue, not by the offered load).
+            rate = 4 * capacity
+            outcomes: list[tuple[float, str]] = []
+            lock = threading.Lock()
+            slots = threading.BoundedSemaphore(512)
+
+            def finished(future, sent: float) -> None:
+                try:
+                    future.result()
+                    code = "OK"
+                except grpc.RpcError as exc:
+                    code = exc.code().name
+                with lock:
+                    outcomes.append((time.monotonic() - sent, code))
+                slots.release()
+
+            def overload(seconds: float) -> int:
+                start = time.monotonic()
+                sent = 0
+                while (now := time.monotonic()) - start < seconds:
+                    if sent >= rate * (now - start) or not slots.acquire(blocking=False):
+                        time.sleep(0.001)
+                        continue
+                    sent_at = time.monotonic()
+                    future = stub.RecognizeLines.future(request, timeout=60)
+                    future.add_done_callback(lambda f, t=sent_at: finished(f, t))
+                    sent += 1
+                return sent
+
+            sent = overload(6)
+            peak_first = _vm_kib(srv.process.pid, "VmHWM")
+            sent += overload(6)
+            deadline = time.monotonic() + 60
+            while len(outcomes) < sent:
+                assert time.monotonic() < deadline, "calls left unanswered"
+                time.sleep(0.05)
+            peak_second = _vm_kib(srv.process.pid, "VmHWM")
+
+            codes = [code for _, code in outcomes]
+            accepted = sorted(latency for latency, code in outcomes if code == "OK")
+            assert set(codes) <= {"OK", "RESOURCE_EXHAUSTED"}, set(codes)
+            assert codes.count("RESOURCE_EXHAUSTED") > sent // 3, "load was not shed"
+            assert len(accepted) > capacity * 6, "the server stopped serving under overload"
+            # A queued line waits at most for the queue ahead of it to drain.
+            drain_s = capacity_lines / capacity
+            assert accepted[int(0.99 * (len(accepted) - 1))] < 3 * drain_s + 2
+            assert peak_second - peak_first < 0.05 * peak_first, (peak_first, peak_second)
+
+            # Recovery: the queue empties and a call is answered like on an idle server.
+            deadline = time.monotonic() + 30
+            while stats(stub).queue_depth:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            t0 = time.monotonic()
+            assert stub.RecognizeLines(request, timeout=30).results[0].text
+            assert time.monotonic() - t0 < 2
+    finally:
         assert stop_server(srv) == 0, srv.log()
