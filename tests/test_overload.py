@@ -5,6 +5,7 @@ Uses the session server (default limits) and small-limit servers of its own.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from pathlib import Path
@@ -170,3 +171,60 @@ def test_four_times_capacity_sheds_load_keeps_latency_bounded_and_recovers(tmp_p
             assert time.monotonic() - t0 < 2
     finally:
         assert stop_server(srv) == 0, srv.log()
+
+
+def test_sigterm_under_load_answers_every_accepted_call(tmp_path) -> None:
+    """SIGTERM while callers keep calling: accepted calls and stream items all get their
+    answers (right text), new calls are refused with UNAVAILABLE, nothing else happens."""
+    srv = start_server(tmp_path / "sigterm.log", "--grace-s", "30")
+    text = "drain me " * 4
+    line = ocr_pb2.Image(data=png(render_line(text)))
+    request = ocr_pb2.RecognizeLinesRequest(images=[line] * 4)
+    outcomes: list[str] = []
+    lock = threading.Lock()
+    try:
+        with grpc.insecure_channel(srv.address) as channel:
+            stub = ocr_pb2_grpc.OcrServiceStub(channel)
+
+            def caller() -> None:
+                while True:
+                    try:
+                        response = stub.RecognizeLines(request, timeout=60)
+                        ok = [r.text for r in response.results] == [text.strip()] * 4
+                        outcome = "OK" if ok else "WRONG TEXT"
+                    except grpc.RpcError as exc:
+                        outcome = exc.code().name
+                    with lock:
+                        outcomes.append(outcome)
+                    if outcome != "OK":
+                        return
+
+            sigterm_sent = threading.Event()
+
+            def items():
+                # Half before SIGTERM, half after: the stream is accepted and stays open,
+                # so the second half must be read and answered during the grace period.
+                for i in range(40):
+                    if i == 20:
+                        sigterm_sent.wait(60)
+                    yield ocr_pb2.StreamRecognizeRequest(id=str(i), line=line)
+
+            stream = stub.StreamRecognize(items(), timeout=120)
+            threads = [threading.Thread(target=caller) for _ in range(6)]
+            for t in threads:
+                t.start()
+            time.sleep(3)
+            srv.process.send_signal(signal.SIGTERM)
+            sigterm_sent.set()
+            answers = list(stream)  # accepted before SIGTERM: every item answered
+            for t in threads:
+                t.join(120)
+        assert sorted(int(a.id) for a in answers) == list(range(40))
+        assert all(a.line.text == text.strip() for a in answers)
+        assert set(outcomes) <= {"OK", "UNAVAILABLE"}, set(outcomes)
+        assert outcomes.count("OK") > 0 and outcomes.count("UNAVAILABLE") == 6
+        assert srv.process.wait(60) == 0
+        assert "shutting down" in srv.log()
+    finally:
+        if srv.process.poll() is None:
+            stop_server(srv)
