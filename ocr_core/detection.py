@@ -10,15 +10,14 @@ by the mean probability inside it, then grown back ("unclipped") by area / perim
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pyclipper
 
-from ocr_core.errors import InvalidInput, ModelLoadError
+from ocr_core.errors import InvalidInput
 from ocr_core.geometry import Band, order_corners
-from ocr_core.sessions import SessionConfig, SessionPool
+from ocr_core.sessions import PooledModel
 
 #: Side lengths of the detector input must be multiples of this (the network's stride).
 STRIDE = 32
@@ -98,21 +97,11 @@ def detector_input_size(height: int, width: int, max_side: int) -> tuple[int, in
     return new_h, new_w
 
 
-class TextDetector:
+class TextDetector(PooledModel):
     """A DB detector run from the engine's worker threads (one session per running thread)."""
 
-    def __init__(self, sessions: SessionPool, input_name: str) -> None:
-        self._sessions = sessions
-        self._input_name = input_name
-
-    @classmethod
-    def load(cls, path: Path, config: SessionConfig, what: str) -> TextDetector:
-        pool = SessionPool.load(path, config, what, memory_arena=False)
-        inputs = pool.first.get_inputs()  # type: ignore[attr-defined]
-        if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[1] != 3:
-            shapes = [(i.name, i.shape) for i in inputs]
-            raise ModelLoadError(f"{what} ({path}): expected one input [1, 3, H, W], got {shapes}")
-        return cls(pool, str(inputs[0].name))
+    INPUT_SHAPE = "[1, 3, H, W]"
+    MEMORY_ARENA = False  # every page size is a new input shape
 
     def probability_map(self, image_bgr: np.ndarray, max_side: int) -> np.ndarray:
         """The detector's text probability for every pixel of the resized page (HxW float32)."""
@@ -123,8 +112,7 @@ class TextDetector:
         # (x / 255 - 0.5) / 0.5, the PP-OCRv6 detector's normalisation, written in place.
         np.multiply(resized.transpose(2, 0, 1), 2.0 / 255.0, out=tensor[0])
         tensor -= 1.0
-        with self._sessions.session() as session:
-            output = session.run(None, {self._input_name: tensor})[0]
+        output = self.run(tensor)
         if output.ndim != 4 or output.shape[2:] != (new_h, new_w):
             raise RuntimeError(f"detector output shape {output.shape} for input {tensor.shape}")
         return output[0, 0]

@@ -36,8 +36,6 @@ class DocumentLimits:
 class Document:
     """An opened document; ``page(i)`` gives page ``i`` as HxWx3 uint8 BGR."""
 
-    kind: str = "image"
-
     def __init__(self, page_count: int) -> None:
         self.page_count = page_count
 
@@ -89,8 +87,6 @@ class _ImageDocument(Document):
 
 
 class _TiffDocument(Document):
-    kind = "tiff"
-
     def __init__(self, data: bytes, limits: DocumentLimits) -> None:
         super().__init__(tiff_page_count(data))
         self._buffer = np.frombuffer(data, dtype=np.uint8)
@@ -144,8 +140,6 @@ def tiff_page_count(data: bytes) -> int:
 
 
 class _PdfDocument(Document):
-    kind = "pdf"
-
     def __init__(self, data: bytes, limits: DocumentLimits, lock: threading.Lock, dpi: int) -> None:
         try:
             import pypdfium2 as pdfium

@@ -10,12 +10,11 @@ every page goes through the same batcher as ``recognize_lines``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -25,7 +24,7 @@ from ocr_core.documents import Document, DocumentLimits, open_document
 from ocr_core.errors import InvalidInput, ModelNotFound, OcrError, TooLarge, Unsupported
 from ocr_core.images import RawPixels, decode_image, raw_to_bgr
 from ocr_core.pages import FoundLines, PageModels, PageOptions, PageText, assemble_page, find_lines
-from ocr_core.preprocess import PreparedLine, WidthBuckets, prepare_line, prepare_page_line
+from ocr_core.preprocess import PreparedLine, WidthBuckets, prepare_line
 from ocr_core.recognizer import LineRecognizer
 
 log = logging.getLogger(__name__)
@@ -53,7 +52,7 @@ class ServedModel:
     recognizer: LineRecognizer
     batcher: MicroBatcher
     buckets: WidthBuckets
-    pages: PageModels | None = field(default=None)
+    pages: PageModels | None = None
 
 
 class OcrEngine:
@@ -85,7 +84,8 @@ class OcrEngine:
         }
         self._preprocess_threads = preprocess_threads
         self._pool: ThreadPoolExecutor | None = None
-        self._page_slots: asyncio.Semaphore | None = None
+        # Not bound to a loop until first used (Python >= 3.10), so it can be made here.
+        self._page_slots = asyncio.Semaphore(request_limits.max_pages_in_flight)
         self._pdf_lock = threading.Lock()
 
     @property
@@ -95,7 +95,6 @@ class OcrEngine:
     def start(self) -> None:
         """Start the batchers and the preprocessing pool on the running loop."""
         self._pool = ThreadPoolExecutor(self._preprocess_threads, thread_name_prefix="preprocess")
-        self._page_slots = asyncio.Semaphore(self.request_limits.max_pages_in_flight)
         for served in self._models.values():
             served.batcher.start()
 
@@ -162,15 +161,10 @@ class OcrEngine:
         self, served: ServedModel, images: Sequence[ImageSource]
     ) -> list[PreparedLine]:
         height = served.recognizer.input_height
-        limits = self.request_limits
         prepared = []
         for index, image in enumerate(images):
             try:
-                if isinstance(image, RawPixels):
-                    bgr = raw_to_bgr(image, limits.max_image_pixels)
-                else:
-                    bgr = decode_image(image, limits.max_image_pixels)
-                prepared.append(prepare_line(bgr, height, served.buckets))
+                prepared.append(prepare_line(self._decode(image), height, served.buckets))
             except OcrError as exc:
                 if len(images) > 1:
                     raise type(exc)(f"image {index}: {exc}") from exc
@@ -189,9 +183,9 @@ class OcrEngine:
         served, options = self._page_request(model, options)
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
-        async with self._page_slot():
+        async with self._page_slots:
             found, lines = await loop.run_in_executor(
-                self._pool, self._find_page_lines, served, image, options
+                self._pool, lambda: self._lines_of(served, self._decode(image), options)
             )
             page = await self._finish_page(served, found, lines, options, deadline, page_index)
         return served.recognizer.name, page
@@ -248,10 +242,10 @@ class OcrEngine:
         deadline: float | None,
     ) -> PageText:
         loop = asyncio.get_running_loop()
-        async with self._page_slot():
+        async with self._page_slots:
             try:
                 found, lines = await loop.run_in_executor(
-                    self._pool, self._find_document_lines, served, document, index, options
+                    self._pool, lambda: self._lines_of(served, document.page(index), options)
                 )
             except OcrError as exc:
                 raise type(exc)(f"page {index + 1}: {exc}") from exc
@@ -271,12 +265,6 @@ class OcrEngine:
         options.validate()
         return served, options
 
-    @contextlib.asynccontextmanager
-    async def _page_slot(self) -> AsyncIterator[None]:
-        assert self._page_slots is not None, "engine not started"
-        async with self._page_slots:
-            yield
-
     async def _finish_page(
         self,
         served: ServedModel,
@@ -292,25 +280,18 @@ class OcrEngine:
             self._pool, assemble_page, found, texts, options, page_index
         )
 
-    def _find_page_lines(
-        self, served: ServedModel, image: ImageSource, options: PageOptions
-    ) -> tuple[FoundLines, list[PreparedLine]]:
+    def _decode(self, image: ImageSource) -> np.ndarray:
+        """An encoded file or raw pixels as HxWx3 uint8 BGR, within the pixel limit."""
         limit = self.request_limits.max_image_pixels
-        bgr = (
-            raw_to_bgr(image, limit) if isinstance(image, RawPixels) else decode_image(image, limit)
-        )
-        return self._lines_of(served, bgr, options)
-
-    def _find_document_lines(
-        self, served: ServedModel, document: Document, index: int, options: PageOptions
-    ) -> tuple[FoundLines, list[PreparedLine]]:
-        return self._lines_of(served, document.page(index), options)
+        if isinstance(image, RawPixels):
+            return raw_to_bgr(image, limit)
+        return decode_image(image, limit)
 
     def _lines_of(
         self, served: ServedModel, bgr: np.ndarray, options: PageOptions
     ) -> tuple[FoundLines, list[PreparedLine]]:
         assert served.pages is not None
-        found = find_lines(bgr, served.pages, options)
+        found, crops = find_lines(bgr, served.pages, options)
         height = served.recognizer.input_height
-        lines = [prepare_page_line(crop, height, served.buckets) for crop in found.crops]
+        lines = [prepare_line(c, height, served.buckets, squeeze_long=True) for c in crops]
         return found, lines

@@ -75,13 +75,6 @@ def crop_quad(image: np.ndarray, quad: np.ndarray) -> np.ndarray:
     )
 
 
-def span_quad(quad: np.ndarray, start: float, end: float) -> np.ndarray:
-    """The part of a line quad between fractions ``start`` and ``end`` of its length."""
-    top = quad[0] + (quad[1] - quad[0]) * np.array([[start], [end]], dtype=np.float32)
-    bottom = quad[3] + (quad[2] - quad[3]) * np.array([[end], [start]], dtype=np.float32)
-    return np.array([top[0], top[1], bottom[0], bottom[1]], dtype=np.float32)
-
-
 def rotate_image(image: np.ndarray, rotation: int) -> np.ndarray:
     """Rotate ``image`` clockwise by ``rotation`` degrees (0, 90, 180, 270)."""
     if rotation == 0:

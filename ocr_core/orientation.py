@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from ocr_core.errors import ModelLoadError
-from ocr_core.sessions import SessionConfig, SessionPool
+from ocr_core.sessions import PooledModel
 
 PAGE_INPUT = 224
 PAGE_RESIZE_SHORT = 256
@@ -50,31 +48,14 @@ def _windows(crop: np.ndarray) -> list[np.ndarray]:
     return [crop[:, s : s + size] for s in starts]
 
 
-def _input_name(pool: SessionPool, path: Path, what: str, shape_hint: str) -> str:
-    inputs = pool.first.get_inputs()  # type: ignore[attr-defined]
-    if len(inputs) != 1 or len(inputs[0].shape) != 4:
-        shapes = [(i.name, i.shape) for i in inputs]
-        raise ModelLoadError(f"{what} ({path}): expected one input {shape_hint}, got {shapes}")
-    return str(inputs[0].name)
-
-
-class PageOrientation:
+class PageOrientation(PooledModel):
     """The 0/90/180/270 page classifier."""
 
-    def __init__(self, sessions: SessionPool, input_name: str) -> None:
-        self._sessions = sessions
-        self._input_name = input_name
-
-    @classmethod
-    def load(cls, path: Path, config: SessionConfig, what: str) -> PageOrientation:
-        pool = SessionPool.load(path, config, what)
-        return cls(pool, _input_name(pool, path, what, "[N, 3, 224, 224]"))
+    INPUT_SHAPE = "[N, 3, 224, 224]"
 
     def upright_rotation(self, image_bgr: np.ndarray) -> tuple[int, float]:
         """(clockwise degrees that turn the page upright, the classifier's confidence)."""
-        with self._sessions.session() as session:
-            probs = session.run(None, {self._input_name: _page_tensor(image_bgr)})[0][0]
-        probs = _softmax_if_needed(np.asarray(probs, dtype=np.float32))
+        probs = _softmax_if_needed(self.run(_page_tensor(image_bgr))[0].astype(np.float32))
         label = int(np.argmax(probs))
         confidence = float(probs[label])
         if label >= 4 or confidence < PAGE_THRESHOLD:
@@ -111,17 +92,10 @@ def _softmax_if_needed(values: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
-class LineOrientation:
+class LineOrientation(PooledModel):
     """PP-OCR's 0/180 text-line classifier."""
 
-    def __init__(self, sessions: SessionPool, input_name: str) -> None:
-        self._sessions = sessions
-        self._input_name = input_name
-
-    @classmethod
-    def load(cls, path: Path, config: SessionConfig, what: str) -> LineOrientation:
-        pool = SessionPool.load(path, config, what)
-        return cls(pool, _input_name(pool, path, what, "[N, 3, 48, 192]"))
+    INPUT_SHAPE = "[N, 3, 48, 192]"
 
     def upside_down(self, crops: Sequence[np.ndarray]) -> list[bool]:
         """For each upright-read line crop (HxWx3 uint8 BGR): is it upside down?
@@ -149,9 +123,7 @@ class LineOrientation:
                 resized = cv2.resize(window, (new_w, LINE_HEIGHT))
                 np.multiply(resized.transpose(2, 0, 1), 2.0 / 255.0, out=batch[i, :, :, :new_w])
                 batch[i, :, :, :new_w] -= 1.0
-            with self._sessions.session() as session:
-                probs = np.asarray(session.run(None, {self._input_name: batch})[0])
-            for offset, row in enumerate(probs):
+            for offset, row in enumerate(self.run(batch)):
                 owner = owners[start + offset]
                 turned[owner] += float(row[1]) if row.shape[0] >= 2 else 0.0
                 counts[owner] += 1

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
 
 from ocr_core.ctc import LineText
 from ocr_core.detection import DetectionOptions, TextDetector
+from ocr_core.errors import InvalidInput
 from ocr_core.geometry import (
     bounds,
     crop_quad,
@@ -44,8 +46,6 @@ class PageOptions:
     min_confidence: float = 0.5
 
     def validate(self) -> None:
-        from ocr_core.errors import InvalidInput
-
         self.detection.validate()
         if not 0.0 <= self.min_confidence < 1.0:
             raise InvalidInput(
@@ -64,12 +64,11 @@ class PageModels:
 
 @dataclass
 class FoundLines:
-    """Lines found on a page, cut out and upright, waiting for recognition."""
+    """Where the lines of a page are, kept while their crops are being recognised."""
 
     width: int
     height: int
     rotation: int
-    crops: list[np.ndarray]
     #: Per line, the top and bottom edge points (upright page) of crop columns 0..width.
     edges: list[tuple[np.ndarray, np.ndarray]]
     upside_down: list[bool]
@@ -116,8 +115,15 @@ class PageText:
     page_index: int = 0
 
 
-def find_lines(image_bgr: np.ndarray, models: PageModels, options: PageOptions) -> FoundLines:
-    """Stage 1: orientation, detection, crops (runs in a worker thread)."""
+def find_lines(
+    image_bgr: np.ndarray, models: PageModels, options: PageOptions
+) -> tuple[FoundLines, list[np.ndarray]]:
+    """Stage 1: orientation, detection, crops (runs in a worker thread).
+
+    Returns the lines' positions and their upright crops; the crops are full-resolution,
+    so they are returned apart, to be dropped once resized for the recognizer rather than
+    held until the page is assembled.
+    """
     height, width = image_bgr.shape[:2]
     rotation = 0
     if options.correct_page_rotation and models.page_orientation is not None:
@@ -138,10 +144,10 @@ def find_lines(image_bgr: np.ndarray, models: PageModels, options: PageOptions) 
         flags = models.line_orientation.upside_down(crops)
         for i, flip in enumerate(flags):
             if flip:
-                crops[i] = np.ascontiguousarray(crops[i][::-1, ::-1])
+                crops[i] = cv2.rotate(crops[i], cv2.ROTATE_180)
                 top, bottom = edges[i]
                 edges[i] = (bottom[::-1], top[::-1])
-    return FoundLines(width, height, rotation, crops, edges, flags)
+    return FoundLines(width, height, rotation, edges, flags), crops
 
 
 def assemble_page(

@@ -69,32 +69,27 @@ def resized_width(height: int, width: int, target_height: int) -> int:
     return max(1, math.ceil(target_height * width / height))
 
 
-def prepare_line(image_bgr: np.ndarray, target_height: int, buckets: WidthBuckets) -> PreparedLine:
-    """Resize one HxWx3 uint8 BGR line image to the model height and pick its bucket."""
+def prepare_line(
+    image_bgr: np.ndarray, target_height: int, buckets: WidthBuckets, squeeze_long: bool = False
+) -> PreparedLine:
+    """Resize one HxWx3 uint8 BGR line image to the model height and pick its bucket.
+
+    A line longer than ``buckets.max_width`` at the model height is refused, since a client
+    can split it; ``squeeze_long`` is for crops the server cut from a page itself (over
+    ~85:1, a rule or a run of dots more often than text), which are squeezed horizontally
+    to fit instead. ``orig_width`` stays the image's width either way, so word positions
+    still map onto it.
+    """
     h, w = image_bgr.shape[:2]
     new_w = resized_width(h, w, target_height)
-    if new_w > buckets.max_width:
+    if squeeze_long:
+        new_w = min(new_w, buckets.max_width)
+    elif new_w > buckets.max_width:
         raise InvalidInput(
             f"line image is {w}x{h}: at the model height of {target_height} px it would be "
             f"{new_w} px wide, over the limit of {buckets.max_width} px; split the line into "
             "shorter pieces (or crop it closer to the text vertically if it is a single line)"
         )
-    resized = cv2.resize(image_bgr, (new_w, target_height), interpolation=cv2.INTER_LINEAR)
-    return PreparedLine(pixels=resized, orig_width=w, bucket_width=buckets.bucket(new_w))
-
-
-def prepare_page_line(
-    image_bgr: np.ndarray, target_height: int, buckets: WidthBuckets
-) -> PreparedLine:
-    """``prepare_line`` for a crop the server cut itself: never refused for its length.
-
-    A line longer than ``buckets.max_width`` at the model height (over ~85:1, a rule or a
-    run of dots more often than text) is squeezed horizontally to fit; a client sending such
-    a line to RecognizeLines gets an error instead, since it can split the line itself.
-    ``orig_width`` stays the crop's width, so word positions still map onto the page.
-    """
-    h, w = image_bgr.shape[:2]
-    new_w = min(resized_width(h, w, target_height), buckets.max_width)
     resized = cv2.resize(image_bgr, (new_w, target_height), interpolation=cv2.INTER_LINEAR)
     return PreparedLine(pixels=resized, orig_width=w, bucket_width=buckets.bucket(new_w))
 

@@ -13,7 +13,7 @@ import queue
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 import numpy as np
 
@@ -91,7 +91,6 @@ class SessionPool:
         for session in sessions:
             self._free.put(session)
         self.first = sessions[0]
-        self.size = len(sessions)
 
     @classmethod
     def load(
@@ -111,3 +110,37 @@ class SessionPool:
             yield session
         finally:
             self._free.put(session)
+
+
+class PooledModel:
+    """A model with one image input [N, 3, H, W], run from worker threads via a SessionPool.
+
+    The page detector and both orientation classifiers are this; subclasses add their own
+    pre- and post-processing around ``run``.
+    """
+
+    #: The input the model must have, as shown in the load error.
+    INPUT_SHAPE = "[N, 3, H, W]"
+    #: See ``create_session``: off for models whose input size varies a lot between runs.
+    MEMORY_ARENA = True
+
+    def __init__(self, sessions: SessionPool, input_name: str) -> None:
+        self._sessions = sessions
+        self._input_name = input_name
+
+    @classmethod
+    def load(cls, path: Path, config: SessionConfig, what: str) -> Self:
+        """Build the sessions and check the model has one 3-channel image input."""
+        pool = SessionPool.load(path, config, what, cls.MEMORY_ARENA)
+        inputs = pool.first.get_inputs()  # type: ignore[attr-defined]
+        if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[1] != 3:
+            shapes = [(i.name, i.shape) for i in inputs]
+            raise ModelLoadError(
+                f"{what} ({path}): expected one input {cls.INPUT_SHAPE}, got {shapes}"
+            )
+        return cls(pool, str(inputs[0].name))
+
+    def run(self, tensor: np.ndarray) -> np.ndarray:
+        """The model's first output for ``tensor``, on a session no other thread is using."""
+        with self._sessions.session() as session:
+            return np.asarray(session.run(None, {self._input_name: tensor})[0])

@@ -13,6 +13,8 @@ import asyncio
 import logging
 import signal
 from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -27,12 +29,14 @@ from ocr_core.orientation import LineOrientation, PageOrientation
 from ocr_core.pages import PageModels, PageOptions
 from ocr_core.recognizer import LineRecognizer, SessionConfig
 from ocr_core.registry import ModelRegistry, ModelSpec
+from ocr_core.sessions import PooledModel
 from ocr_server.config import ServerConfig
 from ocr_server.metrics import ServerMetrics
 from ocr_server.security import TokenAuthInterceptor, load_tokens, server_credentials
 from ocr_server.servicer import OcrServicer
 
 log = logging.getLogger(__name__)
+M = TypeVar("M", bound=PooledModel)
 
 
 class ListenError(OSError):
@@ -46,19 +50,14 @@ def load_page_models(spec: ModelSpec, sessions: SessionConfig) -> PageModels | N
     """The detector and classifiers of ``spec``, or None for a recognizer-only model."""
     if spec.detector_path is None:
         return None
-    what = f"model {spec.name!r}"
+
+    def optional(cls: type[M], path: Path | None, role: str) -> M | None:
+        return cls.load(path, sessions, f"model {spec.name!r} {role}") if path else None
+
     return PageModels(
-        detector=TextDetector.load(spec.detector_path, sessions, f"{what} detector"),
-        line_orientation=LineOrientation.load(
-            spec.line_classifier_path, sessions, f"{what} line classifier"
-        )
-        if spec.line_classifier_path is not None
-        else None,
-        page_orientation=PageOrientation.load(
-            spec.page_orientation_path, sessions, f"{what} page orientation"
-        )
-        if spec.page_orientation_path is not None
-        else None,
+        detector=TextDetector.load(spec.detector_path, sessions, f"model {spec.name!r} detector"),
+        line_orientation=optional(LineOrientation, spec.line_classifier_path, "line classifier"),
+        page_orientation=optional(PageOrientation, spec.page_orientation_path, "page orientation"),
     )
 
 

@@ -86,19 +86,19 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
             **kw,  # type: ignore[arg-type]
         )
 
+    def switch(flag: str, help_: str) -> None:
+        """An off-by-default switch: ``--flag``, ``--flag false`` or ``OCR_FLAG=1``."""
+        add(flag, False, help_, type=_bool, nargs="?", const=True)
+
     add("--host", d.host, "address to listen on ([::] = all interfaces, IPv4 and IPv6)")
     add("--port", d.port, "port to listen on (0 = pick a free one and log it)", type=int)
     add("--model", d.model, "default model name (empty = the manifest's default)")
     add("--extra-models", "", "comma-separated further models to serve")
     add("--models-config", None, "TOML file declaring user models (see README)", type=Path)
     add("--model-dir", None, "model cache folder (default: OCR_MODEL_DIR or ~/.cache)", type=Path)
-    add(
+    switch(
         "--no-fetch",
-        False,
         "fail instead of downloading missing model files",
-        type=_bool,
-        nargs="?",
-        const=True,
     )
     add(
         "--workers",
@@ -177,14 +177,10 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "calls (streams included) handled at once; beyond, gRPC answers RESOURCE_EXHAUSTED",
         type=int,
     )
-    add(
+    switch(
         "--reuse-port",
-        False,
         "set SO_REUSEPORT so several server processes share one port (one per core on "
         "bigger machines; the kernel spreads connections across them)",
-        type=_bool,
-        nargs="?",
-        const=True,
     )
     add(
         "--max-connection-age-s",
@@ -218,13 +214,9 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add("--grace-s", d.grace_s, "seconds in-flight calls get to finish on shutdown", type=float)
     add("--log-level", d.log_level, "DEBUG, INFO, WARNING or ERROR")
     add("--log-format", d.log_format, "text or json")
-    add(
+    switch(
         "--no-reflection",
-        False,
         "turn off gRPC server reflection",
-        type=_bool,
-        nargs="?",
-        const=True,
     )
     return parser
 

@@ -11,7 +11,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import grpc
@@ -60,7 +60,7 @@ class _StreamState:
 
     model: str = ""
     ordered: bool = False
-    page_options: PageOptions | None = None
+    page_options: PageOptions = field(default_factory=PageOptions)
 
 
 class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
@@ -80,7 +80,8 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
         self._stream_max_pages = stream_max_pages_in_flight
         self._page_defaults = page_defaults or PageOptions()
 
-    def _page_options(self, options: ocr_pb2.PageOptions | None) -> PageOptions:
+    def _page_options(self, options: ocr_pb2.PageOptions) -> PageOptions:
+        """Request options over the server's defaults; an unset message is all defaults."""
         return page_options(options, self._page_defaults)
 
     def _record(self, method: str, code: str, start: float) -> None:
@@ -146,7 +147,7 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
         self, request: ocr_pb2.RecognizePageRequest, context: grpc.aio.ServicerContext
     ) -> ocr_pb2.PageResult:
         async def call() -> ocr_pb2.PageResult:
-            options = self._page_options(request.options if request.HasField("options") else None)
+            options = self._page_options(request.options)
             model, page = await self._engine.recognize_page(
                 image_source(request.image), request.model, options, context.time_remaining()
             )
@@ -165,7 +166,7 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
         start = time.perf_counter()
         pages = 0
         try:
-            options = self._page_options(request.options if request.HasField("options") else None)
+            options = self._page_options(request.options)
             async for model, page in self._engine.recognize_document(
                 request.data, request.model, options, request.pdf_dpi, context.time_remaining()
             ):
@@ -253,7 +254,7 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
         pages_in_flight = asyncio.Semaphore(self._stream_max_pages)
         done: asyncio.Queue[_Item | BaseException | None] = asyncio.Queue()
         tasks: set[asyncio.Task[None]] = set()
-        state = _StreamState()
+        state = _StreamState(page_options=self._page_defaults)
         reader = asyncio.create_task(
             self._read_stream(
                 request_iterator, context, rid, (in_flight, pages_in_flight), done, tasks, state
@@ -322,9 +323,9 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
                     state.model = request.options.model
                     state.ordered = request.options.ordered
                     self._engine.resolve(state.model)  # unknown model: fail the stream at once
-                    if request.options.HasField("page_options"):
-                        state.page_options = self._page_options(request.options.page_options)
-                        state.page_options.validate()  # bad options: fail the stream at once
+                    # Unset fields (or no page_options at all) take the server's defaults.
+                    state.page_options = self._page_options(request.options.page_options)
+                    state.page_options.validate()  # bad options: fail the stream at once
                     if request.WhichOneof("item") is None:
                         continue
                     error = None
@@ -379,6 +380,7 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
         done: asyncio.Queue[_Item | BaseException | None],
     ) -> None:
         response = ocr_pb2.StreamRecognizeResponse(id=request.id)
+        outcome = "OK"
         try:
             if error is not None:
                 raise error
@@ -386,7 +388,7 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
                 model, page = await self._engine.recognize_page(
                     image_source(request.page),
                     state.model,
-                    state.page_options or self._page_defaults,
+                    state.page_options,
                     context.time_remaining(),
                 )
                 response.page.CopyFrom(page_result(page, model))
@@ -399,11 +401,10 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
             raise
         except Exception as exc:  # one item's error answers that item; the stream goes on
             code, message = status_for(exc, rid)
+            outcome = code.name
             response.error.CopyFrom(status_pb2.Status(code=code.value[0], message=message))
         if self._metrics is not None:
-            kind = "page" if is_page else "line"
-            outcome = "OK" if response.WhichOneof("result") != "error" else code.name
-            self._metrics.stream_items.labels(kind, outcome).inc()
-            if response.HasField("page"):
-                self._count_page(response.page.model)
+            self._metrics.stream_items.labels("page" if is_page else "line", outcome).inc()
+        if response.HasField("page"):
+            self._count_page(response.page.model)
         await done.put(_Item(seq, response, is_page))

@@ -43,7 +43,6 @@ from ocr_core.preprocess import (
     WidthBuckets,
     assemble_batch,
     prepare_line,
-    prepare_page_line,
     resized_width,
 )
 from ocr_server.convert import image_source, image_sources, page_options
@@ -249,7 +248,7 @@ def test_prepare_line_gives_the_model_height_and_a_bucket_by_the_rules(
         line = prepare_line(image, HEIGHT, buckets)
     except InvalidInput as exc:
         assert new_w > max_width and "split the line" in str(exc)
-        squeezed = prepare_page_line(image, HEIGHT, buckets)  # a page crop is never refused
+        squeezed = prepare_line(image, HEIGHT, buckets, squeeze_long=True)
         assert squeezed.pixels.shape == (HEIGHT, max_width, 3)
         assert squeezed.bucket_width == max_width and squeezed.orig_width == w
         return
