@@ -107,6 +107,17 @@ def start_server(
     raise RuntimeError(f"server not SERVING after {STARTUP_TIMEOUT_S} s:\n{server.log()}")
 
 
+def run_server_to_exit(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    """Run ``ocr-server`` with ``args`` and wait for it to exit (for settings that must fail)."""
+    return subprocess.run(
+        [sys.executable, "-m", "ocr_server.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO_ROOT,
+    )
+
+
 def stop_server(server: ServerProcess, timeout: float = 30.0) -> int:
     if server.process.poll() is None:
         server.process.send_signal(signal.SIGTERM)

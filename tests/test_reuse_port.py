@@ -12,7 +12,14 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from ocr_client import OcrClient
-from tests.conftest import REPO_ROOT, free_port, health_status, png, render_line
+from tests.conftest import (
+    REPO_ROOT,
+    free_port,
+    health_status,
+    png,
+    render_line,
+    run_server_to_exit,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -66,13 +73,7 @@ def test_without_reuse_port_a_second_process_cannot_bind(tmp_path) -> None:
     first = _start(port, tmp_path / "a.log")
     try:
         _wait_logged(tmp_path / "a.log", "serving ocr.v1.OcrService")
-        second = subprocess.run(
-            [sys.executable, "-m", "ocr_server.main", "--host", "127.0.0.1", "--port", str(port)],
-            capture_output=True,
-            text=True,
-            timeout=120,
-            cwd=REPO_ROOT,
-        )
+        second = run_server_to_exit("--host", "127.0.0.1", "--port", str(port))
         assert second.returncode == 1
         assert "--reuse-port" in second.stderr and "Traceback" not in second.stderr
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:

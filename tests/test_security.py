@@ -6,6 +6,7 @@ files, as an operator would configure it.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import subprocess
@@ -18,8 +19,16 @@ import pytest
 import trustme
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from ocr_client import AsyncOcrClient, OcrClient, Unauthenticated, tls_credentials
 from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
-from tests.conftest import REPO_ROOT, ServerProcess, png, render_line, start_server, stop_server
+from tests.conftest import (
+    ServerProcess,
+    png,
+    render_line,
+    run_server_to_exit,
+    start_server,
+    stop_server,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -74,18 +83,21 @@ def _recognize(channel: grpc.Channel, metadata: tuple = ()) -> ocr_pb2.Recognize
     )
 
 
-@pytest.fixture(scope="module")
-def tls_server(pki, tmp_path_factory) -> Iterator[ServerProcess]:
+def _tls_server(pki, folder: Path, mutual: bool) -> Iterator[ServerProcess]:
+    """A server with the test certificate; ``mutual`` also requires client certificates."""
+    client_ca = ["--tls-client-ca", str(pki["ca"])] if mutual else []
     srv = start_server(
-        tmp_path_factory.mktemp("tls") / "server.log",
-        "--tls-cert",
-        str(pki["cert"]),
-        "--tls-key",
-        str(pki["key"]),
-        channel_factory=_tls_channel(pki, with_client_cert=False),
+        folder / "server.log",
+        *("--tls-cert", str(pki["cert"]), "--tls-key", str(pki["key"]), *client_ca),
+        channel_factory=_tls_channel(pki, with_client_cert=mutual),
     )
     yield srv
     assert stop_server(srv) == 0, srv.log()
+
+
+@pytest.fixture(scope="module")
+def tls_server(pki, tmp_path_factory) -> Iterator[ServerProcess]:
+    yield from _tls_server(pki, tmp_path_factory.mktemp("tls"), mutual=False)
 
 
 def test_tls_server_answers_over_tls_only(tls_server: ServerProcess, pki) -> None:
@@ -110,18 +122,7 @@ def test_tls_client_refuses_a_server_from_another_ca(tls_server: ServerProcess, 
 
 @pytest.fixture(scope="module")
 def mtls_server(pki, tmp_path_factory) -> Iterator[ServerProcess]:
-    srv = start_server(
-        tmp_path_factory.mktemp("mtls") / "server.log",
-        "--tls-cert",
-        str(pki["cert"]),
-        "--tls-key",
-        str(pki["key"]),
-        "--tls-client-ca",
-        str(pki["ca"]),
-        channel_factory=_tls_channel(pki, with_client_cert=True),
-    )
-    yield srv
-    assert stop_server(srv) == 0, srv.log()
+    yield from _tls_server(pki, tmp_path_factory.mktemp("mtls"), mutual=True)
 
 
 def test_mutual_tls_needs_a_client_certificate(mtls_server: ServerProcess, pki) -> None:
@@ -193,13 +194,7 @@ def test_tokens_are_required_except_for_health(token_server: ServerProcess) -> N
     ],
 )
 def test_bad_security_settings_fail_fast_with_a_reason(args: list[str], message: str) -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "ocr_server.main", "--port", "0", "--no-fetch", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO_ROOT,
-    )
+    result = run_server_to_exit("--port", "0", "--no-fetch", *args)
     assert result.returncode == 1
     assert message in result.stderr + result.stdout
 
@@ -207,22 +202,12 @@ def test_bad_security_settings_fail_fast_with_a_reason(args: list[str], message:
 def test_short_tokens_are_refused(tmp_path: Path) -> None:
     tokens = tmp_path / "tokens.txt"
     tokens.write_text("short\n")
-    result = subprocess.run(
-        [sys.executable, "-m", "ocr_server.main", "--port", "0", "--auth-tokens-file", str(tokens)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=REPO_ROOT,
-    )
+    result = run_server_to_exit("--port", "0", "--auth-tokens-file", str(tokens))
     assert result.returncode == 1
     assert "shorter than 16" in result.stderr + result.stdout
 
 
 def test_client_sends_its_token_sync_async_and_cli(token_server: ServerProcess) -> None:
-    import asyncio
-
-    from ocr_client import AsyncOcrClient, OcrClient, Unauthenticated
-
     line = png(render_line("Hello World 2026"))
     with OcrClient(token_server.address, token=TOKEN) as client:
         assert client.recognize_line(line).text == "Hello World 2026"
@@ -248,8 +233,6 @@ def test_client_sends_its_token_sync_async_and_cli(token_server: ServerProcess) 
 
 
 def test_client_connects_with_mutual_tls(mtls_server: ServerProcess, pki) -> None:
-    from ocr_client import OcrClient, tls_credentials
-
     port = mtls_server.address.rsplit(":", 1)[1]
     credentials = tls_credentials(pki["ca"], pki["client_cert"], pki["client_key"])
     with OcrClient(f"{HOST}:{port}", credentials=credentials) as client:
