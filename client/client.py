@@ -49,7 +49,7 @@ from ocr_client.errors import (
     from_rpc_error,
     from_status,
 )
-from ocr_client.images import ColorOrder, ImageInput, to_proto_image
+from ocr_client.images import ColorOrder, ImageInput, fill_proto_image, to_proto_image
 from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
 
 __all__ = [
@@ -383,9 +383,10 @@ def _recognize_request(
     images: Sequence[ImageInput], model: str, color_order: ColorOrder | str
 ) -> ocr_pb2.RecognizeLinesRequest:
     """Converts every image first, so a bad input fails before anything is sent."""
-    return ocr_pb2.RecognizeLinesRequest(
-        images=[to_proto_image(im, color_order) for im in images], model=model
-    )
+    request = ocr_pb2.RecognizeLinesRequest(model=model)
+    for image in images:
+        fill_proto_image(request.images.add(), image, color_order)
+    return request
 
 
 def _lines_from_response(response: ocr_pb2.RecognizeLinesResponse, sent: int) -> list[LineResult]:
@@ -426,11 +427,8 @@ def _stream_request(
     is_page: bool = False,
 ) -> ocr_pb2.StreamRecognizeRequest:
     """One stream message; ``options`` only on the first (the server reads them there only)."""
-    proto_image = to_proto_image(image, color_order)
-    if is_page:
-        request = ocr_pb2.StreamRecognizeRequest(id=item_id, page=proto_image)
-    else:
-        request = ocr_pb2.StreamRecognizeRequest(id=item_id, line=proto_image)
+    request = ocr_pb2.StreamRecognizeRequest(id=item_id)
+    fill_proto_image(request.page if is_page else request.line, image, color_order)
     if options is not None:
         request.options.CopyFrom(options)
     return request
@@ -454,7 +452,8 @@ def _stream_requests(
 def _page_request(
     image: ImageInput, model: str, options: PageOptions | None, color_order: ColorOrder | str
 ) -> ocr_pb2.RecognizePageRequest:
-    request = ocr_pb2.RecognizePageRequest(image=to_proto_image(image, color_order), model=model)
+    request = ocr_pb2.RecognizePageRequest(model=model)
+    fill_proto_image(request.image, image, color_order)
     if options is not None:
         request.options.CopyFrom(options)
     return request

@@ -245,11 +245,13 @@ def iter_pages(
 
 
 def _raw_image(width: int, height: int, channels: int, pixels: bytes) -> ocr_pb2.Image:
-    order = ocr_pb2.COLOR_ORDER_RGB if channels == 3 else ocr_pb2.COLOR_ORDER_UNSPECIFIED
-    raw = ocr_pb2.RawImage(
-        width=width, height=height, channels=channels, pixels=pixels, color_order=order
-    )
-    return ocr_pb2.Image(raw=raw)
+    # Filled in place: ``Image(raw=RawImage(...))`` would copy the pixels a second time.
+    image = ocr_pb2.Image()
+    raw = image.raw
+    raw.width, raw.height, raw.channels = width, height, channels
+    raw.color_order = ocr_pb2.COLOR_ORDER_RGB if channels == 3 else ocr_pb2.COLOR_ORDER_UNSPECIFIED
+    raw.pixels = pixels
+    return image
 
 
 def _gray_or_rgb(pil_image: Any, image_module: Any) -> Any:

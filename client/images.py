@@ -17,7 +17,7 @@ from typing import Any, Literal, TypeAlias
 
 from ocr_client.proto.ocr.v1 import ocr_pb2
 
-__all__ = ["ColorOrder", "ImageInput", "to_proto_image"]
+__all__ = ["ColorOrder", "ImageInput", "fill_proto_image", "to_proto_image"]
 
 # Documents what is accepted; ``Any`` stands for a numpy-like uint8 array of shape (H, W),
 # (H, W, 1), (H, W, 3) or (H, W, 4), which cannot be typed without importing numpy.
@@ -49,8 +49,8 @@ def _dtype_name(dtype: object) -> str:
     return str(getattr(dtype, "name", dtype))
 
 
-def _raw_from_array(x: Any, color_order: str) -> ocr_pb2.RawImage:
-    """Pack a uint8 (H, W[, C]) array as interleaved, unpadded, C-order pixels."""
+def _fill_raw(raw: ocr_pb2.RawImage, x: Any, color_order: str) -> None:
+    """Pack a uint8 (H, W[, C]) array into ``raw`` as interleaved, unpadded, C-order pixels."""
     order = _color_order_enum(color_order)
     try:
         import numpy as np
@@ -84,16 +84,45 @@ def _raw_from_array(x: Any, color_order: str) -> ocr_pb2.RawImage:
         )
     if height < 1 or width < 1:
         raise ValueError(f"raw images must be at least 1x1 pixels, got shape {shape}")
+    raw.width = width
+    raw.height = height
+    raw.channels = channels
+    raw.color_order = order if channels >= 3 else ocr_pb2.COLOR_ORDER_UNSPECIFIED
     # tobytes() is C (row-major) order by default, which is what RawImage wants even for a
     # non-contiguous array when numpy was not there to make it contiguous.
-    pixels = x.tobytes()
-    return ocr_pb2.RawImage(
-        width=width,
-        height=height,
-        channels=channels,
-        pixels=pixels,
-        color_order=order if channels >= 3 else ocr_pb2.COLOR_ORDER_UNSPECIFIED,
-    )
+    raw.pixels = x.tobytes()
+
+
+def fill_proto_image(
+    target: ocr_pb2.Image, x: ImageInput, color_order: ColorOrder | str = "rgb"
+) -> None:
+    """:func:`to_proto_image` written into ``target``, an ``Image`` field of the request
+    being built (``request.page``, ``request.images.add()``).
+
+    The pixels are copied into the message once. Building an ``Image`` and handing it to the
+    request's constructor copies them again at every level of nesting, by a slow merge:
+    about three times the CPU time for a 2200 x 1700 RGB page. An ``ocr_pb2.Image`` input is
+    copied in with ``CopyFrom``.
+    """
+    if isinstance(x, ocr_pb2.Image):
+        target.CopyFrom(x)
+    elif isinstance(x, str | os.PathLike):
+        data = Path(x).read_bytes()
+        if not data:
+            raise ValueError(f"{os.fspath(x)!s}: the file is empty")
+        target.data = data
+    elif isinstance(x, bytes | bytearray | memoryview):
+        data = bytes(x)
+        if not data:
+            raise ValueError("image bytes are empty; expected an encoded image file")
+        target.data = data
+    elif _is_array_like(x):
+        _fill_raw(target.raw, x, color_order)
+    else:
+        raise TypeError(
+            f"cannot send a {type(x).__name__} as an image: pass a path, encoded image bytes "
+            "or a uint8 array of shape (H, W) or (H, W, 1|3|4)"
+        )
 
 
 def to_proto_image(x: ImageInput, color_order: ColorOrder | str = "rgb") -> ocr_pb2.Image:
@@ -112,19 +141,6 @@ def to_proto_image(x: ImageInput, color_order: ColorOrder | str = "rgb") -> ocr_
     """
     if isinstance(x, ocr_pb2.Image):
         return x
-    if isinstance(x, str | os.PathLike):
-        data = Path(x).read_bytes()
-        if not data:
-            raise ValueError(f"{os.fspath(x)!s}: the file is empty")
-        return ocr_pb2.Image(data=data)
-    if isinstance(x, bytes | bytearray | memoryview):
-        data = bytes(x)
-        if not data:
-            raise ValueError("image bytes are empty; expected an encoded image file")
-        return ocr_pb2.Image(data=data)
-    if _is_array_like(x):
-        return ocr_pb2.Image(raw=_raw_from_array(x, color_order))
-    raise TypeError(
-        f"cannot send a {type(x).__name__} as an image: pass a path, encoded image bytes "
-        "or a uint8 array of shape (H, W) or (H, W, 1|3|4)"
-    )
+    image = ocr_pb2.Image()
+    fill_proto_image(image, x, color_order)
+    return image
