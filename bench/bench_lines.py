@@ -27,87 +27,40 @@ import datetime as dt
 import itertools
 import json
 import multiprocessing
-import os
-import platform
 import shlex
-import signal
-import socket
-import subprocess
 import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from bench.common import update_markdown_section
+from bench.common import (
+    DEFAULT_DATA,
+    REPO_ROOT,
+    RESULTS_DIR,
+    LineImage,
+    exact_command,
+    load_lines,
+    machine_busy_seconds,
+    machine_info,
+    percentile,
+    proc_cpu_seconds,
+    proc_status_kib,
+    repo_path,
+    repo_relative,
+    running_server,
+    update_markdown_section,
+)
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = "../shared/eval/real"
-RESULTS_DIR = REPO_ROOT / "bench" / "results"
-HEALTH_TIMEOUT_S = 120.0
-# Extra seconds, beyond the server's own --grace-s, that SIGTERM may take before it counts
-# as a failed shutdown (interpreter teardown, closing the ONNX Runtime sessions).
-SHUTDOWN_SLACK_S = 10.0
-# A line is this wide (at the model height) at most in the server's default limits; the
-# project's WidthBuckets() default matches it.
+# The server's default --max-image-pixels: the raw run decodes each line under the same limit.
 MAX_IMAGE_PIXELS = 16_000_000
 
 
-# --------------------------------------------------------------------------- data
-
-
-@dataclass(frozen=True)
-class LineImage:
-    """One line crop of the evaluation set: its id, file and encoded bytes."""
-
-    id: str
-    path: Path
-    data: bytes
-
-
-def load_lines(data_dir: Path) -> list[LineImage]:
-    """The ``kind == "line"`` items of ``manifest.jsonl``; exits with a message if absent.
-
-    The set lives outside the repository (``../shared/eval/real``), so a checkout without it
-    must say where it looked rather than fail with a traceback.
-    """
-    manifest = data_dir / "manifest.jsonl"
-    if not manifest.is_file():
-        raise SystemExit(
-            f"bench_lines: no evaluation set at {data_dir} (expected {manifest}); "
-            "pass --data DIR pointing at the folder holding manifest.jsonl and lines/"
-        )
-    lines: list[LineImage] = []
-    for number, text in enumerate(manifest.read_text(encoding="utf-8").splitlines(), 1):
-        if not text.strip():
-            continue
-        item = json.loads(text)
-        if item.get("kind") != "line":
-            continue
-        path = data_dir / item["image"]
-        if not path.is_file():
-            raise SystemExit(f"bench_lines: {manifest}:{number} lists {path}, which is missing")
-        lines.append(LineImage(str(item["id"]), path, path.read_bytes()))
-    if not lines:
-        raise SystemExit(f"bench_lines: {manifest} lists no items with kind == 'line'")
-    return lines
-
-
 # --------------------------------------------------------------------------- statistics
-
-
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile ``q`` (0..100) of already sorted values; NaN if empty."""
-    if not sorted_values:
-        return float("nan")
-    pos = (len(sorted_values) - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
 
 
 class Call(NamedTuple):
@@ -349,159 +302,35 @@ def measure_raw(model_path: Path, height: int, lines: Sequence[LineImage], args:
     }
 
 
-# --------------------------------------------------------------------------- server process
-
-
-def free_port() -> int:
-    """A port that was free a moment ago (the server does not report a port 0 it picked)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def proc_cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` (all its threads) from /proc."""
-    text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text.rsplit(")", 1)[1].split()  # fields[0] is field 3 (state)
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def machine_busy_seconds() -> float:
-    """CPU seconds all cores have spent busy since boot (/proc/stat), for "other load".
-
-    The machine may be shared (other people's tests): busy time that is neither the
-    server's nor the load generator's says how much of the cores someone else took during a
-    window, so a disturbed run can be recognised instead of trusted.
-    """
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def proc_status_kib(pid: int, key: str) -> int | None:
-    """A ``kB`` value (e.g. VmHWM, the peak RSS) from /proc/<pid>/status."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    return None
-
-
-def server_command(args: Any, port: int) -> list[str]:
-    """The ``ocr-server`` command line: the installed script next to this interpreter."""
-    script = Path(sys.executable).parent / "ocr-server"
-    base = [str(script)] if script.exists() else [sys.executable, "-m", "ocr_server.main"]
-    return [
-        *base,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--model",
-        args.model,
-        "--workers",
-        str(args.workers),
-        "--threads",
-        str(args.threads),
-        "--graph-optimization",
-        args.graph_optimization,
-        "--no-fetch",
-        *shlex.split(args.server_args),
-    ]
-
-
-def wait_serving(proc: subprocess.Popen[bytes], address: str, timeout_s: float) -> float:
-    """Poll grpc health (service "") until SERVING; returns the seconds it took.
-
-    Fails early if the server process exits, so a bad flag or model shows at once.
-    """
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    t0 = time.monotonic()
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with status {proc.returncode} before SERVING")
-            try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2.0)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return time.monotonic() - t0
-            except grpc.RpcError:
-                pass
-            if time.monotonic() - t0 > timeout_s:
-                raise TimeoutError(f"server at {address} not SERVING within {timeout_s:g} s")
-            time.sleep(0.2)
-
-
-def stop_server(proc: subprocess.Popen[bytes], grace_s: float) -> dict[str, Any]:
-    """SIGTERM, then wait the server's grace period plus slack; kill if it overruns."""
-    if proc.poll() is not None:
-        return {"exit_code": proc.returncode, "seconds": 0.0, "clean": False, "killed": False}
-    t0 = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
-    try:
-        code = proc.wait(timeout=grace_s + SHUTDOWN_SLACK_S)
-        killed = False
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        code = proc.wait()
-        killed = True
-    seconds = time.monotonic() - t0
-    return {
-        "exit_code": code,
-        "seconds": seconds,
-        "clean": code == 0 and not killed,
-        "killed": killed,
-    }
-
-
 # --------------------------------------------------------------------------- load process
 
 
-def load_level(
-    address: str,
-    paths: Sequence[str],
-    concurrency: int,
-    warmup_s: float,
-    duration_s: float,
-    model: str,
-    server_pid: int,
-    workers: int,
-    timeout_s: float,
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Level:
+    """One concurrency level for the load process: where the server is and how to load it."""
+
+    address: str
+    paths: tuple[str, ...]  # the line crops' files, read by the load process itself
+    concurrency: int
+    warmup_s: float
+    duration_s: float
+    model: str
+    server_pid: int  # for its CPU time
+    workers: int  # the server's inference workers, for "worker busy"
+    timeout_s: float  # deadline per call
+
+
+def load_level(level: Level) -> dict[str, Any]:
     """Entry point of the load process: drive one concurrency level, return its figures.
 
     Runs in a spawned process so the load generator's Python work (building requests,
     reading responses) never takes the server's GIL. The images (82 small files) are read
     before the measured window.
     """
-    return asyncio.run(
-        _drive(
-            address,
-            [Path(p).read_bytes() for p in paths],
-            concurrency,
-            warmup_s,
-            duration_s,
-            model,
-            server_pid,
-            workers,
-            timeout_s,
-        )
-    )
+    return asyncio.run(_drive(level, [Path(p).read_bytes() for p in level.paths]))
 
 
-async def _drive(
-    address: str,
-    images: Sequence[bytes],
-    concurrency: int,
-    warmup_s: float,
-    duration_s: float,
-    model: str,
-    server_pid: int,
-    workers: int,
-    timeout_s: float,
-) -> dict[str, Any]:
+async def _drive(level: Level, images: Sequence[bytes]) -> dict[str, Any]:
     """``concurrency`` workers, each sending one line per RecognizeLines call, back to back.
 
     Workers take the next line from one shared cursor, so the calls form one sequence over
@@ -515,10 +344,10 @@ async def _drive(
     cursor = 0
     snapshots: list[tuple[float, Any, float, float, float]] = []
 
-    async with AsyncOcrClient(address, timeout=timeout_s) as client:
+    async with AsyncOcrClient(level.address, timeout=level.timeout_s) as client:
         await client.wait_ready(30)
-        m0 = time.perf_counter() + warmup_s
-        m1 = m0 + duration_s
+        m0 = time.perf_counter() + level.warmup_s
+        m1 = m0 + level.duration_s
 
         async def worker() -> None:
             nonlocal cursor
@@ -528,7 +357,7 @@ async def _drive(
                 t0 = time.perf_counter()
                 failure = None
                 try:
-                    await client.recognize_lines([images[index % len(images)]], model=model)
+                    await client.recognize_lines([images[index % len(images)]], model=level.model)
                 except OcrClientError as exc:
                     failure = type(exc).__name__
                 calls.append(
@@ -541,7 +370,7 @@ async def _drive(
                 (
                     time.perf_counter(),
                     stats,
-                    proc_cpu_seconds(server_pid),
+                    proc_cpu_seconds(level.server_pid),
                     time.process_time(),
                     machine_busy_seconds(),
                 )
@@ -553,7 +382,7 @@ async def _drive(
             await asyncio.sleep(max(0.0, m1 - time.perf_counter()))
             await snapshot()
 
-        await asyncio.gather(sampler(), *(worker() for _ in range(concurrency)))
+        await asyncio.gather(sampler(), *(worker() for _ in range(level.concurrency)))
 
     kept, cycles = measured_calls(calls, len(images), m0, m1)
     ok = [c for c in kept if c.error is None]
@@ -565,8 +394,8 @@ async def _drive(
     server_cores = (cb - ca) / window
     generator_cores = (pb - pa) / window
     other_cores = max(0.0, (mb - ma) / window - server_cores - generator_cores)
-    before = _batcher(sa, model)
-    after = _batcher(sb, model)
+    before = _batcher(sa, level.model)
+    after = _batcher(sb, level.model)
     d_lines = after.lines_inferred - before.lines_inferred
     d_batches = after.batches - before.batches
     d_content = after.content_pixels - before.content_pixels
@@ -579,15 +408,15 @@ async def _drive(
         if v - before.batch_size_counts.get(k, 0) > 0
     }
     return {
-        "concurrency": concurrency,
-        "seconds": duration_s,
+        "concurrency": level.concurrency,
+        "seconds": level.duration_s,
         "cycles": cycles,
         "lines": len(lat_ms),
         "errors": sum(errors.values()),
         "error_kinds": dict(errors),
         # A failed call held its worker too: it counts in the call time but as 0 lines.
-        "lines_per_s": closed_loop_rate(kept, concurrency),
-        "lines_per_s_window": window_lines / duration_s,
+        "lines_per_s": closed_loop_rate(kept, level.concurrency),
+        "lines_per_s_window": window_lines / level.duration_s,
         "latency_ms": {
             "p50": percentile(lat_ms, 50),
             "p95": percentile(lat_ms, 95),
@@ -603,7 +432,7 @@ async def _drive(
             "padding_waste": d_padded / (d_content + d_padded) if d_content + d_padded else 0.0,
             "queue_wait_ms_mean": d_wait / d_lines if d_lines else float("nan"),
             "inference_ms_per_line": d_infer / d_lines if d_lines else float("nan"),
-            "worker_busy": d_infer / (window * 1e3 * workers) if window > 0 else float("nan"),
+            "worker_busy": d_infer / (window * 1e3 * level.workers) if window > 0 else float("nan"),
             "dropped_cancelled": after.dropped_cancelled - before.dropped_cancelled,
             "dropped_expired": after.dropped_expired - before.dropped_expired,
             "rejected_queue_full": after.rejected_queue_full - before.rejected_queue_full,
@@ -631,56 +460,6 @@ def _batcher(stats: Any, model: str) -> Any:
 
 
 # --------------------------------------------------------------------------- report
-
-
-def machine_info() -> dict[str, Any]:
-    """What the figures depend on: cores, CPU model, library versions, load at start."""
-    import grpc
-    import onnxruntime
-
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except AttributeError:
-        usable = os.cpu_count() or 1
-    try:
-        loadavg = Path("/proc/loadavg").read_text().split()[:3]
-    except OSError:
-        loadavg = []
-    return {
-        "nproc": usable,
-        "cpu_model": cpu,
-        "onnxruntime": onnxruntime.__version__,
-        "grpcio": grpc.__version__,
-        "python": platform.python_version(),
-        "kernel": platform.release(),
-        "loadavg_at_start": loadavg,
-    }
-
-
-def exact_command() -> str:
-    """The command as typed from the repository root (interpreter path made relative)."""
-    exe = Path(sys.executable)
-    try:
-        shown = str(exe.relative_to(REPO_ROOT))
-    except ValueError:
-        shown = str(exe)
-    return shlex.join([shown, "-m", "bench.bench_lines", *sys.argv[1:]])
-
-
-def _repo_relative(arg: str) -> str:
-    """``arg`` relative to the repository root if it is a path inside it, for the report."""
-    path = Path(arg)
-    if path.is_absolute() and path.is_relative_to(REPO_ROOT):
-        return str(path.relative_to(REPO_ROOT))
-    return arg
 
 
 def _f(x: float, digits: int = 1) -> str:
@@ -907,7 +686,7 @@ def write_markdown(path: Path, result: dict) -> None:
         "",
         "### Server (separate process) under load from a separate process",
         "",
-        f"`{shlex.join(_repo_relative(a) for a in srv['command'])}`; health SERVING after "
+        f"`{shlex.join(repo_relative(a) for a in srv['command'])}`; health SERVING after "
         f"{srv['ready_s']:.1f} s. "
         "The load process runs one asyncio loop with *concurrency* workers sharing one "
         "`AsyncOcrClient` channel, each sending one line per `RecognizeLines` call back to "
@@ -919,13 +698,14 @@ def write_markdown(path: Path, result: dict) -> None:
         "",
         *server_table(srv["levels"], raw["limit_lines_per_s"]),
         "",
-        f"Server peak RSS (VmHWM): {rss / 1024:.0f} MiB. " if rss else "Peak RSS: n/a. ",
+        (f"Server peak RSS (VmHWM): {rss / 1024:.0f} MiB. " if rss else "Peak RSS: n/a. ")
+        + f"SIGTERM: exit status {stop['exit_code']} after {stop['seconds']:.1f} s "
+        f"({'clean' if stop['clean'] else 'NOT clean'}; grace {s['grace_s']:g} s).",
+        "",
+        "### What limits it",
+        "",
+        analysis(result),
     ]
-    text[-1] += (
-        f"SIGTERM: exit status {stop['exit_code']} after {stop['seconds']:.1f} s "
-        f"({'clean' if stop['clean'] else 'NOT clean'}; grace {s['grace_s']:g} s)."
-    )
-    text += ["", "### What limits it", "", analysis(result)]
     update_markdown_section(path, REPORT_SECTION, text)
 
 
@@ -965,10 +745,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    data_dir = Path(args.data)
-    if not data_dir.is_absolute():
-        data_dir = REPO_ROOT / data_dir
-    lines = load_lines(data_dir)
+    data_dir = repo_path(args.data)
+    lines = load_lines(data_dir, "bench_lines")
 
     from ocr_core.registry import ModelRegistry
 
@@ -976,7 +754,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = dt.datetime.now().astimezone()
     result: dict[str, Any] = {
         "date": started.isoformat(timespec="seconds"),
-        "command": exact_command(),
+        "command": exact_command("bench.bench_lines"),
         "machine": machine_info(),
         "settings": {
             "model": args.model,
@@ -997,54 +775,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     result["raw"] = measure_raw(spec.recognizer_path, spec.input_height, lines, args)
     print("\n".join(raw_table(result["raw"])), flush=True)
 
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     stamp = started.strftime("%Y%m%d-%H%M%S")
     log_path = RESULTS_DIR / f"lines-{stamp}-server.log"
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    command = [*server_command(args, port), "--grace-s", str(args.grace_s)]
     levels: list[dict[str, Any]] = []
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+    with running_server(args, log_path, args.grace_s) as server:
+        base = Level(
+            address=server.address,
+            paths=tuple(str(x.path) for x in lines),
+            concurrency=0,  # each level's, below
+            warmup_s=args.warmup,
+            duration_s=args.duration,
+            model=args.model,
+            server_pid=server.pid,
+            workers=args.workers,
+            timeout_s=args.timeout,
         )
-        try:
-            print(f"server pid {proc.pid} on {address}, log {log_path}", flush=True)
-            ready_s = wait_serving(proc, address, HEALTH_TIMEOUT_S)
-            print(f"server SERVING after {ready_s:.1f} s", flush=True)
-            paths = [str(x.path) for x in lines]
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-                for c in args.levels:
-                    print(
-                        f"concurrency {c}: {args.warmup:g} s + {args.duration:g} s ...", flush=True
-                    )
-                    future = pool.submit(
-                        load_level,
-                        address,
-                        paths,
-                        c,
-                        args.warmup,
-                        args.duration,
-                        args.model,
-                        proc.pid,
-                        args.workers,
-                        args.timeout,
-                    )
-                    level = future.result(timeout=args.warmup + args.duration + 120)
-                    levels.append(level)
-                    print(
-                        f"  {level['lines_per_s']:.1f} lines/s, p50 "
-                        f"{level['latency_ms']['p50']:.1f} ms, errors {level['errors']}",
-                        flush=True,
-                    )
-            peak_rss = proc_status_kib(proc.pid, "VmHWM")
-        finally:
-            shutdown = stop_server(proc, args.grace_s)
-    print(f"server stopped: exit status {shutdown['exit_code']} after {shutdown['seconds']:.1f} s")
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+            for c in args.levels:
+                print(f"concurrency {c}: {args.warmup:g} s + {args.duration:g} s ...", flush=True)
+                future = pool.submit(load_level, replace(base, concurrency=c))
+                level = future.result(timeout=args.warmup + args.duration + 120)
+                levels.append(level)
+                print(
+                    f"  {level['lines_per_s']:.1f} lines/s, p50 "
+                    f"{level['latency_ms']['p50']:.1f} ms, errors {level['errors']}",
+                    flush=True,
+                )
+        peak_rss = proc_status_kib(server.pid, "VmHWM")
+    shutdown = server.shutdown
     result["server"] = {
-        "command": command,
-        "ready_s": ready_s,
+        "command": server.command,
+        "ready_s": server.ready_s,
         "levels": levels,
         "peak_rss_kib": peak_rss,
         "shutdown": shutdown,
@@ -1053,9 +815,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     json_path = RESULTS_DIR / f"lines-{stamp}.json"
     json_path.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
-    out = Path(args.out)
-    if not out.is_absolute():
-        out = REPO_ROOT / out
+    out = repo_path(args.out)
     write_markdown(out, result)
     print()
     print("\n".join(server_table(levels, result["raw"]["limit_lines_per_s"])))

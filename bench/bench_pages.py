@@ -37,27 +37,30 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.bench_lines import (
+from bench.common import (
     DEFAULT_DATA,
-    HEALTH_TIMEOUT_S,
     REPO_ROOT,
     RESULTS_DIR,
-    free_port,
+    NoEvalSet,
+    Server,
+    exact_command,
     machine_busy_seconds,
     machine_info,
+    manifest_items,
     percentile,
     proc_cpu_seconds,
     proc_status_kib,
-    server_command,
-    stop_server,
-    wait_serving,
+    repo_path,
+    repo_relative,
+    running_server,
+    update_markdown_section,
 )
-from bench.common import update_markdown_section
 
 SIDE_VENV = REPO_ROOT / "bench" / ".venv-rapidocr"
 WORKER = REPO_ROOT / "bench" / "rapidocr_worker.py"
@@ -90,10 +93,6 @@ MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 WORKER_START_TIMEOUT_S = 120.0
 
 
-class Skip(Exception):
-    """The benchmark cannot run here (no evaluation set); not a failure of the code."""
-
-
 # --------------------------------------------------------------------------- data
 
 
@@ -124,51 +123,26 @@ class Page:
         return self.gt_scope != PARTIAL_SCOPE
 
 
-def resolve_data_dir(arg: str | None) -> Path:
-    """``--data``, else ``$OCR_EVAL_DIR``, else ``../shared/eval/real`` (repo-relative)."""
-    raw = arg or os.environ.get("OCR_EVAL_DIR") or DEFAULT_DATA
-    path = Path(raw).expanduser()
-    return path if path.is_absolute() else REPO_ROOT / path
-
-
 def load_pages(data_dir: Path, only: Sequence[str]) -> list[Page]:
     """The page items of ``manifest.jsonl`` in manifest order, optionally only ``only`` ids.
 
-    The set lives outside the repository, so a checkout without it is a skip that says where
-    it looked, not a traceback.
+    Raises ``NoEvalSet`` where the set or its pages are absent (a skip, not a failure).
     """
-    manifest = data_dir / "manifest.jsonl"
-    if not manifest.is_file():
-        raise Skip(
-            f"no evaluation set at {data_dir} (expected {manifest}); pass --data DIR or set "
-            "OCR_EVAL_DIR to the folder holding manifest.jsonl and pages/"
-        )
-    pages: list[Page] = []
-    for number, line in enumerate(manifest.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        item = json.loads(line)
-        if item.get("kind") != "page" or (only and item["id"] not in only):
-            continue
-        path = data_dir / item["image"]
-        if not path.is_file():
-            raise SystemExit(f"bench_pages: {manifest}:{number} lists {path}, which is missing")
-        pages.append(
-            Page(
-                id=str(item["id"]),
-                lang=str(item["lang"]),
-                path=path,
-                data=path.read_bytes(),
-                text=str(item["text"]),
-                gt_scope=item.get("gt_scope"),
-            )
-        )
-    unknown = sorted(set(only) - {p.id for p in pages})
+    items = manifest_items(data_dir, "page", "bench_pages", only)
+    unknown = sorted(set(only) - {str(item["id"]) for item, _ in items})
     if unknown:
         raise SystemExit(f"bench_pages: --pages names ids that are not pages: {unknown}")
-    if not pages:
-        raise Skip(f"{manifest} lists no items with kind == 'page'")
-    return pages
+    return [
+        Page(
+            id=str(item["id"]),
+            lang=str(item["lang"]),
+            path=path,
+            data=path.read_bytes(),
+            text=str(item["text"]),
+            gt_scope=item.get("gt_scope"),
+        )
+        for item, path in items
+    ]
 
 
 # --------------------------------------------------------------------------- accuracy
@@ -355,7 +329,7 @@ class Window:
     all_calls: list[Call]
     t0: float
     t1: float
-    cpu: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, float]  # cores used over the window: side, bench, other
 
 
 def _cpu_sample(pids: Sequence[int]) -> tuple[float, float, float, float]:
@@ -607,32 +581,24 @@ class WorkerCaller:
         self.info: dict[str, Any] | None = None
 
     @classmethod
-    async def start(
-        cls,
-        python: Path,
-        files: dict[str, Any],
-        threads: int,
-        page_list: Path,
-        log: Any,
-        timeout_s: float,
-    ) -> WorkerCaller:
+    async def start(cls, side: RapidSide, threads: int, timeout_s: float) -> WorkerCaller:
         """Start a worker and wait for its ready line (pages read, models loaded)."""
         proc = await asyncio.create_subprocess_exec(
-            str(python),
+            str(side.python),
             str(WORKER),
             "--det",
-            files["detector"]["rapidocr_file"],
+            side.files["detector"]["rapidocr_file"],
             "--rec",
-            files["recognizer"]["rapidocr_file"],
+            side.files["recognizer"]["rapidocr_file"],
             "--cls",
-            files["line_classifier"]["rapidocr_file"],
+            side.files["line_classifier"]["rapidocr_file"],
             "--threads",
             str(threads),
             "--pages",
-            str(page_list),
+            str(side.page_list),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
-            stderr=log,
+            stderr=side.log,
             limit=MAX_MESSAGE_BYTES,
         )
         worker = cls(proc, WORKER_START_TIMEOUT_S)
@@ -685,10 +651,7 @@ async def rapidocr_workers(
     workers: list[WorkerCaller] = []
     try:
         starts = [
-            WorkerCaller.start(
-                side.python, side.files, layout.threads, side.page_list, side.log, timeout_s
-            )
-            for _ in range(layout.processes)
+            WorkerCaller.start(side, layout.threads, timeout_s) for _ in range(layout.processes)
         ]
         results = await asyncio.gather(*starts, return_exceptions=True)
         workers = [r for r in results if isinstance(r, WorkerCaller)]
@@ -708,14 +671,6 @@ class RapidSide:
     files: dict[str, Any]
     page_list: Path
     log: Any
-
-
-@dataclass(frozen=True)
-class ServerSide:
-    """The running server: its address and process id (for CPU and memory readings)."""
-
-    address: str
-    pid: int
 
 
 @dataclass(frozen=True)
@@ -784,7 +739,7 @@ def text_changes(windows: list[Window], pages: Sequence[Page], reference: dict[s
 
 
 async def run_all(
-    args: Any, pages: list[Page], rapid: RapidSide | None, server: ServerSide | None
+    args: Any, pages: list[Page], rapid: RapidSide | None, server: Server | None
 ) -> dict[str, Any]:
     """Accuracy passes, then the timed windows, repeats interleaved across configurations.
 
@@ -801,7 +756,7 @@ async def run_all(
         if len(out["server"]["accuracy_errors"]) == n:
             print("server failed every page: no timed server windows", flush=True)
             out["server"]["skipped_timing"] = True
-    layouts = args.layouts if rapid is not None else []
+    layouts = args.layouts  # empty unless the RapidOCR side runs (parse_args)
     sessions: dict[str, Any] = {}
     if rapid is not None:
         accuracy_layout = max(layouts, key=lambda x: x.processes)
@@ -1131,8 +1086,9 @@ def write_markdown(path: Path, result: dict[str, Any], pages: Sequence[Page]) ->
             "free worker the next page)."
         )
     if server:
+        command = shlex.join(repo_relative(a) for a in server["command"])
         text.append(
-            f"- Server: `{shlex.join(_rel(a) for a in server['command'])}`; health SERVING "
+            f"- Server: `{command}`; health SERVING "
             f"after {server.get('ready_s', float('nan')):.1f} s. Load from the bench process: "
             "*N* concurrent `StreamRecognize` streams on one channel, each with one page item "
             "in flight at a time (`StreamRecognizeRequest(page=Image(data=...))`, the first "
@@ -1264,19 +1220,7 @@ def _home(path: str | None) -> str:
     return f"`~/{p.relative_to(home)}`" if p.is_relative_to(home) else f"`{p}`"
 
 
-def _rel(arg: str) -> str:
-    path = Path(arg)
-    if path.is_absolute() and path.is_relative_to(REPO_ROOT):
-        return str(path.relative_to(REPO_ROOT))
-    return arg
-
-
 # --------------------------------------------------------------------------- main
-
-
-def exact_command() -> str:
-    """The command as typed from the repository root (interpreter path made relative)."""
-    return shlex.join([_rel(sys.executable), "-m", "bench.bench_pages", *sys.argv[1:]])
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -1351,13 +1295,12 @@ def run_sides(
 ) -> dict[str, Any]:
     """Start what the sides need (server process, log files, page list), run, clean up.
 
-    The server is started and stopped here, outside the event loop, with bench_lines'
-    helpers: a separate process on a free port, health SERVING before any load, SIGTERM at
-    the end with its grace period checked.
+    The server is started and stopped here, outside the event loop (``running_server``: a
+    separate process on a free port, health SERVING before any load, SIGTERM at the end
+    with its grace period checked).
     """
     rapid_log_path = RESULTS_DIR / f"pages-{args.stamp}-rapidocr.log"
     server_log_path = RESULTS_DIR / f"pages-{args.stamp}-server.log"
-    server_info: dict[str, Any] = {}
     with contextlib.ExitStack() as stack:
         rapid = None
         if python is not None:
@@ -1366,55 +1309,38 @@ def run_sides(
             stack.callback(page_list.unlink, missing_ok=True)
             log = stack.enter_context(rapid_log_path.open("wb"))
             rapid = RapidSide(python, files, page_list, log)
-        proc = None
+        server = None
         if args.server:
-            port = free_port()
-            command = [*server_command(args, port), "--grace-s", str(args.grace_s)]
-            log = stack.enter_context(server_log_path.open("wb"))
-            proc = subprocess.Popen(
-                command,
-                cwd=REPO_ROOT,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-            )
-            server_info = {
-                "command": command,
-                "log": str(server_log_path.relative_to(REPO_ROOT)),
-            }
-        try:
-            server = None
-            if proc is not None:
-                address = f"127.0.0.1:{port}"
-                print(f"server pid {proc.pid} on {address}, log {server_log_path}", flush=True)
-                server_info["ready_s"] = wait_serving(proc, address, HEALTH_TIMEOUT_S)
-                print(f"server SERVING after {server_info['ready_s']:.1f} s", flush=True)
-                server = ServerSide(address, proc.pid)
-            out = asyncio.run(run_all(args, pages, rapid, server))
-            if proc is not None:
-                server_info["peak_rss_kib"] = proc_status_kib(proc.pid, "VmHWM")
-        finally:
-            if proc is not None:
-                server_info["shutdown"] = stop_server(proc, args.grace_s)
-                code, secs = (
-                    server_info["shutdown"]["exit_code"],
-                    server_info["shutdown"]["seconds"],
-                )
-                print(f"server stopped: exit status {code} after {secs:.1f} s", flush=True)
-    if "server" in out:
-        out["server"] = {**server_info, **out["server"]}
-    if "rapidocr" in out:
+            server = stack.enter_context(running_server(args, server_log_path, args.grace_s))
+        out = asyncio.run(run_all(args, pages, rapid, server))
+        if server is not None:
+            peak_rss_kib = proc_status_kib(server.pid, "VmHWM")
+    if server is not None:
+        out["server"] = {
+            "command": server.command,
+            "log": str(server_log_path.relative_to(REPO_ROOT)),
+            "ready_s": server.ready_s,
+            "peak_rss_kib": peak_rss_kib,
+            "shutdown": server.shutdown,
+            **out["server"],
+        }
+    if rapid is not None:
         out["rapidocr"]["log"] = str(rapid_log_path.relative_to(REPO_ROOT))
     return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    data_dir = resolve_data_dir(args.data)
+    data = args.data or os.environ.get("OCR_EVAL_DIR") or DEFAULT_DATA
+    data_dir = repo_path(data)
     try:
         pages = load_pages(data_dir, args.only)
-    except Skip as skip:
-        print(f"bench_pages: skipped: {skip}", file=sys.stderr)
+    except NoEvalSet as skip:
+        print(
+            f"bench_pages: skipped: {skip}; pass --data DIR or set OCR_EVAL_DIR to the folder "
+            "holding manifest.jsonl and pages/",
+            file=sys.stderr,
+        )
         return 0
 
     import onnxruntime
@@ -1436,19 +1362,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {'':16} server:   {f['server_file']}")
         if "rapidocr_file" in f:
             print(f"  {'':16} RapidOCR: {f['rapidocr_file']}")
-    langs: dict[str, int] = {}
-    for page in pages:
-        langs[page.lang] = langs.get(page.lang, 0) + 1
     result: dict[str, Any] = {
         "date": started.isoformat(timespec="seconds"),
-        "command": exact_command(),
+        "command": exact_command("bench.bench_pages"),
         "machine": machine_info(),
         "settings": {
             "model": args.model,
-            "data": args.data or os.environ.get("OCR_EVAL_DIR") or DEFAULT_DATA,
+            "data": data,
             "pages": [p.id for p in pages],
             "page_subset": bool(args.only),
-            "langs": langs,
+            "langs": dict(Counter(p.lang for p in pages)),
             "streams": args.streams if args.server else [],
             "rapidocr_layouts": [x.name for x in args.layouts],
             "rounds": args.rounds,
@@ -1469,9 +1392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_path.write_text(
         json.dumps(result, indent=2, default=str, ensure_ascii=False) + "\n", encoding="utf-8"
     )
-    out = Path(args.out)
-    if not out.is_absolute():
-        out = REPO_ROOT / out
+    out = repo_path(args.out)
     write_markdown(out, result, pages)
     if args.repeats:
         print()

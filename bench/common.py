@@ -1,14 +1,339 @@
-"""Helpers shared by the benchmark scripts.
+"""Helpers shared by the benchmark scripts (``bench_lines``, ``bench_pages``, ``soak``).
 
-Several benchmarks write their report into the one ``docs/benchmarks.md``; each owns a
-level-2 section of it and must replace only that section, so running one benchmark never
-erases another's last report.
+* paths: the repository root, the results folder, the evaluation set and its manifest;
+* the server process: its command line, start on a free port, health ``SERVING``, SIGTERM
+  with a checked exit (``running_server``);
+* readings from /proc: CPU time of a process and of the whole machine, a process's memory;
+* what a report records: the machine and the exact command;
+* the report files: several benchmarks write into one ``docs/benchmarks.md``; each owns a
+  level-2 section of it and must replace only that section, so running one benchmark never
+  erases another's last report.
+
+Heavy imports (grpc, onnxruntime) happen inside functions: bench_lines' spawned load process
+imports this module and should carry only the client.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import json
+import os
+import platform
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Collection, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = REPO_ROOT / "bench" / "results"
+DEFAULT_DATA = "../shared/eval/real"
+HEALTH_TIMEOUT_S = 120.0
+# Extra seconds, beyond the server's own --grace-s, that SIGTERM may take before it counts
+# as a failed shutdown (interpreter teardown, closing the ONNX Runtime sessions).
+SHUTDOWN_SLACK_S = 10.0
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def repo_path(arg: str) -> Path:
+    """A path argument as given, relative ones taken from the repository root."""
+    path = Path(arg).expanduser()
+    return path if path.is_absolute() else REPO_ROOT / path
+
+
+def repo_relative(arg: str) -> str:
+    """``arg`` relative to the repository root if it is a path inside it, for the report."""
+    path = Path(arg)
+    if path.is_absolute() and path.is_relative_to(REPO_ROOT):
+        return str(path.relative_to(REPO_ROOT))
+    return arg
+
+
+def exact_command(module: str) -> str:
+    """``python -m module`` as typed from the repository root (interpreter path made relative)."""
+    return shlex.join([repo_relative(sys.executable), "-m", module, *sys.argv[1:]])
+
+
+# --------------------------------------------------------------------------- evaluation set
+
+
+class NoEvalSet(Exception):
+    """The evaluation set, or any item of the kind asked for, is not there.
+
+    The set lives outside the repository (``../shared/eval/real``), so a checkout without it
+    must say where it looked rather than fail with a traceback.
+    """
+
+
+def manifest_items(
+    data_dir: Path, kind: str, prog: str, only: Collection[str] = ()
+) -> list[tuple[dict[str, Any], Path]]:
+    """The ``kind`` items of ``manifest.jsonl`` with their image paths, in manifest order.
+
+    With ``only``, just the items with those ids (the caller checks for ids not found).
+    Raises ``NoEvalSet`` where the manifest is absent or has no item of ``kind`` at all;
+    exits naming the manifest line where an item's image is missing.
+    """
+    manifest = data_dir / "manifest.jsonl"
+    if not manifest.is_file():
+        raise NoEvalSet(f"no evaluation set at {data_dir} (expected {manifest})")
+    items: list[tuple[dict[str, Any], Path]] = []
+    of_kind = 0
+    for number, text in enumerate(manifest.read_text(encoding="utf-8").splitlines(), 1):
+        if not text.strip():
+            continue
+        item = json.loads(text)
+        if item.get("kind") != kind:
+            continue
+        of_kind += 1
+        if only and item["id"] not in only:
+            continue
+        path = data_dir / item["image"]
+        if not path.is_file():
+            raise SystemExit(f"{prog}: {manifest}:{number} lists {path}, which is missing")
+        items.append((item, path))
+    if not of_kind:
+        raise NoEvalSet(f"{manifest} lists no items with kind == {kind!r}")
+    return items
+
+
+@dataclass(frozen=True)
+class LineImage:
+    """One line crop of the evaluation set: its id, file and encoded bytes."""
+
+    id: str
+    path: Path
+    data: bytes
+
+
+def load_lines(data_dir: Path, prog: str) -> list[LineImage]:
+    """The ``kind == "line"`` items of the set, read into memory; exits with a message if absent."""
+    try:
+        items = manifest_items(data_dir, "line", prog)
+    except NoEvalSet as exc:
+        raise SystemExit(
+            f"{prog}: {exc}; pass --data DIR pointing at the folder holding manifest.jsonl "
+            "and lines/"
+        ) from None
+    return [LineImage(str(item["id"]), path, path.read_bytes()) for item, path in items]
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile ``q`` (0..100) of already sorted values; NaN if empty."""
+    if not sorted_values:
+        return float("nan")
+    pos = (len(sorted_values) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+# --------------------------------------------------------------------------- /proc
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (all its threads) from /proc."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text.rsplit(")", 1)[1].split()  # fields[0] is field 3 (state)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores have spent busy since boot (/proc/stat), for "other load".
+
+    The machine may be shared (other people's tests): busy time that is neither the
+    server's nor the load generator's says how much of the cores someone else took during a
+    window, so a disturbed run can be recognised instead of trusted.
+    """
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_status_kib(pid: int, key: str) -> int | None:
+    """A ``kB`` value (e.g. VmHWM, the peak RSS) from /proc/<pid>/status."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    return None
+
+
+def machine_info() -> dict[str, Any]:
+    """What the figures depend on: cores, CPU model, library versions, load at start."""
+    import grpc
+    import onnxruntime
+
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count() or 1
+    try:
+        loadavg = Path("/proc/loadavg").read_text().split()[:3]
+    except OSError:
+        loadavg = []
+    return {
+        "nproc": usable,
+        "cpu_model": cpu,
+        "onnxruntime": onnxruntime.__version__,
+        "grpcio": grpc.__version__,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "loadavg_at_start": loadavg,
+    }
+
+
+# --------------------------------------------------------------------------- server process
+
+
+def free_port() -> int:
+    """A port that was free a moment ago (the server does not report a port 0 it picked)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def server_command(args: Any, port: int, grace_s: float) -> list[str]:
+    """The ``ocr-server`` command line: the installed script next to this interpreter.
+
+    ``args`` holds the benchmark's ``model``, ``workers``, ``threads``,
+    ``graph_optimization`` and ``server_args`` (extra flags, one string).
+    """
+    script = Path(sys.executable).parent / "ocr-server"
+    base = [str(script)] if script.exists() else [sys.executable, "-m", "ocr_server.main"]
+    return [
+        *base,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--model",
+        args.model,
+        "--workers",
+        str(args.workers),
+        "--threads",
+        str(args.threads),
+        "--graph-optimization",
+        args.graph_optimization,
+        "--no-fetch",
+        *shlex.split(args.server_args),
+        "--grace-s",
+        str(grace_s),
+    ]
+
+
+def wait_serving(proc: subprocess.Popen[bytes], address: str, timeout_s: float) -> float:
+    """Poll grpc health (service "") until SERVING; returns the seconds it took.
+
+    Fails early if the server process exits, so a bad flag or model shows at once.
+    """
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    t0 = time.monotonic()
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with status {proc.returncode} before SERVING")
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2.0)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return time.monotonic() - t0
+            except grpc.RpcError:
+                pass
+            if time.monotonic() - t0 > timeout_s:
+                raise TimeoutError(f"server at {address} not SERVING within {timeout_s:g} s")
+            time.sleep(0.2)
+
+
+def stop_server(proc: subprocess.Popen[bytes], grace_s: float) -> dict[str, Any]:
+    """SIGTERM, then wait the server's grace period plus slack; kill if it overruns."""
+    if proc.poll() is not None:
+        return {"exit_code": proc.returncode, "seconds": 0.0, "clean": False, "killed": False}
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(timeout=grace_s + SHUTDOWN_SLACK_S)
+        killed = False
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        code = proc.wait()
+        killed = True
+    seconds = time.monotonic() - t0
+    return {
+        "exit_code": code,
+        "seconds": seconds,
+        "clean": code == 0 and not killed,
+        "killed": killed,
+    }
+
+
+@dataclass
+class Server:
+    """A server process started by ``running_server``; ``shutdown`` is set when it stops."""
+
+    proc: subprocess.Popen[bytes]
+    address: str
+    command: list[str]
+    ready_s: float = float("nan")
+    shutdown: dict[str, Any] | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+@contextlib.contextmanager
+def running_server(
+    args: Any, log_path: Path, grace_s: float, health_timeout_s: float = HEALTH_TIMEOUT_S
+) -> Iterator[Server]:
+    """The real ``ocr-server`` as its own process on a free port, SERVING inside the block.
+
+    Its output goes to ``log_path``. However the block ends, the server gets SIGTERM and
+    ``grace_s`` (plus slack) to exit; how it exited is left in ``Server.shutdown``.
+    """
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    command = server_command(args, port, grace_s)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+    server = Server(proc, address, command)
+    try:
+        print(f"server pid {proc.pid} on {address}, log {log_path}", flush=True)
+        server.ready_s = wait_serving(proc, address, health_timeout_s)
+        print(f"server SERVING after {server.ready_s:.1f} s", flush=True)
+        yield server
+    finally:
+        server.shutdown = stop_server(proc, grace_s)
+        print(
+            f"server stopped: exit status {server.shutdown['exit_code']} after "
+            f"{server.shutdown['seconds']:.1f} s",
+            flush=True,
+        )
+
+
+# --------------------------------------------------------------------------- report file
 
 REPORT_TITLE = "# Benchmarks"
 REPORT_INTRO = (

@@ -16,45 +16,49 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import threading
 import time
+from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import grpc
 
-from bench.bench_lines import (
+from bench.common import (
+    DEFAULT_DATA,
+    REPO_ROOT,
+    RESULTS_DIR,
     exact_command,
-    free_port,
     load_lines,
     machine_info,
     percentile,
     proc_status_kib,
-    server_command,
-    stop_server,
-    wait_serving,
+    repo_path,
+    running_server,
+    update_markdown_section,
 )
-from bench.common import update_markdown_section
 from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = "../shared/eval/real"
+# The server's default --grace-s: how long SIGTERM may take at the end (plus slack).
+GRACE_S = 10.0
 
 
 class Load:
-    """Sends calls at a fixed rate on a background thread and records every outcome."""
+    """Sends calls at a fixed rate on a background thread and records every outcome.
+
+    Open loop: a call is due every ``1 / rate`` seconds whatever the answers do. A due call
+    is not sent (it counts in ``skipped``) while ``max_in_flight`` calls are unanswered.
+    """
 
     def __init__(self, stub: Any, images: Sequence[bytes], rate: float, max_in_flight: int):
         self._stub = stub
         self._images = images
         self._interval = 1.0 / rate
-        self._slots = threading.BoundedSemaphore(max_in_flight)
         self._max_in_flight = max_in_flight
-        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._answered = threading.Condition()  # guards _in_flight and results
         self.results: list[tuple[float, float, str]] = []  # (sent at, latency s, code)
-        self.skipped = 0  # not sent: max_in_flight calls were still unanswered
+        self.skipped = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -62,28 +66,22 @@ class Load:
         self._thread.start()
 
     def stop(self, timeout_s: float = 60.0) -> None:
-        """Stop sending, then wait (bounded) until every call sent has its answer."""
+        """Stop sending, then wait (at most ``timeout_s``) until every call sent is answered."""
         self._stop.set()
         self._thread.join()
-        deadline = time.monotonic() + timeout_s
-        taken = 0
-        while taken < self._max_in_flight and time.monotonic() < deadline:
-            if self._slots.acquire(timeout=1.0):
-                taken += 1
-        for _ in range(taken):
-            self._slots.release()
+        with self._answered:
+            self._answered.wait_for(lambda: self._in_flight == 0, timeout_s)
 
     def _run(self) -> None:
         next_at = time.monotonic()
         index = 0
-        while not self._stop.is_set():
-            delay = next_at - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+        while not self._stop.wait(max(0.0, next_at - time.monotonic())):
             next_at += self._interval
-            if not self._slots.acquire(blocking=False):
-                self.skipped += 1
-                continue
+            with self._answered:
+                if self._in_flight >= self._max_in_flight:
+                    self.skipped += 1
+                    continue
+                self._in_flight += 1
             image = ocr_pb2.Image(data=self._images[index % len(self._images)])
             index += 1
             sent = time.monotonic()
@@ -99,52 +97,42 @@ class Load:
             code = "OK"
         except grpc.RpcError as exc:
             code = exc.code().name
-        with self._lock:
+        except grpc.FutureCancelledError:
+            code = "CANCELLED"
+        with self._answered:
             self.results.append((sent, latency, code))
-        self._slots.release()
+            self._in_flight -= 1
+            self._answered.notify_all()
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    data = Path(args.data) if Path(args.data).is_absolute() else (REPO / args.data)
-    images = [line.data for line in load_lines(data.resolve())]
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    log_path = REPO / "bench" / "results" / f"soak-{time.strftime('%Y%m%d-%H%M%S')}-server.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(server_command(args, port), stdout=log, stderr=subprocess.STDOUT)
-    try:
-        wait_serving(proc, address, 300)
-        samples: list[tuple[float, int]] = []
-        with grpc.insecure_channel(address) as channel:
-            load = Load(ocr_pb2_grpc.OcrServiceStub(channel), images, args.rate, args.in_flight)
-            start = time.monotonic()
-            load.start()
-            while (elapsed := time.monotonic() - start) < args.duration:
-                rss = proc_status_kib(proc.pid, "VmRSS")
-                samples.append((elapsed, rss or 0))
-                print(f"  {elapsed:6.0f} s  RSS {(rss or 0) / 1024:7.1f} MiB", flush=True)
-                time.sleep(args.sample_s)
-            load.stop()
-        shutdown = stop_server(proc, 10.0)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
+    images = [line.data for line in load_lines(repo_path(args.data), "soak")]
+    log_path = RESULTS_DIR / f"soak-{stamp}-server.log"
+    samples: list[tuple[float, int]] = []  # (seconds since the load started, RSS KiB)
+    with (
+        running_server(args, log_path, GRACE_S, health_timeout_s=300) as server,
+        grpc.insecure_channel(server.address) as channel,
+    ):
+        load = Load(ocr_pb2_grpc.OcrServiceStub(channel), images, args.rate, args.in_flight)
+        start = time.monotonic()
+        load.start()
+        while (elapsed := time.monotonic() - start) < args.duration:
+            rss = proc_status_kib(server.pid, "VmRSS") or 0
+            samples.append((elapsed, rss))
+            print(f"  {elapsed:6.0f} s  RSS {rss / 1024:7.1f} MiB", flush=True)
+            time.sleep(args.sample_s)
+        load.stop()
     after = [kib for t, kib in samples if t >= args.warmup]
     first = [kib for t, kib in samples if args.warmup <= t < args.warmup + 60]
     last = [kib for t, kib in samples if t >= samples[-1][0] - 60] if samples else []
     baseline = max(first) if first else 0
-    results = sorted(load.results)
+    # (seconds since the load started, latency s, code), in the order sent
+    results = sorted((sent - start, latency, code) for sent, latency, code in load.results)
     latencies = sorted(lat for _, lat, code in results if code == "OK")
-    errors: dict[str, int] = {}
-    for _, _, code in results:
-        if code != "OK":
-            errors[code] = errors.get(code, 0) + 1
+    errors = Counter(code for _, _, code in results if code != "OK")
     minutes = []
     for m in range(int(args.duration // 60) + 1):
-        window = sorted(
-            lat for t, lat, c in results if c == "OK" and m * 60 <= t - start < (m + 1) * 60
-        )
+        window = sorted(lat for t, lat, c in results if c == "OK" and m * 60 <= t < (m + 1) * 60)
         rss = [kib for t, kib in samples if m * 60 <= t < (m + 1) * 60]
         if window and rss:
             minutes.append(
@@ -157,14 +145,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 }
             )
     return {
-        "command": exact_command().replace("bench.bench_lines", "bench.soak", 1),
+        "command": exact_command("bench.soak"),
         "machine": machine_info(),
         "rate": args.rate,
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "calls": len(results),
         "ok": len(latencies),
-        "errors": errors,
+        "errors": dict(errors),
         "skipped": load.skipped,
         "achieved_rate": len(latencies) / args.duration,
         "p50_ms": percentile(latencies, 50) * 1e3 if latencies else None,
@@ -176,8 +164,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "rss_growth_pct": (max(last) - baseline) / baseline * 100 if baseline and last else None,
         "rss_mean_mib": statistics.fmean(kib for _, kib in samples) / 1024 if samples else None,
         "minutes": minutes,
-        "shutdown": shutdown,
-        "server_log": str(log_path.relative_to(REPO)),
+        "shutdown": server.shutdown,
+        "server_log": str(log_path.relative_to(REPO_ROOT)),
     }
 
 
@@ -231,13 +219,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--server-args", default="", help="extra ocr-server flags (one string)")
     p.add_argument("--out", default="docs/reliability.md", help="report to update")
     args = p.parse_args(argv)
-    result = run(args)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    out_json = REPO / "bench" / "results" / f"soak-{stamp}.json"
+    result = run(args, stamp)
+    out_json = RESULTS_DIR / f"soak-{stamp}.json"
     out_json.write_text(json.dumps(result, indent=2))
-    update_markdown_section(REPO / args.out, "Soak", markdown(result))
+    update_markdown_section(repo_path(args.out), "Soak", markdown(result))
     print("\n".join(markdown(result)))
-    print(f"wrote {out_json.relative_to(REPO)} and {args.out}")
+    print(f"wrote {out_json.relative_to(REPO_ROOT)} and {args.out}")
     return 0 if not result["errors"] else 1
 
 
