@@ -43,6 +43,12 @@ class _Details(
     pass
 
 
+def _bearer_header(token: str) -> tuple[str, str]:
+    if not token:
+        raise ValueError("the token is empty")
+    return ("authorization", f"Bearer {token}")
+
+
 def _with_token(details: Any, header: tuple[str, str]) -> _Details:
     metadata = [*(details.metadata or ()), header]
     return _Details(
@@ -64,9 +70,7 @@ class BearerTokenInterceptor(
     """Adds ``authorization: Bearer <token>`` to every call of a blocking channel."""
 
     def __init__(self, token: str) -> None:
-        if not token:
-            raise ValueError("the token is empty")
-        self._header = ("authorization", f"Bearer {token}")
+        self._header = _bearer_header(token)
 
     def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         return continuation(_with_token(details, self._header), request)
@@ -100,9 +104,7 @@ class AsyncBearerTokenInterceptor(
     """Adds ``authorization: Bearer <token>`` to every call of an asyncio channel."""
 
     def __init__(self, token: str) -> None:
-        if not token:
-            raise ValueError("the token is empty")
-        self._header = ("authorization", f"Bearer {token}")
+        self._header = _bearer_header(token)
 
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(_aio_details(details, self._header), request)

@@ -280,7 +280,6 @@ def _cmd_pages(args: argparse.Namespace) -> int:
                     progress.advance(failed=True)
 
     results: dict[int, tuple[str, PageResult]] = {}
-    failed = 0
     # --timeout is per page: the one stream carries every page.
     deadline = args.timeout * max(total, 1)
     with _client(args) as client:
@@ -304,7 +303,6 @@ def _cmd_pages(args: argparse.Namespace) -> int:
                     results[number] = (source, result.page)
                     progress.advance()
                 else:
-                    failed += 1
                     progress.message(f"error: {source} page {index + 1}: {result.error}")
                     progress.advance(failed=True)
         finally:
@@ -315,7 +313,8 @@ def _cmd_pages(args: argparse.Namespace) -> int:
     if not pages:
         raise _CliError("no page was recognised; nothing written")
     _emit(formats.write(args.format, pages), args.output)
-    return 1 if failed or lost or len(pages) < len(sent) else 0
+    # A page sent and not in the results failed (its error was reported above).
+    return 1 if lost or len(pages) < len(sent) else 0
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -378,27 +377,26 @@ def _client(args: argparse.Namespace) -> OcrClient:
     return OcrClient(args.address, timeout=args.timeout, credentials=credentials, token=token)
 
 
-def _add_tls_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--tls",
-        action="store_true",
-        help="connect with TLS (implied by --ca/--cert); the system roots unless --ca",
-    )
-    parser.add_argument("--ca", metavar="PEM", help="CA bundle to trust for the server")
-    parser.add_argument("--cert", metavar="PEM", help="client certificate (mutual TLS)")
-    parser.add_argument("--key", metavar="PEM", help="private key of --cert")
-
-
 def _build_parser() -> argparse.ArgumentParser:
     # Connection options live on each subcommand, so they may follow it
-    # (`ocr-client lines x.png --address h:1`), as users type them.
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+    # (`ocr-client lines x.png --address h:1`), as users type them. `health` shares the
+    # address and TLS options but has its own --timeout (a probe's, shorter).
+    connection = argparse.ArgumentParser(add_help=False)
+    connection.add_argument(
         "--address",
         default=os.environ.get("OCR_ADDRESS") or DEFAULT_ADDRESS,
         metavar="HOST:PORT",
         help=f"server address (default: $OCR_ADDRESS, else {DEFAULT_ADDRESS})",
     )
+    connection.add_argument(
+        "--tls",
+        action="store_true",
+        help="connect with TLS (implied by --ca/--cert); the system roots unless --ca",
+    )
+    connection.add_argument("--ca", metavar="PEM", help="CA bundle to trust for the server")
+    connection.add_argument("--cert", metavar="PEM", help="client certificate (mutual TLS)")
+    connection.add_argument("--key", metavar="PEM", help="private key of --cert")
+    common = argparse.ArgumentParser(add_help=False, parents=[connection])
     common.add_argument(
         "--timeout",
         type=_positive_float,
@@ -406,7 +404,6 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="deadline of each call in seconds (default: %(default)s)",
     )
-    _add_tls_arguments(common)
     parser = argparse.ArgumentParser(
         prog="ocr-client", description="Client of the OCR gRPC service."
     )
@@ -491,18 +488,13 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p_health = sub.add_parser(
         "health",
+        parents=[connection],
         help="gRPC health check: exit 0 SERVING, 1 not serving, 2 unreachable",
         description=(
             "Ask the server's grpc.health.v1 service whether it is serving; print the status "
             "(SERVING, NOT_SERVING, SERVICE_UNKNOWN). Exit 0 only when SERVING, 1 for any "
             "other answer, 2 when there is no answer (unreachable, or --timeout passed)."
         ),
-    )
-    p_health.add_argument(
-        "--address",
-        default=os.environ.get("OCR_ADDRESS") or DEFAULT_ADDRESS,
-        metavar="HOST:PORT",
-        help=f"server address (default: $OCR_ADDRESS, else {DEFAULT_ADDRESS})",
     )
     p_health.add_argument(
         "--service",
@@ -517,7 +509,6 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds to wait for the answer (default: %(default)s)",
     )
-    _add_tls_arguments(p_health)
     p_health.set_defaults(func=_cmd_health)
     return parser
 

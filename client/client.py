@@ -20,6 +20,7 @@ or draining). See :func:`resolve_target` and :func:`scale_out_service_config`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import json
 import os
@@ -29,6 +30,7 @@ from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
     AsyncIterator,
+    Callable,
     Generator,
     Iterable,
     Iterator,
@@ -36,7 +38,7 @@ from collections.abc import (
 )
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -49,7 +51,7 @@ from ocr_client.errors import (
     from_rpc_error,
     from_status,
 )
-from ocr_client.images import ColorOrder, ImageInput, fill_proto_image, to_proto_image
+from ocr_client.images import ColorOrder, ImageInput, fill_proto_image
 from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
 
 __all__ = [
@@ -337,6 +339,13 @@ def resolve_target(address: str | Sequence[str]) -> tuple[str, bool]:
     )
 
 
+# The channel options a balanced target gets, built once (the config is the same every time).
+_SCALE_OUT_OPTIONS: tuple[tuple[str, Any], ...] = (
+    ("grpc.service_config", json.dumps(scale_out_service_config())),
+    ("grpc.per_rpc_retry_buffer_size", SCALE_OUT_RETRY_BUFFER_BYTES),
+)
+
+
 def _target_and_options(
     address: str | Sequence[str], options: Sequence[tuple[str, Any]]
 ) -> tuple[str, str, list[tuple[str, Any]]]:
@@ -344,13 +353,22 @@ def _target_and_options(
     service config and retry buffer, which the caller's options may still override."""
     target, balanced = resolve_target(address)
     text = address if isinstance(address, str) else ",".join(address)
-    extra: list[tuple[str, Any]] = []
-    if balanced:
-        extra = [
-            ("grpc.service_config", json.dumps(scale_out_service_config())),
-            ("grpc.per_rpc_retry_buffer_size", SCALE_OUT_RETRY_BUFFER_BYTES),
-        ]
+    extra = _SCALE_OUT_OPTIONS if balanced else ()
     return text, target, _channel_options([*extra, *options])
+
+
+def _open_channel(
+    grpc_module: Any,
+    target: str,
+    credentials: grpc.ChannelCredentials | None,
+    options: Sequence[tuple[str, Any]],
+    **kwargs: Any,
+) -> Any:
+    """A TLS channel with ``credentials``, else a plaintext one; ``grpc_module`` is ``grpc``
+    or ``grpc.aio``, whose channel constructors take the same arguments."""
+    if credentials is not None:
+        return grpc_module.secure_channel(target, credentials, options=options, **kwargs)
+    return grpc_module.insecure_channel(target, options=options, **kwargs)
 
 
 _HEALTH_STATUS_NAMES = {
@@ -362,11 +380,29 @@ def _health_status(status: int) -> str:
     return _HEALTH_STATUS_NAMES.get(status, "UNKNOWN")
 
 
-def _health_error(err: grpc.RpcError) -> str | None:
+def _health_failure(err: grpc.RpcError) -> str:
     """A health Check that failed: "SERVICE_UNKNOWN" when the server does not know the
-    service (the health protocol's answer is NOT_FOUND), else None (raise)."""
-    code = err.code() if callable(getattr(err, "code", None)) else None
-    return "SERVICE_UNKNOWN" if code == grpc.StatusCode.NOT_FOUND else None
+    service (the health protocol's answer is NOT_FOUND); any other failure raises."""
+    error = from_rpc_error(err)
+    if error.code == grpc.StatusCode.NOT_FOUND:
+        return "SERVICE_UNKNOWN"
+    raise error from err
+
+
+@contextlib.contextmanager
+def _rpc_errors() -> Iterator[None]:
+    """A failed call raises the client's exception for its status, the ``grpc.RpcError``
+    as its ``__cause__`` (a plain ``with`` serves the async client too)."""
+    try:
+        yield
+    except grpc.RpcError as err:
+        raise from_rpc_error(err) from err
+
+
+def _not_ready(address: str, seconds: float) -> ServerUnavailable:
+    return ServerUnavailable(
+        f"server at {address} not ready within {seconds:g} s", grpc.StatusCode.UNAVAILABLE
+    )
 
 
 def _check_timeout(timeout: float) -> float:
@@ -463,7 +499,7 @@ def _document_request(
     data: DocumentInput, model: str, options: PageOptions | None, pdf_dpi: int
 ) -> ocr_pb2.RecognizeDocumentRequest:
     """Reads a path here, so an unreadable or empty file fails before the call."""
-    if isinstance(data, str | os.PathLike):
+    if _is_path(data):
         payload = Path(data).read_bytes()
         if not payload:
             raise ValueError(f"{os.fspath(data)!s}: the file is empty")
@@ -552,16 +588,14 @@ class OcrClient:
         token sent with every call, for servers started with auth tokens."""
         self._timeout = _check_timeout(timeout)
         self.address, self.target, opts = _target_and_options(address, options)
-        if credentials is not None:
-            channel = grpc.secure_channel(self.target, credentials, options=opts)
-        else:
-            channel = grpc.insecure_channel(self.target, options=opts)
-        self._raw_channel = channel
+        # The channel itself (closed by close(), watched by wait_ready); the stubs call
+        # through the token interceptor when there is a token.
+        self._channel = _open_channel(grpc, self.target, credentials, opts)
+        calls = self._channel
         if token:
-            channel = grpc.intercept_channel(channel, BearerTokenInterceptor(token))
-        self._channel = channel
-        self._stub = ocr_pb2_grpc.OcrServiceStub(self._channel)
-        self._health = health_pb2_grpc.HealthStub(self._channel)
+            calls = grpc.intercept_channel(self._channel, BearerTokenInterceptor(token))
+        self._stub = ocr_pb2_grpc.OcrServiceStub(calls)
+        self._health = health_pb2_grpc.HealthStub(calls)
 
     def __enter__(self) -> Self:
         return self
@@ -571,7 +605,7 @@ class OcrClient:
 
     def close(self) -> None:
         """Close the channel; calls in flight are cancelled."""
-        self._raw_channel.close()
+        self._channel.close()
 
     def _deadline(self, timeout: float | None) -> float:
         return self._timeout if timeout is None else _check_timeout(timeout)
@@ -582,14 +616,11 @@ class OcrClient:
         Raises :class:`~ocr_client.ServerUnavailable` when it is not within the timeout.
         """
         seconds = self._deadline(timeout)
-        future = grpc.channel_ready_future(self._raw_channel)
+        future = grpc.channel_ready_future(self._channel)
         try:
             future.result(timeout=seconds)
         except grpc.FutureTimeoutError:
-            raise ServerUnavailable(
-                f"server at {self.address} not ready within {seconds:g} s",
-                grpc.StatusCode.UNAVAILABLE,
-            ) from None
+            raise _not_ready(self.address, seconds) from None
         finally:
             future.cancel()  # stops watching the channel's connectivity
 
@@ -617,9 +648,8 @@ class OcrClient:
         timeout: float | None = None,
     ) -> LineResult:
         """Recognise one line image (a one-image ``recognize_lines``)."""
-        return self.recognize_lines([image], model=model, color_order=color_order, timeout=timeout)[
-            0
-        ]
+        lines = self.recognize_lines([image], model=model, color_order=color_order, timeout=timeout)
+        return lines[0]
 
     def _recognize(
         self,
@@ -634,10 +664,8 @@ class OcrClient:
         request = _recognize_request(images, model, color_order)
         if not request.images:
             return model, []
-        try:
+        with _rpc_errors():
             response = self._stub.RecognizeLines(request, timeout=seconds)
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from err
         return response.model, _lines_from_response(response, len(request.images))
 
     def stream_recognize(
@@ -696,10 +724,8 @@ class OcrClient:
         """
         seconds = self._deadline(timeout)
         request = _page_request(image, model, options, color_order)
-        try:
+        with _rpc_errors():
             response: PageResult = self._stub.RecognizePage(request, timeout=seconds)
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from err
         return response
 
     def recognize_document(
@@ -725,28 +751,23 @@ class OcrClient:
         request = _document_request(data, model, options, pdf_dpi)
         call = self._stub.RecognizeDocument(request, timeout=seconds)
         try:
-            yield from call
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from err
+            with _rpc_errors():
+                yield from call
         finally:
             call.cancel()  # no-op once the call has ended; frees the server otherwise
 
     def list_models(self, timeout: float | None = None) -> list[ModelInfo]:
         """The models this server serves (one has ``is_default``)."""
-        try:
-            response = self._stub.ListModels(
-                ocr_pb2.ListModelsRequest(), timeout=self._deadline(timeout)
-            )
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from err
+        request = ocr_pb2.ListModelsRequest()
+        with _rpc_errors():
+            response = self._stub.ListModels(request, timeout=self._deadline(timeout))
         return [ModelInfo.from_proto(m) for m in response.models]
 
     def get_stats(self, timeout: float | None = None) -> ocr_pb2.GetStatsResponse:
         """The micro-batchers' counters, as the proto message (a diagnostics call)."""
-        try:
-            return self._stub.GetStats(ocr_pb2.GetStatsRequest(), timeout=self._deadline(timeout))
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from err
+        request = ocr_pb2.GetStatsRequest()
+        with _rpc_errors():
+            return self._stub.GetStats(request, timeout=self._deadline(timeout))
 
     def check_health(self, service: str = "", timeout: float | None = None) -> str:
         """The server's ``grpc.health.v1`` status of ``service`` ("" = the whole server):
@@ -760,14 +781,21 @@ class OcrClient:
         try:
             response = self._health.Check(request, timeout=self._deadline(timeout))
         except grpc.RpcError as err:
-            answer = _health_error(err)
-            if answer is None:
-                raise from_rpc_error(err) from err
-            return answer
+            return _health_failure(err)
         return _health_status(response.status)
 
 
 # --------------------------------------------------------------------------- async client
+
+_T = TypeVar("_T")
+
+
+async def _build_request(reads_files: bool, build: Callable[..., _T], *args: Any) -> _T:
+    """``build(*args)``, in a worker thread when it reads files, so that the event loop never
+    waits on a disk."""
+    if reads_files:
+        return await asyncio.to_thread(build, *args)
+    return build(*args)
 
 
 async def _aiter_items(
@@ -797,9 +825,9 @@ async def _write_stream(
         index = 0
         async for item in _aiter_items(items):
             item_id, image, is_page = _split_item(index, item)
-            if _is_path(image):  # file reads off the event loop
-                image = await asyncio.to_thread(to_proto_image, image, color_order)
-            request = _stream_request(item_id, image, color_order, options, is_page)
+            request = await _build_request(
+                _is_path(image), _stream_request, item_id, image, color_order, options, is_page
+            )
             options = None
             index += 1
             try:
@@ -843,10 +871,11 @@ class AsyncOcrClient:
         self._credentials = credentials
         self._channel: grpc.aio.Channel | None = None
         self._stub: Any = None
+        self._health: Any = None
         self._closed = False
 
     async def __aenter__(self) -> Self:
-        self._get_stub()
+        self._open()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
@@ -859,22 +888,24 @@ class AsyncOcrClient:
             channel, self._channel = self._channel, None
             await channel.close()
 
-    def _get_stub(self) -> Any:
+    def _open(self) -> grpc.aio.Channel:
+        """The channel, made with its stubs on first use (inside the running loop)."""
         if self._closed:
             raise ValueError("the AsyncOcrClient is closed")
         if self._channel is None:
-            if self._credentials is not None:
-                self._channel = grpc.aio.secure_channel(
-                    self.target,
-                    self._credentials,
-                    options=self._options,
-                    interceptors=self._interceptors,
-                )
-            else:
-                self._channel = grpc.aio.insecure_channel(
-                    self.target, options=self._options, interceptors=self._interceptors
-                )
+            self._channel = _open_channel(
+                grpc.aio,
+                self.target,
+                self._credentials,
+                self._options,
+                interceptors=self._interceptors,
+            )
             self._stub = ocr_pb2_grpc.OcrServiceStub(self._channel)
+            self._health = health_pb2_grpc.HealthStub(self._channel)
+        return self._channel
+
+    def _get_stub(self) -> Any:
+        self._open()
         return self._stub
 
     def _deadline(self, timeout: float | None) -> float:
@@ -884,15 +915,11 @@ class AsyncOcrClient:
         """Wait until the channel is connected; :class:`~ocr_client.ServerUnavailable`
         when it is not within the timeout."""
         seconds = self._deadline(timeout)
-        self._get_stub()
-        assert self._channel is not None
+        channel = self._open()
         try:
-            await asyncio.wait_for(self._channel.channel_ready(), seconds)
+            await asyncio.wait_for(channel.channel_ready(), seconds)
         except TimeoutError:
-            raise ServerUnavailable(
-                f"server at {self.address} not ready within {seconds:g} s",
-                grpc.StatusCode.UNAVAILABLE,
-            ) from None
+            raise _not_ready(self.address, seconds) from None
 
     async def recognize_lines(
         self,
@@ -933,16 +960,12 @@ class AsyncOcrClient:
         seconds = self._deadline(timeout)
         stub = self._get_stub()
         images = list(images)
-        if any(_is_path(im) for im in images):
-            request = await asyncio.to_thread(_recognize_request, images, model, color_order)
-        else:
-            request = _recognize_request(images, model, color_order)
+        reads_files = any(_is_path(im) for im in images)
+        request = await _build_request(reads_files, _recognize_request, images, model, color_order)
         if not request.images:
             return model, []
-        try:
+        with _rpc_errors():
             response = await stub.RecognizeLines(request, timeout=seconds)
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from err
         return response.model, _lines_from_response(response, len(request.images))
 
     async def stream_recognize(
@@ -1004,14 +1027,11 @@ class AsyncOcrClient:
         """See :meth:`OcrClient.recognize_page`. A path is read off the event loop."""
         seconds = self._deadline(timeout)
         stub = self._get_stub()
-        if _is_path(image):
-            request = await asyncio.to_thread(_page_request, image, model, options, color_order)
-        else:
-            request = _page_request(image, model, options, color_order)
-        try:
+        request = await _build_request(
+            _is_path(image), _page_request, image, model, options, color_order
+        )
+        with _rpc_errors():
             response: PageResult = await stub.RecognizePage(request, timeout=seconds)
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from err
         return response
 
     async def recognize_document(
@@ -1027,50 +1047,36 @@ class AsyncOcrClient:
         A path is read off the event loop. To stop early, ``await aclose()`` the generator."""
         seconds = self._deadline(timeout)
         stub = self._get_stub()
-        if _is_path(data):
-            request = await asyncio.to_thread(_document_request, data, model, options, pdf_dpi)
-        else:
-            request = _document_request(data, model, options, pdf_dpi)
+        request = await _build_request(
+            _is_path(data), _document_request, data, model, options, pdf_dpi
+        )
         call = stub.RecognizeDocument(request, timeout=seconds)
         try:
-            async for page in call:
-                yield page
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from err
+            with _rpc_errors():
+                async for page in call:
+                    yield page
         finally:
             call.cancel()  # no-op once the call has ended; frees the server otherwise
 
     async def list_models(self, timeout: float | None = None) -> list[ModelInfo]:  # noqa: ASYNC109
         """The models this server serves (one has ``is_default``)."""
-        try:
-            response = await self._get_stub().ListModels(
-                ocr_pb2.ListModelsRequest(), timeout=self._deadline(timeout)
-            )
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from err
+        request = ocr_pb2.ListModelsRequest()
+        with _rpc_errors():
+            response = await self._get_stub().ListModels(request, timeout=self._deadline(timeout))
         return [ModelInfo.from_proto(m) for m in response.models]
 
     async def get_stats(self, timeout: float | None = None) -> ocr_pb2.GetStatsResponse:  # noqa: ASYNC109
         """The micro-batchers' counters, as the proto message (a diagnostics call)."""
-        try:
-            return await self._get_stub().GetStats(
-                ocr_pb2.GetStatsRequest(), timeout=self._deadline(timeout)
-            )
-        except grpc.RpcError as err:
-            raise from_rpc_error(err) from err
+        request = ocr_pb2.GetStatsRequest()
+        with _rpc_errors():
+            return await self._get_stub().GetStats(request, timeout=self._deadline(timeout))
 
     async def check_health(self, service: str = "", timeout: float | None = None) -> str:  # noqa: ASYNC109
         """See :meth:`OcrClient.check_health`."""
-        self._get_stub()
-        assert self._channel is not None
+        self._open()
         request = health_pb2.HealthCheckRequest(service=service)
         try:
-            response = await health_pb2_grpc.HealthStub(self._channel).Check(
-                request, timeout=self._deadline(timeout)
-            )
+            response = await self._health.Check(request, timeout=self._deadline(timeout))
         except grpc.RpcError as err:
-            answer = _health_error(err)
-            if answer is None:
-                raise from_rpc_error(err) from err
-            return answer
+            return _health_failure(err)
         return _health_status(response.status)

@@ -287,8 +287,6 @@ def _tiff_images(path: Path, count: int) -> Iterator[ocr_pb2.Image]:
                 yield _raw_image(frame.width, frame.height, channels, frame.tobytes())
     except (OSError, EOFError, SyntaxError, ValueError) as exc:
         # Pillow reports broken files as any of these (SyntaxError for bad headers).
-        if isinstance(exc, DocumentError):
-            raise
         raise DocumentError(f"{path}: cannot read the TIFF ({exc})") from exc
 
 
@@ -322,6 +320,21 @@ def _bitmap_bytes(bitmap: Any) -> bytes:
     )
 
 
+def _render_pdf_page(page: Any, where: str, dpi: int, max_pixels: int | None) -> ocr_pb2.Image:
+    """One PDF page as a RawImage, RGB on white (``where`` names it in errors)."""
+    width_pt, height_pt = page.get_size()
+    scale = _pdf_scale(width_pt, height_pt, dpi, max_pixels)
+    # rev_byteorder turns pdfium's BGR into RGB.
+    bitmap = page.render(scale=scale, rev_byteorder=True)
+    try:
+        channels = bitmap.n_channels
+        if channels not in (1, 3):
+            raise DocumentError(f"{where} rendered with {channels} channels; expected gray or RGB")
+        return _raw_image(bitmap.width, bitmap.height, channels, _bitmap_bytes(bitmap))
+    finally:
+        bitmap.close()
+
+
 def _pdf_images(path: Path, dpi: int, max_pixels: int | None) -> Iterator[ocr_pb2.Image]:
     pdfium = _import_pdfium("rendering a PDF")
     pdf = _open_pdf(pdfium, path)
@@ -329,21 +342,7 @@ def _pdf_images(path: Path, dpi: int, max_pixels: int | None) -> Iterator[ocr_pb
         for index in range(len(pdf)):
             page = pdf[index]
             try:
-                width_pt, height_pt = page.get_size()
-                scale = _pdf_scale(width_pt, height_pt, dpi, max_pixels)
-                # RGB on white (rev_byteorder turns pdfium's BGR into RGB).
-                bitmap = page.render(scale=scale, rev_byteorder=True)
-                try:
-                    if bitmap.n_channels not in (1, 3):
-                        raise DocumentError(
-                            f"{path}: page {index + 1} rendered with {bitmap.n_channels} "
-                            "channels; expected gray or RGB"
-                        )
-                    image = _raw_image(
-                        bitmap.width, bitmap.height, bitmap.n_channels, _bitmap_bytes(bitmap)
-                    )
-                finally:
-                    bitmap.close()
+                image = _render_pdf_page(page, f"{path}: page {index + 1}", dpi, max_pixels)
             except pdfium.PdfiumError as exc:
                 raise DocumentError(f"{path}: cannot render page {index + 1} ({exc})") from exc
             finally:

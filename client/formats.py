@@ -135,8 +135,8 @@ class _Box:
 
 def _is_upright_rect(quad: ocr_pb2.Quad, box: _Box) -> bool:
     """Whether the quad is just its bbox (then a polygon would say nothing more)."""
-    corners = {(box.x, box.y), (box.x + box.w, box.y), (box.x + box.w, box.y + box.h)}
-    corners.add((box.x, box.y + box.h))
+    x0, y0, x1, y1 = box.x, box.y, box.x + box.w, box.y + box.h
+    corners = {(x0, y0), (x1, y0), (x1, y1), (x0, y1)}
     return len(quad.points) != 4 or {(p.x, p.y) for p in quad.points} == corners
 
 
@@ -187,6 +187,10 @@ def _text_angle(page: ocr_pb2.PageResult, line: ocr_pb2.PageLine) -> int:
 
 def _models(pages: Sequence[PageEntry]) -> list[str]:
     return list(dict.fromkeys(p.model for _, p in pages if p.model))
+
+
+def _sources(pages: Sequence[PageEntry]) -> list[str]:
+    return list(dict.fromkeys(source for source, _ in pages))
 
 
 def _confidence(value: float) -> float:
@@ -285,8 +289,7 @@ def to_hocr(pages: Sequence[PageEntry]) -> str:
     html.text = "\n"
     head = _sub(html, "head", {})
     head.text = "\n"
-    sources = list(dict.fromkeys(source for source, _ in pages))
-    _sub(head, "title", {}).text = _xml_text("OCR: " + ", ".join(sources))
+    _sub(head, "title", {}).text = _xml_text("OCR: " + ", ".join(_sources(pages)))
     _sub(head, "meta", {"http-equiv": "Content-Type", "content": "text/html; charset=utf-8"})
     system = " ".join([OCR_SYSTEM, *_models(pages)])
     _sub(head, "meta", {"name": "ocr-system", "content": system})
@@ -309,7 +312,7 @@ def to_hocr(pages: Sequence[PageEntry]) -> str:
 def _alto_description(root: ET.Element, pages: Sequence[PageEntry]) -> None:
     description = _sub(root, "Description", {})
     _sub(description, "MeasurementUnit", {}).text = "pixel"
-    sources = list(dict.fromkeys(source for source, _ in pages))
+    sources = _sources(pages)
     if len(sources) == 1:
         info = _sub(description, "sourceImageInformation", {})
         _sub(info, "fileName", {}).text = _xml_text(sources[0])
@@ -352,7 +355,6 @@ def _alto_page(layout: ET.Element, number: int, page: ocr_pb2.PageResult) -> Non
             line_el = _sub(block, "TextLine", {"ID": f"line_{number}_{i + 1}", **line_box.alto()})
             _alto_polygon(line_el, line.box, line_box)
             words = _words(line)
-            word_boxes = [w.box for w in words]
             for w, word in enumerate(words, start=1):
                 string_attrs = {
                     "ID": f"string_{number}_{i + 1}_{w}",
@@ -361,9 +363,9 @@ def _alto_page(layout: ET.Element, number: int, page: ocr_pb2.PageResult) -> Non
                     **word.box.alto(),
                 }
                 _sub(line_el, "String", string_attrs)
-                if w < len(words):
-                    left = word_boxes[w - 1]
-                    gap = word_boxes[w].x - (left.x + left.w)
+                if w < len(words):  # the space up to the next word
+                    left = word.box
+                    gap = words[w].box.x - (left.x + left.w)
                     sp_attrs = {"HPOS": str(left.x + left.w), "VPOS": str(left.y)}
                     if gap > 0:
                         sp_attrs["WIDTH"] = str(gap)
