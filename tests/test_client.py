@@ -10,6 +10,7 @@ model is tested elsewhere.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import queue
 import socket
@@ -234,17 +235,23 @@ class Fake:
     address: str
 
 
-@pytest.fixture
-def fake() -> Iterator[Fake]:
-    servicer = FakeOcr()
+@contextlib.contextmanager
+def _serve(servicer: ocr_pb2_grpc.OcrServiceServicer) -> Iterator[Fake]:
+    """``servicer`` on a real gRPC server on a free loopback port, stopped afterwards."""
     server = grpc.server(ThreadPoolExecutor(max_workers=4))
     ocr_pb2_grpc.add_OcrServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     server.start()
     try:
-        yield Fake(servicer, f"127.0.0.1:{port}")
+        yield Fake(servicer, f"127.0.0.1:{port}")  # type: ignore[arg-type]
     finally:
         server.stop(None).wait()
+
+
+@pytest.fixture
+def fake() -> Iterator[Fake]:
+    with _serve(FakeOcr()) as served:
+        yield served
 
 
 @pytest.fixture
@@ -361,12 +368,14 @@ def test_duck_typed_array_without_numpy(monkeypatch: pytest.MonkeyPatch) -> None
     assert raw.pixels == bytes(range(18))
 
 
-def test_client_imports_without_numpy_or_server_code() -> None:
+def test_client_imports_without_numpy_extras_or_server_code() -> None:
+    """The client installs with grpcio and protobuf only: numpy and the ``[documents]``
+    extras are imported only when an array is sent, a TIFF split or a PDF rendered."""
     code = (
         "import sys\n"
-        "sys.modules['numpy'] = None\n"
-        "sys.modules['cv2'] = None\n"
-        "import ocr_client, ocr_client.cli\n"
+        "for name in ('numpy', 'cv2', 'PIL', 'pypdfium2', 'lxml'):\n"
+        "    sys.modules[name] = None\n"
+        "import ocr_client, ocr_client.cli, ocr_client.documents, ocr_client.formats\n"
         "from ocr_client.images import to_proto_image\n"
         "assert to_proto_image(b'png').data == b'png'\n"
         "bad = [m for m in sys.modules if m.startswith(('ocr_core', 'ocr_server', 'onnx'))]\n"
@@ -1020,15 +1029,8 @@ class PagesFake(ocr_pb2_grpc.OcrServiceServicer):
 
 @pytest.fixture
 def pages_fake() -> Iterator[Fake]:
-    servicer = PagesFake()
-    server = grpc.server(ThreadPoolExecutor(max_workers=4))
-    ocr_pb2_grpc.add_OcrServiceServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    try:
-        yield Fake(servicer, f"127.0.0.1:{port}")  # type: ignore[arg-type]
-    finally:
-        server.stop(None).wait()
+    with _serve(PagesFake()) as served:
+        yield served
 
 
 def _documents(tmp_path: Path) -> list[str]:

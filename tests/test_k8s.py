@@ -17,8 +17,9 @@ import pytest
 import yaml  # a dev dependency: the standard library has no YAML parser
 
 from ocr_client.client import SERVICE_NAME
-from ocr_server.config import ServerConfig, build_parser, parse_config
+from ocr_server.config import ServerConfig, parse_config
 from tests.conftest import REPO_ROOT
+from tests.test_container import _server_env_names
 
 K8S = REPO_ROOT / "deploy" / "k8s"
 PORT = 50051
@@ -64,16 +65,6 @@ def _mib(quantity: str) -> Decimal:
         if quantity.endswith(suffix):
             return Decimal(quantity[: -len(suffix)]) * factor
     raise AssertionError(f"memory quantity without a unit: {quantity}")
-
-
-def _server_env_names() -> set[str]:
-    parser = build_parser({})
-    return {
-        "OCR_" + option[2:].upper().replace("-", "_")
-        for action in parser._actions
-        for option in action.option_strings
-        if option.startswith("--") and option != "--help"
-    }
 
 
 def test_env_and_args_are_server_settings(container: dict[str, Any], config: ServerConfig) -> None:
