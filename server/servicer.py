@@ -95,10 +95,16 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
     async def _guard(
         self, context: grpc.aio.ServicerContext, method: str, call: Callable[[], Awaitable[T]]
     ) -> T:
-        """Run a unary handler body with a request id, a log line, and error mapping."""
+        """Run a unary handler body with a request id, a log line, and error mapping.
+
+        The request id goes back in *trailing* metadata: it travels with the status in the
+        call's last batch, whereas ``send_initial_metadata`` is a write of its own that cost
+        about a tenth of the server's GIL time under one-line calls. A successful call logs
+        at DEBUG (metrics count them); anything else logs at INFO.
+        """
         rid = _request_id(context)
         request_id_var.set(rid)
-        await context.send_initial_metadata((("x-request-id", rid),))
+        context.set_trailing_metadata((("x-request-id", rid),))
         start = time.perf_counter()
         try:
             result = await call()
@@ -110,7 +116,7 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
             code, message = status_for(exc, rid)
         else:
             self._record(method, "OK", start)
-            log.info(
+            log.debug(
                 "%s OK in %.1f ms",
                 method,
                 (time.perf_counter() - start) * 1e3,

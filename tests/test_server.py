@@ -87,6 +87,33 @@ def test_recognizes_rendered_lines_in_order_with_words(stub) -> None:
     assert xs == sorted(xs) and xs[0][1] <= xs[1][0]  # left to right, not overlapping
 
 
+def test_request_id_is_echoed_on_success_errors_and_streams(stub) -> None:
+    """Unary calls echo ``x-request-id`` in trailing metadata (also on errors), streams up front."""
+    image = ocr_pb2.Image(data=png(render_line("echo")))
+    request = ocr_pb2.RecognizeLinesRequest(images=[image])
+    _, call = stub.RecognizeLines.with_call(
+        request, metadata=(("x-request-id", "rid-ok"),), timeout=60
+    )
+    assert ("x-request-id", "rid-ok") in call.trailing_metadata()
+
+    with pytest.raises(grpc.RpcError) as info:
+        stub.RecognizeLines(
+            ocr_pb2.RecognizeLinesRequest(images=[image], model="no-such-model"),
+            metadata=(("x-request-id", "rid-bad"),),
+            timeout=60,
+        )
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert ("x-request-id", "rid-bad") in info.value.trailing_metadata()
+
+    stream = stub.StreamRecognize(
+        iter([ocr_pb2.StreamRecognizeRequest(id="1", line=image)]),
+        metadata=(("x-request-id", "rid-stream"),),
+        timeout=60,
+    )
+    assert ("x-request-id", "rid-stream") in stream.initial_metadata()
+    assert [r.line.text for r in stream] == ["echo"]
+
+
 def test_grpcurl_style_json_request_gets_text_and_confidence(stub) -> None:
     """The JSON grpcurl sends ({"images":[{"data":"<base64>"}]}) maps to a working request."""
     import base64
