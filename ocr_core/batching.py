@@ -35,10 +35,17 @@ InferFn = Callable[[int, Sequence[PreparedLine]], list[LineText]]
 
 @dataclass(frozen=True)
 class BatchLimits:
-    """Batch and queue bounds of one batcher."""
+    """Batch and queue bounds of one batcher.
+
+    ``max_pixels`` bounds memory more than speed: a CTC recognizer's class scores are
+    [N, W/8, classes] float32, ~75 KB per time step with PP-OCRv6's 18.7k classes, and ONNX
+    Runtime's arena keeps a session's largest batch for good. 48 x 2048 padded pixels keeps
+    that near 60 MB per session (48 x 8192 cost ~250 MB per session); larger batches gave no
+    throughput on the CPUs measured (docs/benchmarks.md).
+    """
 
     max_lines: int = 16
-    max_pixels: int = 48 * 4096 * 2
+    max_pixels: int = 48 * 2048
     max_delay_s: float = 0.002
     queue_capacity: int = 1024
 

@@ -35,7 +35,7 @@ class ServerConfig:
     threads: int = 1
     graph_optimization: str = "all"
     max_batch_lines: int = 16
-    max_batch_pixels: int = 48 * 4096 * 2
+    max_batch_pixels: int = 48 * 2048
     max_delay_ms: float = 2.0
     queue_capacity: int = 1024
     max_lines_per_request: int = 256
