@@ -30,12 +30,22 @@ lint: setup
 proto: setup
 	$(PY) scripts/gen_proto.py
 
-bench: models
+# The whole suite: lines (both models, three modes, five concurrencies, three repeats),
+# then pages against RapidOCR; writes docs/benchmarks.md and docs/bench-lines-*.png.
+bench: bench-lines bench-pages
+
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[bench]'
+	touch $@
+
+.PHONY: bench-lines
+bench-lines: models $(VENV)/.bench-installed
+	$(VENV)/bin/ocr-models fetch ppocr-v6-small ppocr-v6-tiny
 	$(PY) -m bench.bench_lines $(ARGS)
 
 .PHONY: bench-pages
-bench-pages: models
-	$(PY) -m bench.bench_pages $(ARGS)
+bench-pages: models $(VENV)/.bench-installed
+	$(PY) -m bench.bench_pages --repeats 3 $(ARGS)
 
 # Ten minutes of steady load at ~70 % of capacity; RSS growth and errors -> docs/reliability.md.
 .PHONY: soak

@@ -8,12 +8,16 @@ Python thread per session), so ``server / raw`` is the price of everything the s
 PNG decoding and resizing per request, gRPC, the micro-batcher, the asyncio loop, and sharing
 the cores with whatever sends the requests.
 
-The server runs as its own process (the real ``ocr-server``) and the load comes from a second
-process, so neither shares the other's GIL; on a small machine they still share the cores,
-which the report shows as CPU used by each process.
+The server runs as its own process (the real ``ocr-server``, a fresh one per mode) and the
+load comes from a second process, so neither shares the other's GIL; on a small machine they
+still share the cores, which the report shows as CPU used by each process. Three modes:
+``unary-1`` (one line per ``RecognizeLines``), ``unary-16`` (up to 16 lines per call) and
+``stream`` (one ``StreamRecognize`` per caller, one line in flight on each), each over a
+sweep of calls or streams in flight; the whole run is repeated and medians are reported.
 
-    .venv/bin/python -m bench.bench_lines [--model ppocr-v6-small] [--concurrency 1,4,16,64]
-        [--duration 15] [--workers 2 --threads 1] [--out docs/benchmarks.md]
+    .venv/bin/python -m bench.bench_lines [--models ppocr-v6-small,ppocr-v6-tiny]
+        [--modes unary-1,unary-16,stream] [--concurrency 1,4,16,64,256] [--repeats 3]
+        [--duration 8] [--workers 2 --threads 1] [--out docs/benchmarks.md]
 
 Heavy imports (numpy, onnxruntime, grpc) happen inside functions: the spawned load process
 imports this module and should carry only the client.
@@ -34,7 +38,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -307,65 +311,147 @@ def measure_raw(model_path: Path, height: int, lines: Sequence[LineImage], args:
 
 @dataclass(frozen=True)
 class Level:
-    """One concurrency level for the load process: where the server is and how to load it."""
+    """One measured window for the load process: where the server is and how to load it."""
 
     address: str
     paths: tuple[str, ...]  # the line crops' files, read by the load process itself
-    concurrency: int
+    mode: str  # "unary-K" (K lines per RecognizeLines call) or "stream"
+    concurrency: int  # calls (unary) or streams (stream) in flight
     warmup_s: float
     duration_s: float
     model: str
-    server_pid: int  # for its CPU time
+    server_pid: int  # for its CPU time and peak RSS
     workers: int  # the server's inference workers, for "worker busy"
-    timeout_s: float  # deadline per call
+    timeout_s: float  # deadline per call (unary) or per line (stream)
+
+
+def lines_per_call(mode: str) -> int:
+    """Lines per request of ``mode``: K for "unary-K", 1 for "stream"."""
+    if mode == "stream":
+        return 1
+    if mode.startswith("unary-") and mode[6:].isdigit() and int(mode[6:]) >= 1:
+        return int(mode[6:])
+    raise ValueError(f"unknown mode {mode!r}; use unary-K (K lines per call) or stream")
+
+
+def cycle_groups(n_lines: int, per_call: int) -> list[range]:
+    """The line indices of each call of one pass: consecutive runs of up to ``per_call``.
+
+    A pass over the set is a whole number of calls (the last may be shorter), so whole
+    cycles of calls are whole passes over the lines and every width is represented once.
+    """
+    return [range(i, min(i + per_call, n_lines)) for i in range(0, n_lines, per_call)]
 
 
 def load_level(level: Level) -> dict[str, Any]:
-    """Entry point of the load process: drive one concurrency level, return its figures.
+    """Entry point of the load process: drive one window, return its figures.
 
-    Runs in a spawned process so the load generator's Python work (building requests,
-    reading responses) never takes the server's GIL. The images (82 small files) are read
-    before the measured window.
+    Runs in a spawned process so the load generator's Python work never takes the server's
+    GIL. The images (82 small files) are read and every request message is built before
+    the measured window, with the generated stub, so the load process spends its CPU on
+    gRPC only: the figures are the server's, not a client library's.
     """
     return asyncio.run(_drive(level, [Path(p).read_bytes() for p in level.paths]))
 
 
-async def _drive(level: Level, images: Sequence[bytes]) -> dict[str, Any]:
-    """``concurrency`` workers, each sending one line per RecognizeLines call, back to back.
+def _reset_peak_rss(pid: int) -> bool:
+    """Reset the server's VmHWM (peak RSS) so the next reading covers this window only.
 
-    Workers take the next line from one shared cursor, so the calls form one sequence over
-    the cycled lines; throughput (``closed_loop_rate``) and latency cover its whole cycles
-    inside the measured window (see ``measured_calls``). GetStats, the server's CPU time
-    and this process's CPU time are sampled at the window's two ends for the deltas.
+    Writing "5" to /proc/<pid>/clear_refs does that (Linux >= 4.0, same user); where it is
+    refused the reading is the peak since the server started, and the report says so.
     """
-    from ocr_client import AsyncOcrClient, OcrClientError
+    try:
+        Path(f"/proc/{pid}/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
 
+
+async def _drive(level: Level, images: Sequence[bytes]) -> dict[str, Any]:
+    """``concurrency`` callers, each with one request in flight, back to back.
+
+    Callers take the next request of the pass from one shared cursor, so the calls form one
+    sequence over the cycled lines; throughput (``closed_loop_rate``) and latency cover its
+    whole cycles inside the measured window (see ``measured_calls``). GetStats, the
+    server's CPU time and this process's CPU time are sampled at the window's two ends.
+    """
+    import grpc
+
+    from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
+
+    per_call = lines_per_call(level.mode)
+    groups = cycle_groups(len(images), per_call)
+    if level.mode == "stream":
+        requests: list[Any] = [
+            ocr_pb2.StreamRecognizeRequest(id=str(i), line=ocr_pb2.Image(data=images[i]))
+            for i in range(len(images))
+        ]
+    else:
+        requests = [
+            ocr_pb2.RecognizeLinesRequest(
+                images=[ocr_pb2.Image(data=images[i]) for i in group], model=level.model
+            )
+            for group in groups
+        ]
+    sizes = [len(g) for g in groups]
     calls: list[Call] = []
     cursor = 0
     snapshots: list[tuple[float, Any, float, float, float]] = []
+    rss_reset: list[bool] = []
+    options = [("grpc.max_receive_message_length", 64 << 20)]
 
-    async with AsyncOcrClient(level.address, timeout=level.timeout_s) as client:
-        await client.wait_ready(30)
+    async with grpc.aio.insecure_channel(level.address, options=options) as channel:
+        await asyncio.wait_for(channel.channel_ready(), 30)
+        stub = ocr_pb2_grpc.OcrServiceStub(channel)
         m0 = time.perf_counter() + level.warmup_s
         m1 = m0 + level.duration_s
 
-        async def worker() -> None:
+        def take() -> int:
             nonlocal cursor
+            index = cursor
+            cursor += 1
+            return index
+
+        async def unary_caller() -> None:
             while time.perf_counter() < m1:
-                index = cursor
-                cursor += 1
+                index = take()
+                k = index % len(requests)
                 t0 = time.perf_counter()
                 failure = None
                 try:
-                    await client.recognize_lines([images[index % len(images)]], model=level.model)
-                except OcrClientError as exc:
-                    failure = type(exc).__name__
+                    await stub.RecognizeLines(requests[k], timeout=level.timeout_s)
+                except grpc.aio.AioRpcError as exc:
+                    failure = exc.code().name
+                lines = sizes[k] if failure is None else 0
+                calls.append(Call(index, t0, time.perf_counter(), lines, failure))
+
+        async def stream_caller() -> None:
+            call = stub.StreamRecognize(timeout=level.warmup_s + level.duration_s + 600)
+            await call.write(
+                ocr_pb2.StreamRecognizeRequest(options=ocr_pb2.StreamOptions(model=level.model))
+            )
+            while time.perf_counter() < m1:
+                index = take()
+                t0 = time.perf_counter()
+                await call.write(requests[index % len(requests)])
+                reply = await call.read()
+                failure = None
+                if reply is grpc.aio.EOF:
+                    failure = "stream ended"
+                elif reply.WhichOneof("result") == "error":
+                    failure = f"item error {reply.error.code}"
                 calls.append(
                     Call(index, t0, time.perf_counter(), 1 if failure is None else 0, failure)
                 )
+                if reply is grpc.aio.EOF:
+                    return
+            await call.done_writing()
+            while await call.read() is not grpc.aio.EOF:
+                pass
+            await call.code()
 
         async def snapshot() -> None:
-            stats = await client.get_stats()
+            stats = await stub.GetStats(ocr_pb2.GetStatsRequest(), timeout=30)
             snapshots.append(
                 (
                     time.perf_counter(),
@@ -378,16 +464,19 @@ async def _drive(level: Level, images: Sequence[bytes]) -> dict[str, Any]:
 
         async def sampler() -> None:
             await asyncio.sleep(max(0.0, m0 - time.perf_counter()))
+            rss_reset.append(_reset_peak_rss(level.server_pid))
             await snapshot()
             await asyncio.sleep(max(0.0, m1 - time.perf_counter()))
             await snapshot()
 
-        await asyncio.gather(sampler(), *(worker() for _ in range(level.concurrency)))
+        caller = stream_caller if level.mode == "stream" else unary_caller
+        await asyncio.gather(sampler(), *(caller() for _ in range(level.concurrency)))
+        peak_rss = proc_status_kib(level.server_pid, "VmHWM")
 
-    kept, cycles = measured_calls(calls, len(images), m0, m1)
+    kept, cycles = measured_calls(calls, len(requests), m0, m1)
     ok = [c for c in kept if c.error is None]
     lat_ms = sorted((c.end - c.start) * 1e3 for c in ok)
-    window_lines = sum(1 for c in calls if c.error is None and m0 <= c.end <= m1)
+    window_lines = sum(c.lines for c in calls if c.error is None and m0 <= c.end <= m1)
     errors = Counter(c.error for c in kept if c.error is not None)
     (ta, sa, ca, pa, ma), (tb, sb, cb, pb, mb) = snapshots
     window = tb - ta
@@ -402,19 +491,21 @@ async def _drive(level: Level, images: Sequence[bytes]) -> dict[str, Any]:
     d_padded = after.padded_pixels - before.padded_pixels
     d_wait = after.queue_wait_ms_total - before.queue_wait_ms_total
     d_infer = after.inference_ms_total - before.inference_ms_total
-    sizes = {
+    batch_sizes = {
         int(k): int(v - before.batch_size_counts.get(k, 0))
         for k, v in after.batch_size_counts.items()
         if v - before.batch_size_counts.get(k, 0) > 0
     }
     return {
+        "mode": level.mode,
         "concurrency": level.concurrency,
         "seconds": level.duration_s,
         "cycles": cycles,
-        "lines": len(lat_ms),
+        "calls": len(ok),
+        "lines": sum(c.lines for c in ok),
         "errors": sum(errors.values()),
         "error_kinds": dict(errors),
-        # A failed call held its worker too: it counts in the call time but as 0 lines.
+        # A failed call held its caller too: it counts in the call time but as 0 lines.
         "lines_per_s": closed_loop_rate(kept, level.concurrency),
         "lines_per_s_window": window_lines / level.duration_s,
         "latency_ms": {
@@ -428,7 +519,7 @@ async def _drive(level: Level, images: Sequence[bytes]) -> dict[str, Any]:
             "lines_inferred": d_lines,
             "batches": d_batches,
             "mean_batch": d_lines / d_batches if d_batches else float("nan"),
-            "batch_size_counts": dict(sorted(sizes.items())),
+            "batch_size_counts": dict(sorted(batch_sizes.items())),
             "padding_waste": d_padded / (d_content + d_padded) if d_content + d_padded else 0.0,
             "queue_wait_ms_mean": d_wait / d_lines if d_lines else float("nan"),
             "inference_ms_per_line": d_infer / d_lines if d_lines else float("nan"),
@@ -438,6 +529,8 @@ async def _drive(level: Level, images: Sequence[bytes]) -> dict[str, Any]:
             "rejected_queue_full": after.rejected_queue_full - before.rejected_queue_full,
             "failed_batches": after.failed_batches - before.failed_batches,
         },
+        "peak_rss_kib": peak_rss,
+        "peak_rss_window_only": bool(rss_reset and rss_reset[0]),
         "window_s": window,
         "cpu_ms_per_line": {
             "server": (cb - ca) * 1e3 / d_lines if d_lines else float("nan"),
@@ -459,6 +552,208 @@ def _batcher(stats: Any, model: str) -> Any:
     raise RuntimeError(f"GetStats has no batcher for model {model!r}")
 
 
+@dataclass(frozen=True)
+class PairedJob:
+    """The concurrency-1 latency check: raw inference and a server call, line by line."""
+
+    address: str
+    paths: tuple[str, ...]
+    model: str
+    model_path: str
+    height: int
+    threads: int
+    graph_optimization: str
+    passes: int
+    timeout_s: float
+
+
+def paired_latency(job: PairedJob) -> dict[str, Any]:
+    """Alternate, for each line, one raw ``session.run`` and one one-line server call.
+
+    Runs in the load process. Both see the same line back to back, so machine drift (these
+    machines are noisy) hits both sides alike; the raw side is one session of the server's
+    kind (same options and threads) on the same prepared tensor the server would build, and
+    times ``run`` only. Nothing else is running, so this is what "no waiting when idle"
+    means: the server's latency for a lone call against the inference it cannot avoid.
+    """
+    import grpc
+
+    from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
+    from ocr_core.images import decode_image
+    from ocr_core.preprocess import WidthBuckets, assemble_batch, prepare_line
+    from ocr_core.sessions import SessionConfig, create_session
+
+    images = [Path(p).read_bytes() for p in job.paths]
+    session = create_session(
+        Path(job.model_path),
+        SessionConfig(1, job.threads, job.graph_optimization),
+        "bench raw session",
+    )
+    name = session.get_inputs()[0].name
+    tensors = [
+        assemble_batch(
+            [prepare_line(decode_image(x, MAX_IMAGE_PIXELS), job.height, WidthBuckets())],
+            job.height,
+        )
+        for x in images
+    ]
+    requests = [
+        ocr_pb2.RecognizeLinesRequest(images=[ocr_pb2.Image(data=x)], model=job.model)
+        for x in images
+    ]
+    raw_ms: list[float] = []
+    server_ms: list[float] = []
+    with grpc.insecure_channel(job.address) as channel:
+        stub = ocr_pb2_grpc.OcrServiceStub(channel)
+        for k in range(min(8, len(images))):  # warm both sides
+            session.run(None, {name: tensors[k]})
+            stub.RecognizeLines(requests[k], timeout=job.timeout_s)
+        before = _batcher(stub.GetStats(ocr_pb2.GetStatsRequest(), timeout=30), job.model)
+        for _ in range(job.passes):
+            for tensor, request in zip(tensors, requests, strict=True):
+                t0 = time.perf_counter()
+                session.run(None, {name: tensor})
+                t1 = time.perf_counter()
+                stub.RecognizeLines(request, timeout=job.timeout_s)
+                t2 = time.perf_counter()
+                raw_ms.append((t1 - t0) * 1e3)
+                server_ms.append((t2 - t1) * 1e3)
+        after = _batcher(stub.GetStats(ocr_pb2.GetStatsRequest(), timeout=30), job.model)
+    lines = after.lines_inferred - before.lines_inferred
+    worker_ms = (after.inference_ms_total - before.inference_ms_total) / max(lines, 1)
+    diffs = sorted(s - r for s, r in zip(server_ms, raw_ms, strict=True))
+    return {
+        "pairs": len(diffs),
+        "raw_ms_p50": percentile(sorted(raw_ms), 50),
+        "server_ms_p50": percentile(sorted(server_ms), 50),
+        "extra_ms_p50": percentile(sorted(server_ms), 50) - percentile(sorted(raw_ms), 50),
+        "paired_extra_ms_p50": percentile(diffs, 50),
+        "paired_extra_ms_p90": percentile(diffs, 90),
+        # Means split the call: the worker's time per line (batch assembly, session.run,
+        # argmax and CTC decoding) and the rest (decode/resize, gRPC both ways, hand-offs).
+        "raw_ms_mean": sum(raw_ms) / len(raw_ms),
+        "server_ms_mean": sum(server_ms) / len(server_ms),
+        "server_worker_ms_mean": worker_ms,
+    }
+
+
+# --------------------------------------------------------------------------- aggregation
+
+
+def median(values: Sequence[float]) -> float:
+    finite = sorted(v for v in values if v == v)
+    return percentile(finite, 50) if finite else float("nan")
+
+
+def spread(values: Sequence[float]) -> tuple[float, float]:
+    finite = [v for v in values if v == v]
+    return (min(finite), max(finite)) if finite else (float("nan"), float("nan"))
+
+
+def summarise(model_result: dict[str, Any]) -> dict[str, Any]:
+    """Medians and spreads over repeats; ratios are taken within a repeat, then summarised."""
+    repeats = model_result["repeats"]
+    limits = [r["raw"]["limit_lines_per_s"] for r in repeats]
+    raw_modes = []
+    for i, mode in enumerate(repeats[0]["raw"]["modes"]):
+        rates = [r["raw"]["modes"][i]["lines_per_s"] for r in repeats]
+        raw_modes.append(
+            {
+                "mode": mode["mode"],
+                "lines_per_s": median(rates),
+                "spread": spread(rates),
+                "mean_batch": median([r["raw"]["modes"][i]["mean_batch"] for r in repeats]),
+                "call_ms_p50": median([r["raw"]["modes"][i]["call_ms_p50"] for r in repeats]),
+                "session_ms_per_line": median(
+                    [r["raw"]["modes"][i]["session_ms_per_line"] for r in repeats]
+                ),
+                "padding_waste": mode["padding_waste"],
+                "cpu_ms_per_line": median(
+                    [
+                        r["raw"]["modes"][i]["own_cpu_cores"]
+                        * 1e3
+                        / r["raw"]["modes"][i]["lines_per_s"]
+                        for r in repeats
+                    ]
+                ),
+                "other_cpu_max": max(r["raw"]["modes"][i]["other_cpu_cores"] for r in repeats),
+            }
+        )
+    levels = []
+    for key in [(lv["mode"], lv["concurrency"]) for lv in repeats[0]["levels"]]:
+        runs = [
+            (lv, r["raw"]["limit_lines_per_s"])
+            for r in repeats
+            for lv in r["levels"]
+            if (lv["mode"], lv["concurrency"]) == key
+        ]
+        rates = [lv["lines_per_s"] for lv, _ in runs]
+        ratios = [lv["lines_per_s"] / limit for lv, limit in runs]
+        sizes: Counter[int] = Counter()
+        for lv, _ in runs:
+            sizes.update({int(k): v for k, v in lv["server"]["batch_size_counts"].items()})
+        rss = [lv["peak_rss_kib"] for lv, _ in runs if lv["peak_rss_kib"]]
+        levels.append(
+            {
+                "mode": key[0],
+                "concurrency": key[1],
+                "lines_per_s": median(rates),
+                "spread": spread(rates),
+                "ratio": median(ratios),
+                "ratio_spread": spread(ratios),
+                "p50": median([lv["latency_ms"]["p50"] for lv, _ in runs]),
+                "p95": median([lv["latency_ms"]["p95"] for lv, _ in runs]),
+                "p99": median([lv["latency_ms"]["p99"] for lv, _ in runs]),
+                "cycles": min(lv["cycles"] for lv, _ in runs),
+                "mean_batch": median([lv["server"]["mean_batch"] for lv, _ in runs]),
+                "batch_size_counts": dict(sorted(sizes.items())),
+                "padding_waste": median([lv["server"]["padding_waste"] for lv, _ in runs]),
+                "queue_wait_ms": median([lv["server"]["queue_wait_ms_mean"] for lv, _ in runs]),
+                "worker_busy": median([lv["server"]["worker_busy"] for lv, _ in runs]),
+                "inference_ms_per_line": median(
+                    [lv["server"]["inference_ms_per_line"] for lv, _ in runs]
+                ),
+                "server_cpu_ms_per_line": median(
+                    [lv["cpu_ms_per_line"]["server"] for lv, _ in runs]
+                ),
+                "generator_cpu_ms_per_line": median(
+                    [lv["cpu_ms_per_line"]["load_generator"] for lv, _ in runs]
+                ),
+                "server_cores": median([lv["cpu_cores"]["server"] for lv, _ in runs]),
+                "generator_cores": median([lv["cpu_cores"]["load_generator"] for lv, _ in runs]),
+                "other_cores_max": max(lv["cpu_cores"]["other"] for lv, _ in runs),
+                "peak_rss_mib": max(rss) / 1024 if rss else float("nan"),
+                "peak_rss_window_only": all(lv["peak_rss_window_only"] for lv, _ in runs),
+                "errors": sum(lv["errors"] for lv, _ in runs),
+            }
+        )
+    paired = [r["paired"] for r in repeats if r.get("paired")]
+    latency = None
+    if paired:
+        latency = {
+            key: median([p[key] for p in paired])
+            for key in (
+                "raw_ms_p50",
+                "server_ms_p50",
+                "extra_ms_p50",
+                "paired_extra_ms_p50",
+                "paired_extra_ms_p90",
+                "raw_ms_mean",
+                "server_ms_mean",
+                "server_worker_ms_mean",
+            )
+        }
+        latency["extra_spread"] = spread([p["extra_ms_p50"] for p in paired])
+        latency["pairs"] = sum(p["pairs"] for p in paired)
+    return {
+        "limit_lines_per_s": median(limits),
+        "limit_spread": spread(limits),
+        "raw_modes": raw_modes,
+        "levels": levels,
+        "latency_c1": latency,
+    }
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -466,189 +761,180 @@ def _f(x: float, digits: int = 1) -> str:
     return "n/a" if x != x else f"{x:.{digits}f}"  # x != x: NaN
 
 
-def raw_table(raw: dict) -> list[str]:
+def _range(pair: tuple[float, float], digits: int = 1) -> str:
+    return f"{_f(pair[0], digits)} - {_f(pair[1], digits)}"
+
+
+def raw_table(summary: dict[str, Any]) -> list[str]:
     rows = [
-        "| mode | lines/s | mean batch | ms per session call (p50) | session ms per line "
-        "| padding | cycles | bench CPU | other CPU |",
+        "| mode | lines/s (median) | min - max | mean batch | ms per session call (p50) "
+        "| session ms per line | CPU ms per line | padding | other CPU (max) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in raw["modes"]:
+    for r in summary["raw_modes"]:
         rows.append(
-            f"| {r['mode']} | {_f(r['lines_per_s'])} | {_f(r['mean_batch'], 2)} "
-            f"| {_f(r['call_ms_p50'])} | {_f(r['session_ms_per_line'])} "
-            f"| {_f(100 * r['padding_waste'])} % | {_f(r['cycles'])} "
-            f"| {_f(r['own_cpu_cores'], 2)} "
-            f"| {_f(r['other_cpu_cores'], 2)} |"
+            f"| {r['mode']} | {_f(r['lines_per_s'])} | {_range(r['spread'])} "
+            f"| {_f(r['mean_batch'], 2)} | {_f(r['call_ms_p50'])} "
+            f"| {_f(r['session_ms_per_line'])} | {_f(r['cpu_ms_per_line'])} "
+            f"| {_f(100 * r['padding_waste'])} % | {_f(r['other_cpu_max'], 2)} |"
         )
     return rows
 
 
-def server_table(levels: Sequence[dict], raw_limit: float) -> list[str]:
+def server_table(summary: dict[str, Any]) -> list[str]:
     rows = [
-        "| concurrency | lines/s | cycles | p50 ms | p95 ms | p99 ms | x raw limit | mean batch "
-        "| padding | queue wait ms | worker busy | server CPU | load-gen CPU | other CPU "
+        "| mode | in flight | lines/s (median) | min - max | x raw (median) | min - max "
+        "| p50 ms | p95 ms | p99 ms | mean batch | padding | queue wait ms | worker busy "
+        "| server CPU ms/line | load-gen CPU ms/line | other CPU (max) | peak RSS MiB "
         "| errors |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:"
+        "|---:|---:|",
     ]
-    for lv in levels:
-        lat, srv, cpu = lv["latency_ms"], lv["server"], lv["cpu_cores"]
+    for lv in summary["levels"]:
         rows.append(
-            f"| {lv['concurrency']} | {_f(lv['lines_per_s'])} | {_f(lv['cycles'])} "
-            f"| {_f(lat['p50'])} "
-            f"| {_f(lat['p95'])} | {_f(lat['p99'])} | {_f(lv['lines_per_s'] / raw_limit, 2)} "
-            f"| {_f(srv['mean_batch'], 2)} | {_f(100 * srv['padding_waste'])} % "
-            f"| {_f(srv['queue_wait_ms_mean'])} | {_f(100 * srv['worker_busy'], 0)} % "
-            f"| {_f(cpu['server'], 2)} | {_f(cpu['load_generator'], 2)} "
-            f"| {_f(cpu['other'], 2)} | {lv['errors']} |"
+            f"| {lv['mode']} | {lv['concurrency']} | {_f(lv['lines_per_s'])} "
+            f"| {_range(lv['spread'])} | {_f(lv['ratio'], 2)} | {_range(lv['ratio_spread'], 2)} "
+            f"| {_f(lv['p50'])} | {_f(lv['p95'])} | {_f(lv['p99'])} "
+            f"| {_f(lv['mean_batch'], 2)} | {_f(100 * lv['padding_waste'])} % "
+            f"| {_f(lv['queue_wait_ms'])} | {_f(100 * lv['worker_busy'], 0)} % "
+            f"| {_f(lv['server_cpu_ms_per_line'])} | {_f(lv['generator_cpu_ms_per_line'], 2)} "
+            f"| {_f(lv['other_cores_max'], 2)} | {_f(lv['peak_rss_mib'], 0)} | {lv['errors']} |"
         )
     return rows
 
 
-def analysis(result: dict) -> str:
-    """The "what limits it" paragraph, built only from this run's figures.
+def batch_table(summary: dict[str, Any]) -> list[str]:
+    """Batch-size distribution at each mode's highest concurrency, all repeats pooled."""
+    rows = ["| mode | in flight | batches of size n (n: count) |", "|---|---:|---|"]
+    top = {}
+    for lv in summary["levels"]:
+        if lv["concurrency"] >= top.get(lv["mode"], {"concurrency": 0})["concurrency"]:
+            top[lv["mode"]] = lv
+    for mode, lv in top.items():
+        counts = " ".join(f"{k}: {v}" for k, v in lv["batch_size_counts"].items())
+        rows.append(f"| {mode} | {lv['concurrency']} | {counts} |")
+    return rows
 
-    Generated rather than hand-written so that a re-run cannot leave stale prose next to
-    new numbers.
-    """
-    raw = result["raw"]
-    levels = result["server"]["levels"]
+
+#: The issue's targets, by model: least share of the raw limit at saturating concurrency.
+RATIO_TARGETS = {"ppocr-v6-small": 0.90, "ppocr-v6-tiny": 0.80}
+LATENCY_TARGET_MS = 3.0
+RSS_TARGET_MB = 600
+
+
+def best_levels(summary: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each mode's level with the highest median lines/s."""
+    best: dict[str, dict[str, Any]] = {}
+    for lv in summary["levels"]:
+        if lv["lines_per_s"] > best.get(lv["mode"], {"lines_per_s": -1.0})["lines_per_s"]:
+            best[lv["mode"]] = lv
+    return best
+
+
+def targets_table(model: str, summary: dict[str, Any]) -> list[str]:
+    rows = ["| target | measured | holds |", "|---|---|---|"]
+    target = RATIO_TARGETS.get(model)
+    for mode, lv in best_levels(summary).items():
+        if target is None:
+            continue
+        rows.append(
+            f"| {mode}: lines/s >= {target:.2f}x raw at saturating concurrency "
+            f"| {lv['ratio']:.2f}x at {lv['concurrency']} in flight "
+            f"(repeats {_range(lv['ratio_spread'], 2)}) "
+            f"| {'yes' if lv['ratio'] >= target else 'no'} |"
+        )
+    lat = summary["latency_c1"]
+    if lat:
+        rows.append(
+            f"| concurrency 1: p50 <= single-line inference + {LATENCY_TARGET_MS:g} ms "
+            f"| {lat['server_ms_p50']:.1f} ms vs {lat['raw_ms_p50']:.1f} ms: "
+            f"+{lat['extra_ms_p50']:.1f} ms (repeats {_range(lat['extra_spread'])}) "
+            f"| {'yes' if lat['extra_ms_p50'] <= LATENCY_TARGET_MS else 'no'} |"
+        )
+    for lv in summary["levels"]:
+        if lv["mode"] == "stream" and lv["concurrency"] == 64:
+            mb = lv["peak_rss_mib"] * 1.048576
+            rows.append(
+                f"| 64 concurrent streams: peak RSS <= {RSS_TARGET_MB} MB "
+                f"| {mb:.0f} MB ({lv['peak_rss_mib']:.0f} MiB), largest of the repeats "
+                f"| {'yes' if mb <= RSS_TARGET_MB else 'no'} |"
+            )
+    return rows
+
+
+def analysis(model: str, result: dict[str, Any]) -> str:
+    """The "what limits it" paragraph, from this run's figures only (no stale prose)."""
+    summary = result["summary"]
     nproc = result["machine"]["nproc"]
-    workers = result["settings"]["workers"]
-    limit = raw["limit_lines_per_s"]
-    b1, batched = raw["modes"][0], raw["modes"][1]
-    best = max(levels, key=lambda lv: lv["lines_per_s"])
-    first = levels[0]
+    raw1 = summary["raw_modes"][0]
+    batched = summary["raw_modes"][1]
+    limit = summary["limit_lines_per_s"]
+    raw_cpu = min(raw1["cpu_ms_per_line"], batched["cpu_ms_per_line"])
     out = [
-        f"Raw ONNX Runtime reaches {b1['lines_per_s']:.1f} lines/s one line at a time and "
-        f"{batched['lines_per_s']:.1f} lines/s with bucket batching (mean batch "
-        f"{batched['mean_batch']:.2f}: the {result['settings']['lines']} lines fall into "
-        f"{len(raw['bucket_widths'])} "
-        f"bucket widths, so batches stay small): batching changes raw throughput "
-        f"{batched['lines_per_s'] / b1['lines_per_s']:.2f}x, so the raw limit is "
-        f"{limit:.1f} lines/s ({raw['limit_mode']}).",
-        f"The server peaks at {best['lines_per_s']:.1f} lines/s at concurrency "
-        f"{best['concurrency']}, {best['lines_per_s'] / limit:.2f}x the raw limit, with "
-        f"mean batch {best['server']['mean_batch']:.2f} and "
-        f"{100 * best['server']['padding_waste']:.1f} % padding.",
+        f"Raw ONNX Runtime does {raw1['lines_per_s']:.1f} lines/s one line per run and "
+        f"{batched['lines_per_s']:.1f} bucket-batched (mean batch "
+        f"{batched['mean_batch']:.2f}), so batching changes raw throughput "
+        f"{batched['lines_per_s'] / raw1['lines_per_s']:.2f}x on this CPU; the raw limit is "
+        f"{limit:.1f} lines/s and costs {raw_cpu:.1f} ms of CPU per line."
     ]
-    busy = best["server"]["worker_busy"]
-    srv_cpu = best["cpu_cores"]["server"]
-    gen_cpu = best["cpu_cores"]["load_generator"]
-    infer = best["server"]["inference_ms_per_line"]
-    out.append(
-        f"There the {workers} inference workers were busy {100 * busy:.0f} % of the window, "
-        f"the server process used {srv_cpu:.2f} cores and the load generator {gen_cpu:.2f} "
-        f"of the machine's {nproc}; inference took {infer:.1f} ms of worker time per line "
-        f"in the server against {batched['session_ms_per_line']:.1f} ms (batched) and "
-        f"{b1['session_ms_per_line']:.1f} ms (batch 1) of session time per line raw."
-    )
-    limit_mode = b1 if raw["limit_mode"] == b1["mode"] else batched
-    raw_cpu_ms = limit_mode["own_cpu_cores"] * 1e3 / limit_mode["lines_per_s"]
-    srv_cpu_ms = best["cpu_ms_per_line"]["server"]
-    gen_cpu_ms = best["cpu_ms_per_line"]["load_generator"]
-    out.append(
-        f"Per line, the server process spent {srv_cpu_ms:.1f} ms of CPU and the load "
-        f"generator {gen_cpu_ms:.1f} ms, against {raw_cpu_ms:.1f} ms of CPU per line in the "
-        f"raw run: serving a line (decode, resize, gRPC and protobuf on both sides, "
-        f"batching, logging) costs {srv_cpu_ms + gen_cpu_ms - raw_cpu_ms:.1f} ms of CPU "
-        f"more than inferring it, {(srv_cpu_ms + gen_cpu_ms) / raw_cpu_ms - 1:+.0%} on top "
-        "of inference alone, and the inference threads share the cores with that work, "
-        "which is why their time per line is longer in the server than raw."
-    )
-    other_cpu = best["cpu_cores"]["other"]
-    if other_cpu >= 0.25:
+    for mode, lv in best_levels(summary).items():
+        total = lv["server_cpu_ms_per_line"] + lv["generator_cpu_ms_per_line"]
+        used = lv["server_cores"] + lv["generator_cores"]
         out.append(
-            f"Other processes on the machine took {other_cpu:.2f} cores during that window, "
-            "so the server had less than the whole machine."
-        )
-    if srv_cpu + gen_cpu + other_cpu >= 0.85 * nproc and other_cpu >= 0.25:
-        out.append(
-            "The cores are saturated, partly by other processes, so this window does not show "
-            "the server's own limit; re-run on a quiet machine."
-        )
-    elif srv_cpu + gen_cpu + other_cpu >= 0.85 * nproc:
-        out.append(
-            f"The cores are saturated ({srv_cpu + gen_cpu:.2f} of {nproc} used by the server "
-            "and its load generator), so that extra work comes straight out of the CPU the "
-            "raw run gave entirely to inference: that is what keeps the server below the raw "
-            "limit on this machine"
+            f"{mode}: best {lv['lines_per_s']:.1f} lines/s at {lv['concurrency']} in flight "
+            f"({lv['ratio']:.2f}x raw); the server spent {lv['server_cpu_ms_per_line']:.1f} ms "
+            f"of CPU per line and the load generator {lv['generator_cpu_ms_per_line']:.2f}, "
+            f"together {total:.1f} ms against the raw "
+            f"{raw_cpu:.1f}, with "
+            f"{used:.2f} of {nproc} cores busy"
             + (
-                ", not missing batches (bucket batching does not speed up raw inference here)."
-                if batched["lines_per_s"] <= 1.05 * b1["lines_per_s"]
-                else "."
+                ": the cores are the limit, so every ms of CPU spent outside inference "
+                "(decoding, resizing, gRPC and protobuf on both sides, asyncio, CTC decoding) "
+                "comes straight out of throughput."
+                if used >= 0.9 * nproc
+                else ": the cores were not saturated, so hand-offs between stages, not CPU, "
+                "limited this mode."
             )
         )
-    elif busy >= 0.9:
+    lat = summary["latency_c1"]
+    if lat:
         out.append(
-            "The inference workers are the bottleneck: more throughput needs more or faster "
-            "sessions, not a faster front end."
+            f"At concurrency 1 a one-line call took {lat['server_ms_p50']:.1f} ms (p50) "
+            f"against {lat['raw_ms_p50']:.1f} ms for the same lines run raw in between "
+            f"(paired difference p50 {lat['paired_extra_ms_p50']:.1f} ms, p90 "
+            f"{lat['paired_extra_ms_p90']:.1f} ms): that is the whole fixed cost of a call "
+            "(both gRPC sides, decode and resize, the hand-offs to the worker thread and "
+            "back, CTC decoding)."
         )
-    else:
-        out.append(
-            "Neither the cores nor the inference workers are saturated, so the limit is "
-            "latency between stages (batch formation, hand-offs between the loop and the "
-            "worker threads) rather than compute."
-        )
-    lone = raw["modes"][2]
-    raw_call = lone["call_ms_p50"]
-    overhead = first["latency_ms"]["p50"] - raw_call
-    out.append(
-        f"At concurrency {first['concurrency']} a call takes {first['latency_ms']['p50']:.1f} "
-        f"ms (p50) against {raw_call:.1f} ms for one raw batch-1 call on a lone session, "
-        + (
-            f"so the server's fixed cost per one-line call is about {overhead:.1f} ms."
-            if overhead > 0
-            else "so the server adds no measurable fixed cost per call at this load."
-        )
-    )
-    if len(levels) > 1:
-        last, previous = levels[-1], levels[-2]
-        gain = last["lines_per_s"] / previous["lines_per_s"] if previous["lines_per_s"] else 0
-        out.append(
-            f"Going from concurrency {previous['concurrency']} to {last['concurrency']} "
-            f"changes throughput {gain:.2f}x while p50 latency goes from "
-            f"{previous['latency_ms']['p50']:.0f} to {last['latency_ms']['p50']:.0f} ms; at "
-            f"{last['concurrency']} a call takes {last['latency_ms']['mean']:.0f} ms on "
-            f"average, {last['server']['queue_wait_ms_mean']:.0f} ms of it waiting in the "
-            "batcher's queue."
-        )
-        if gain < 1.1:
-            out.append("Past that point extra concurrency only adds queueing.")
-    disturbed = [
-        (lv["concurrency"], lv["cpu_cores"]["other"])
-        for lv in levels
-        if lv["cpu_cores"]["other"] >= 0.25
+    busy = [
+        f"{lv['mode']} at {lv['concurrency']} ({lv['other_cores_max']:.2f} cores)"
+        for lv in summary["levels"]
+        if lv["other_cores_max"] >= 0.25
     ]
-    disturbed_raw = [
-        f"raw {r['mode']} ({r['other_cpu_cores']:.2f} cores)"
-        for r in raw["modes"]
-        if r["other_cpu_cores"] >= 0.25
-    ]
-    if disturbed or disturbed_raw:
-        where = ", ".join(
-            [*disturbed_raw, *(f"concurrency {c} ({o:.2f} cores)" for c, o in disturbed)]
-        )
+    if busy:
         out.append(
-            f"Caution: other processes used at least a quarter of a core during: {where}; "
-            "those figures are lower than this machine gives when it is otherwise idle."
+            "Caution: other processes took a quarter of a core or more during: "
+            + ", ".join(busy)
+            + "; those figures are lower than a quiet machine gives."
         )
     return " ".join(out)
 
 
-REPORT_SECTION = "Line recognition: raw ONNX Runtime vs the server"
+def report_section(model: str) -> str:
+    return f"Line recognition: {model}"
 
 
-def write_markdown(path: Path, result: dict) -> None:
-    """Replace this benchmark's section of ``path`` with this run's report.
-
-    Only the section is replaced: other benchmarks (bench_pages) keep theirs in the same file.
-    """
+def write_markdown(path: Path, model: str, result: dict[str, Any], plot: Path | None) -> None:
+    """Replace this model's section of ``path`` with this run's report; others are kept."""
     m = result["machine"]
     s = result["settings"]
-    raw = result["raw"]
-    srv = result["server"]
-    stop = srv["shutdown"]
-    rss = srv["peak_rss_kib"]
+    summary = result["summary"]
+    repeats = result["repeats"]
+    stops = [r["shutdown"] for r in repeats for r in r["servers"]]
+    clean = all(x["clean"] for x in stops)
+    peak = max(summary["levels"], key=lambda lv: lv["peak_rss_mib"])
+    server_flags = shlex.join(repo_relative(a) for a in repeats[0]["servers"][0]["command"][1:])
+    exits = "all exited 0 within the grace period" if clean else f"NOT all clean: {stops}"
     text = [
         f"- Date: {result['date']}",
         f"- Machine: {m['nproc']} usable cores, {m['cpu_model']}; Python {m['python']}, "
@@ -657,56 +943,149 @@ def write_markdown(path: Path, result: dict) -> None:
         f"- Command: `{result['command']}`",
         f'- Data: {s["lines"]} real line crops (`kind == "line"` in '
         f"`{s['data']}/manifest.jsonl`), cycled; each sent as its PNG/JPEG file.",
-        f"- Model: {s['model']}; {s['workers']} session(s) x {s['threads']} intra-op "
-        f"thread(s), graph optimisation `{s['graph_optimization']}`, in both the raw run and "
-        "the server.",
-        f"- Each measurement: {s['warmup_s']:g} s warm-up, then a {s['duration_s']:g} s window. "
-        "Line widths (and costs) differ by more than 30x, so lines/s and latencies cover "
-        "the whole cycles through the line set started in the window (column *cycles*; a "
-        "fraction means not even one cycle fitted and the figure depends on which lines ran). "
-        "Lines/s is the closed-loop rate, callers x lines / summed call time (Little's law), "
-        "which has no edge effect from calls in flight at the window's ends; the JSON also "
-        "holds the plain count of lines finished inside the window (`lines_per_s_window`).",
+        f"- Model: {model}; {s['workers']} session(s) x {s['threads']} intra-op thread(s), "
+        f"graph optimisation `{s['graph_optimization']}`, in the raw run and the server; "
+        f"server flags `{server_flags}`.",
+        f"- {s['repeats']} repeat(s); each runs the raw modes, then one fresh server per mode "
+        f"through the concurrency sweep. Each window: {s['warmup_s']:g} s warm-up, then "
+        f"{s['duration_s']:g} s measured. Tables give the median over repeats with min - max; "
+        "*x raw* is each repeat's server figure over the same repeat's raw limit.",
+        "- Lines/s is the closed-loop rate, callers x lines / summed call time (Little's law), "
+        "over the whole passes through the line set started in the window (widths, and so "
+        "costs, differ by more than 30x). Latency is per call as the caller sees it (a "
+        "call of the `unary-16` mode carries up to 16 lines). Mean batch, padding "
+        "(padded / (content + padded) pixels), queue wait and worker busy are GetStats "
+        "deltas; CPU per line is the process's CPU seconds over the window / lines; other "
+        "CPU is the machine's busy time minus the server and the load process (0.25 or "
+        "more: a busy machine). Peak RSS is the server's VmHWM over the window"
+        + (
+            " (reset at the window's start through /proc/PID/clear_refs)."
+            if all(lv["peak_rss_window_only"] for lv in summary["levels"])
+            else " since the server started (resetting it was refused here)."
+        ),
+        "- Modes, all from a separate load process (its own asyncio loop and channel, "
+        "requests built before the window with the generated stub): `unary-1`, one line "
+        "per `RecognizeLines` call; `unary-16`, up to 16 consecutive lines per call (a pass "
+        "is 6 calls: 5 x 16 + 2); `stream`, one `StreamRecognize` per caller, one line "
+        "item in flight on each (send, wait for its response, send the next). *In flight* "
+        "is calls (unary) or streams.",
+        f"- Server: queue capacity raised to {s['queue_capacity']} lines so that 256 calls "
+        "of 16 lines fit (the default 1024 would shed that load with RESOURCE_EXHAUSTED, "
+        f"as designed). SIGTERM after each mode: {exits}.",
+        "",
+        "### Targets",
+        "",
+        *targets_table(model, summary),
         "",
         "### Raw limit (no server, in-process)",
         "",
-        "Every line is decoded and resized once with the project's code "
-        "(`decode_image`, `prepare_line`, `WidthBuckets()`, `assemble_batch`), then only "
-        "`InferenceSession.run` is timed: one Python thread per session, each taking the "
-        "next input from a shared cycle. Bucket-batched groups the lines of one bucket width "
-        f"into batches of at most {s['max_batch']} lines within the server's pixel budget "
-        f"({raw['batches_per_cycle']} batches per cycle of the {s['lines']} lines). The last "
-        "row runs one session alone, as a latency reference; it does not count towards the "
-        "limit. Bench CPU: cores this process used; other CPU: what the rest of the machine "
-        "used meanwhile.",
+        "Every line is decoded and resized once with the project's code (`decode_image`, "
+        "`prepare_line`, `WidthBuckets()`, `assemble_batch`); only `InferenceSession.run` is "
+        "timed, one Python thread per session, each taking the next input from a shared "
+        "cycle. Bucket-batched groups the lines of one bucket width into batches within the "
+        "server's default batch limits. The last row runs one session alone (latency "
+        "reference; not part of the limit).",
         "",
-        *raw_table(raw),
+        *raw_table(summary),
         "",
-        f"Raw limit: **{raw['limit_lines_per_s']:.1f} lines/s** ({raw['limit_mode']}).",
+        f"Raw limit: **{summary['limit_lines_per_s']:.1f} lines/s** (median; repeats "
+        f"{_range(summary['limit_spread'])}).",
         "",
-        "### Server (separate process) under load from a separate process",
+        "### Server",
         "",
-        f"`{shlex.join(repo_relative(a) for a in srv['command'])}`; health SERVING after "
-        f"{srv['ready_s']:.1f} s. "
-        "The load process runs one asyncio loop with *concurrency* workers sharing one "
-        "`AsyncOcrClient` channel, each sending one line per `RecognizeLines` call back to "
-        "back. Latency is per call as the client sees it; mean batch, padding "
-        "(padded / (content + padded) pixels), queue wait and worker busy (inference time / "
-        "(window x workers)) are GetStats deltas over the measured window; CPU is cores used "
-        "(CPU seconds / window) by the server process and by the load process; other CPU is the "
-        "machine's busy time (/proc/stat) minus those two, i.e. what other processes took.",
+        *server_table(summary),
         "",
-        *server_table(srv["levels"], raw["limit_lines_per_s"]),
+        f"Server peak RSS (VmHWM): {peak['peak_rss_mib']:.0f} MiB, the largest of any window "
+        f"above ({peak['mode']} at {peak['concurrency']} in flight).",
         "",
-        (f"Server peak RSS (VmHWM): {rss / 1024:.0f} MiB. " if rss else "Peak RSS: n/a. ")
-        + f"SIGTERM: exit status {stop['exit_code']} after {stop['seconds']:.1f} s "
-        f"({'clean' if stop['clean'] else 'NOT clean'}; grace {s['grace_s']:g} s).",
+        *([f"![lines/s and p50 latency by concurrency]({plot.name})", ""] if plot else []),
+        "Batch sizes at each mode's highest concurrency (all repeats):",
         "",
-        "### What limits it",
+        *batch_table(summary),
         "",
-        analysis(result),
     ]
-    update_markdown_section(path, REPORT_SECTION, text)
+    lat = summary["latency_c1"]
+    if lat:
+        text += [
+            "### Concurrency 1: latency against inference alone",
+            "",
+            f"The load process alternates, line by line, one raw `session.run` on the "
+            f"prepared tensor (one session, same options) and one one-line `RecognizeLines` "
+            f"call on the synchronous generated stub; {lat['pairs']} pairs in all. Server "
+            f"p50 **{lat['server_ms_p50']:.1f} ms**, raw p50 **{lat['raw_ms_p50']:.1f} ms**: "
+            f"**+{lat['extra_ms_p50']:.1f} ms** (repeats {_range(lat['extra_spread'])}); "
+            f"per-line paired difference p50 {lat['paired_extra_ms_p50']:.1f} ms, p90 "
+            f"{lat['paired_extra_ms_p90']:.1f} ms.",
+            "",
+            f"Where the time goes (means): a call took {lat['server_ms_mean']:.1f} ms against "
+            f"{lat['raw_ms_mean']:.1f} ms raw; the server's inference worker spent "
+            f"{lat['server_worker_ms_mean']:.1f} ms per line (GetStats: batch assembly, "
+            "`session.run`, argmax over the classes and CTC decoding), so "
+            f"{lat['server_worker_ms_mean'] - lat['raw_ms_mean']:.1f} ms of the gap is inside "
+            f"the worker and {lat['server_ms_mean'] - lat['server_worker_ms_mean']:.1f} ms "
+            "outside it (image decode and resize, gRPC and protobuf on both sides, the "
+            "hand-offs between the event loop and the threads).",
+            "",
+        ]
+    text += ["### What limits it", "", analysis(model, result)]
+    update_markdown_section(path, report_section(model), text)
+
+
+def plot_png(path: Path, model: str, summary: dict[str, Any]) -> Path | None:
+    """lines/s (with the raw limit) and p50 latency against concurrency, one line per mode.
+
+    Needs matplotlib (the ``bench`` extra); without it the report simply has no plot.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install -e '.[bench]'): no plot", flush=True)
+        return None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    modes = list(dict.fromkeys(lv["mode"] for lv in summary["levels"]))
+    for mode in modes:
+        lv = [x for x in summary["levels"] if x["mode"] == mode]
+        xs = [x["concurrency"] for x in lv]
+        left.errorbar(
+            xs,
+            [x["lines_per_s"] for x in lv],
+            yerr=[
+                [x["lines_per_s"] - x["spread"][0] for x in lv],
+                [x["spread"][1] - x["lines_per_s"] for x in lv],
+            ],
+            marker="o",
+            capsize=3,
+            label=mode,
+        )
+        right.plot(xs, [x["p50"] for x in lv], marker="o", label=mode)
+    limit = summary["limit_lines_per_s"]
+    left.axhline(limit, color="black", linestyle="--", linewidth=1, label="raw limit")
+    target = RATIO_TARGETS.get(model)
+    if target:
+        left.axhline(
+            target * limit, color="gray", linestyle=":", linewidth=1, label=f"{target:.2f}x raw"
+        )
+    levels = sorted({lv["concurrency"] for lv in summary["levels"]})
+    for ax in (left, right):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(levels, [str(c) for c in levels])
+        ax.minorticks_off()
+        ax.set_xlabel("in flight (calls or streams)")
+        ax.grid(True, alpha=0.3)
+    left.set_ylabel("lines/s (median, min-max bars)")
+    left.set_ylim(bottom=0)
+    right.set_yscale("log")
+    right.set_ylabel("p50 latency per call, ms")
+    left.legend(fontsize=8)
+    right.legend(fontsize=8)
+    fig.suptitle(f"{model}: server vs raw ONNX Runtime")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
 
 
 # --------------------------------------------------------------------------- main
@@ -718,29 +1097,129 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Raw ONNX Runtime vs the gRPC server on the real line crops.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--model", default="ppocr-v6-small", help="model name (as the server knows it)")
+    p.add_argument(
+        "--models", default="ppocr-v6-small,ppocr-v6-tiny", help="comma-separated model names"
+    )
     p.add_argument("--data", default=DEFAULT_DATA, help="evaluation set folder (repo-relative)")
-    p.add_argument("--concurrency", default="1,4,16,64", help="comma-separated levels")
-    p.add_argument("--duration", type=float, default=15.0, help="measured seconds per run")
-    p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per run")
+    p.add_argument("--modes", default="unary-1,unary-16,stream", help="unary-K and/or stream")
+    p.add_argument("--concurrency", default="1,4,16,64,256", help="comma-separated levels")
+    p.add_argument("--repeats", type=int, default=3, help="whole runs; medians are reported")
+    p.add_argument("--duration", type=float, default=8.0, help="measured seconds per window")
+    p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per window")
     p.add_argument("--workers", type=int, default=2, help="sessions (raw threads, server workers)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads per session")
     p.add_argument("--graph-optimization", default="all", help="all|extended|basic|disabled")
     p.add_argument("--max-batch", type=int, default=16, help="lines per raw bucket batch")
+    p.add_argument("--latency-passes", type=int, default=2, help="passes of the c=1 pairs")
+    p.add_argument("--queue-capacity", type=int, default=8192, help="server --queue-capacity")
     p.add_argument("--grace-s", type=float, default=10.0, help="server --grace-s")
-    p.add_argument("--timeout", type=float, default=30.0, help="deadline per call, seconds")
+    p.add_argument("--timeout", type=float, default=120.0, help="deadline per call, seconds")
     p.add_argument("--server-args", default="", help="extra ocr-server flags (one string)")
-    p.add_argument("--out", default="docs/benchmarks.md", help="report whose section to replace")
+    p.add_argument("--out", default="docs/benchmarks.md", help="report whose sections to replace")
     args = p.parse_args(argv)
     try:
         args.levels = [int(x) for x in args.concurrency.split(",") if x.strip()]
-    except ValueError:
-        p.error(f"--concurrency must be comma-separated integers, got {args.concurrency!r}")
-    if not args.levels or min(args.levels) < 1:
-        p.error("--concurrency needs at least one level, each at least 1")
+        args.mode_list = [x.strip() for x in args.modes.split(",") if x.strip()]
+        for mode in args.mode_list:
+            lines_per_call(mode)
+    except ValueError as exc:
+        p.error(f"--concurrency / --modes: {exc}")
+    args.model_list = [x.strip() for x in args.models.split(",") if x.strip()]
+    if not args.levels or min(args.levels) < 1 or not args.mode_list or not args.model_list:
+        p.error("need at least one model, one mode and one concurrency level (each >= 1)")
     if args.duration <= 0 or args.warmup < 0 or args.workers < 1 or args.threads < 1:
         p.error("--duration must be positive, --warmup not negative, --workers/--threads >= 1")
+    if args.repeats < 1:
+        p.error("--repeats must be at least 1")
     return args
+
+
+def run_repeat(
+    model: str, spec: Any, lines: Sequence[LineImage], args: argparse.Namespace, stamp: str
+) -> dict[str, Any]:
+    """One repeat for one model: the raw modes, then a fresh server per mode."""
+    result: dict[str, Any] = {
+        "raw": measure_raw(spec.recognizer_path, spec.input_height, lines, args)
+    }
+    print("\n".join(raw_table(summarise({"repeats": [{**result, "levels": []}]}))), flush=True)
+    server_args = replace_model(args, model)
+    paths = tuple(str(x.path) for x in lines)
+    levels: list[dict[str, Any]] = []
+    servers: list[dict[str, Any]] = []
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        for mode in args.mode_list:
+            log_path = RESULTS_DIR / f"lines-{stamp}-{model}-{mode}-server.log"
+            with running_server(server_args, log_path, args.grace_s) as server:
+                if mode == args.mode_list[0]:
+                    job = PairedJob(
+                        server.address,
+                        paths,
+                        model,
+                        str(spec.recognizer_path),
+                        spec.input_height,
+                        args.threads,
+                        args.graph_optimization,
+                        args.latency_passes,
+                        args.timeout,
+                    )
+                    print("concurrency 1, paired with raw inference ...", flush=True)
+                    result["paired"] = pool.submit(paired_latency, job).result(timeout=900)
+                    p = result["paired"]
+                    print(
+                        f"  server p50 {p['server_ms_p50']:.1f} ms, raw p50 "
+                        f"{p['raw_ms_p50']:.1f} ms (+{p['extra_ms_p50']:.1f})",
+                        flush=True,
+                    )
+                for c in args.levels:
+                    level = Level(
+                        server.address,
+                        paths,
+                        mode,
+                        c,
+                        args.warmup,
+                        args.duration,
+                        model,
+                        server.pid,
+                        args.workers,
+                        args.timeout,
+                    )
+                    print(
+                        f"{model} {mode} x{c}: {args.warmup:g} s + {args.duration:g} s ...",
+                        flush=True,
+                    )
+                    figures = pool.submit(load_level, level).result(
+                        timeout=args.warmup + args.duration + args.timeout + 120
+                    )
+                    levels.append(figures)
+                    print(
+                        f"  {figures['lines_per_s']:.1f} lines/s "
+                        f"({figures['lines_per_s'] / result['raw']['limit_lines_per_s']:.2f}x), "
+                        f"p50 {figures['latency_ms']['p50']:.1f} ms, peak RSS "
+                        f"{(figures['peak_rss_kib'] or 0) / 1024:.0f} MiB, "
+                        f"errors {figures['errors']}",
+                        flush=True,
+                    )
+            servers.append(
+                {
+                    "mode": mode,
+                    "command": server.command,
+                    "ready_s": server.ready_s,
+                    "shutdown": server.shutdown,
+                    "log": str(log_path.relative_to(REPO_ROOT)),
+                }
+            )
+    result["levels"] = levels
+    result["servers"] = servers
+    return result
+
+
+def replace_model(args: argparse.Namespace, model: str) -> argparse.Namespace:
+    """The server settings of ``args`` for ``model`` (``running_server`` reads ``.model``)."""
+    server_args = argparse.Namespace(**vars(args))
+    server_args.model = model
+    server_args.server_args = f"--queue-capacity {args.queue_capacity} {args.server_args}".strip()
+    return server_args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -750,81 +1229,51 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from ocr_core.registry import ModelRegistry
 
-    spec = ModelRegistry.from_files().resolve(args.model)
-    started = dt.datetime.now().astimezone()
-    result: dict[str, Any] = {
-        "date": started.isoformat(timespec="seconds"),
-        "command": exact_command("bench.bench_lines"),
-        "machine": machine_info(),
-        "settings": {
-            "model": args.model,
-            "model_file": str(spec.recognizer_path),
-            "data": args.data,
-            "lines": len(lines),
-            "workers": args.workers,
-            "threads": args.threads,
-            "graph_optimization": args.graph_optimization,
-            "max_batch": args.max_batch,
-            "duration_s": args.duration,
-            "warmup_s": args.warmup,
-            "grace_s": args.grace_s,
-            "concurrency": args.levels,
-        },
-    }
-    print(f"{len(lines)} lines from {data_dir}; model {args.model} ({spec.recognizer_path})")
-    result["raw"] = measure_raw(spec.recognizer_path, spec.input_height, lines, args)
-    print("\n".join(raw_table(result["raw"])), flush=True)
-
-    stamp = started.strftime("%Y%m%d-%H%M%S")
-    log_path = RESULTS_DIR / f"lines-{stamp}-server.log"
-    levels: list[dict[str, Any]] = []
-    with running_server(args, log_path, args.grace_s) as server:
-        base = Level(
-            address=server.address,
-            paths=tuple(str(x.path) for x in lines),
-            concurrency=0,  # each level's, below
-            warmup_s=args.warmup,
-            duration_s=args.duration,
-            model=args.model,
-            server_pid=server.pid,
-            workers=args.workers,
-            timeout_s=args.timeout,
-        )
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-            for c in args.levels:
-                print(f"concurrency {c}: {args.warmup:g} s + {args.duration:g} s ...", flush=True)
-                future = pool.submit(load_level, replace(base, concurrency=c))
-                level = future.result(timeout=args.warmup + args.duration + 120)
-                levels.append(level)
-                print(
-                    f"  {level['lines_per_s']:.1f} lines/s, p50 "
-                    f"{level['latency_ms']['p50']:.1f} ms, errors {level['errors']}",
-                    flush=True,
-                )
-        peak_rss = proc_status_kib(server.pid, "VmHWM")
-    shutdown = server.shutdown
-    result["server"] = {
-        "command": server.command,
-        "ready_s": server.ready_s,
-        "levels": levels,
-        "peak_rss_kib": peak_rss,
-        "shutdown": shutdown,
-        "log": str(log_path.relative_to(REPO_ROOT)),
-    }
-
-    json_path = RESULTS_DIR / f"lines-{stamp}.json"
-    json_path.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+    registry = ModelRegistry.from_files()
+    specs = {model: registry.resolve(model) for model in args.model_list}
     out = repo_path(args.out)
-    write_markdown(out, result)
-    print()
-    print("\n".join(server_table(levels, result["raw"]["limit_lines_per_s"])))
-    print(
-        f"\nraw limit {result['raw']['limit_lines_per_s']:.1f} lines/s; peak RSS "
-        f"{(peak_rss or 0) / 1024:.0f} MiB; wrote {out} and {json_path}"
-    )
-    if not shutdown["clean"]:
-        print("server did not exit 0 within its grace period after SIGTERM", file=sys.stderr)
+    failed = False
+    for model, spec in specs.items():
+        started = dt.datetime.now().astimezone()
+        stamp = started.strftime("%Y%m%d-%H%M%S")
+        result: dict[str, Any] = {
+            "date": started.isoformat(timespec="seconds"),
+            "command": exact_command("bench.bench_lines"),
+            "machine": machine_info(),
+            "settings": {
+                "model": model,
+                "model_file": str(spec.recognizer_path),
+                "data": args.data,
+                "lines": len(lines),
+                "workers": args.workers,
+                "threads": args.threads,
+                "graph_optimization": args.graph_optimization,
+                "max_batch": args.max_batch,
+                "duration_s": args.duration,
+                "warmup_s": args.warmup,
+                "grace_s": args.grace_s,
+                "repeats": args.repeats,
+                "modes": args.mode_list,
+                "concurrency": args.levels,
+                "queue_capacity": args.queue_capacity,
+            },
+            "repeats": [],
+        }
+        print(f"{len(lines)} lines from {data_dir}; model {model} ({spec.recognizer_path})")
+        for r in range(args.repeats):
+            print(f"--- {model}: repeat {r + 1} of {args.repeats}", flush=True)
+            result["repeats"].append(run_repeat(model, spec, lines, args, stamp))
+        result["summary"] = summarise(result)
+        json_path = RESULTS_DIR / f"lines-{stamp}-{model}.json"
+        json_path.write_text(json.dumps(result, indent=2, default=str) + "\n", encoding="utf-8")
+        plot = plot_png(out.parent / f"bench-lines-{model}.png", model, result["summary"])
+        write_markdown(out, model, result, plot)
+        print("\n".join(server_table(result["summary"])))
+        print("\n".join(targets_table(model, result["summary"])))
+        print(f"wrote {out}, {json_path}" + (f", {plot}" if plot else ""), flush=True)
+        failed |= not all(s["shutdown"]["clean"] for r in result["repeats"] for s in r["servers"])
+    if failed:
+        print("a server did not exit 0 within its grace period after SIGTERM", file=sys.stderr)
         return 1
     return 0
 
