@@ -39,7 +39,7 @@ CURVED_MIN_SAGITTA = 0.3
 class DetectionOptions:
     """Detection settings; the defaults are PP-OCR's, except ``max_side`` (see PageOptions)."""
 
-    max_side: int = 1280
+    max_side: int = 1024
     pixel_threshold: float = 0.3
     box_threshold: float = 0.5
     unclip_ratio: float = 1.6

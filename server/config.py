@@ -46,7 +46,7 @@ class ServerConfig:
     stream_max_pages_in_flight: int = 4
     max_pages_in_flight: int = 4
     max_document_pages: int = 1000
-    page_max_side: int = 1280
+    page_max_side: int = 1024
     metrics_port: int = 0
     max_concurrent_rpcs: int = 1000
     reuse_port: bool = False
