@@ -957,7 +957,8 @@ def write_markdown(path: Path, model: str, result: dict[str, Any], plot: Path | 
         "(padded / (content + padded) pixels), queue wait and worker busy are GetStats "
         "deltas; CPU per line is the process's CPU seconds over the window / lines; other "
         "CPU is the machine's busy time minus the server and the load process (0.25 or "
-        "more: a busy machine). Peak RSS is the server's VmHWM over the window"
+        "more: a busy machine). Peak RSS is the server's VmHWM from the window's start until "
+        "its last call ended"
         + (
             " (reset at the window's start through /proc/PID/clear_refs)."
             if all(lv["peak_rss_window_only"] for lv in summary["levels"])
