@@ -47,6 +47,7 @@ from bench.common import (
     REPO_ROOT,
     RESULTS_DIR,
     LineImage,
+    add_server_flags,
     exact_command,
     load_lines,
     machine_busy_seconds,
@@ -1107,15 +1108,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--repeats", type=int, default=3, help="whole runs; medians are reported")
     p.add_argument("--duration", type=float, default=8.0, help="measured seconds per window")
     p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per window")
-    p.add_argument("--workers", type=int, default=2, help="sessions (raw threads, server workers)")
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads per session")
-    p.add_argument("--graph-optimization", default="all", help="all|extended|basic|disabled")
+    add_server_flags(p)  # also the raw run's sessions x threads
     p.add_argument("--max-batch", type=int, default=16, help="lines per raw bucket batch")
     p.add_argument("--latency-passes", type=int, default=2, help="passes of the c=1 pairs")
     p.add_argument("--queue-capacity", type=int, default=8192, help="server --queue-capacity")
     p.add_argument("--grace-s", type=float, default=10.0, help="server --grace-s")
     p.add_argument("--timeout", type=float, default=120.0, help="deadline per call, seconds")
-    p.add_argument("--server-args", default="", help="extra ocr-server flags (one string)")
     p.add_argument("--out", default="docs/benchmarks.md", help="report whose sections to replace")
     args = p.parse_args(argv)
     try:

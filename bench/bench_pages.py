@@ -49,6 +49,7 @@ from bench.common import (
     RESULTS_DIR,
     NoEvalSet,
     Server,
+    add_server_flags,
     exact_command,
     machine_busy_seconds,
     machine_info,
@@ -1248,14 +1249,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--sides", default="server,rapidocr", help="which sides run: server,rapidocr")
     p.add_argument("--pages", default="", help="only these page ids (comma-separated; smoke runs)")
-    p.add_argument("--workers", type=int, default=2, help="server inference workers")
-    p.add_argument("--threads", type=int, default=1, help="server intra-op threads per worker")
-    p.add_argument(
-        "--graph-optimization", default="all", help="server: all|extended|basic|disabled"
-    )
+    add_server_flags(p)
     p.add_argument("--grace-s", type=float, default=10.0, help="server --grace-s")
     p.add_argument("--timeout", type=float, default=300.0, help="longest one page may take, s")
-    p.add_argument("--server-args", default="", help="extra ocr-server flags (one string)")
     p.add_argument("--out", default="docs/benchmarks.md", help="report whose section to replace")
     args = p.parse_args(argv)
     try:

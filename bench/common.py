@@ -15,6 +15,7 @@ imports this module and should carry only the client.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -208,6 +209,17 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def add_server_flags(parser: argparse.ArgumentParser) -> None:
+    """The server flags ``server_command`` reads, declared once for every benchmark.
+
+    ``--model`` is left to each benchmark (bench_lines takes a list of models).
+    """
+    parser.add_argument("--workers", type=int, default=2, help="server sessions per model")
+    parser.add_argument("--threads", type=int, default=1, help="intra-op threads per session")
+    parser.add_argument("--graph-optimization", default="all", help="all|extended|basic|disabled")
+    parser.add_argument("--server-args", default="", help="extra ocr-server flags (one string)")
 
 
 def server_command(args: Any, port: int, grace_s: float) -> list[str]:

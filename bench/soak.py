@@ -28,6 +28,7 @@ from bench.common import (
     DEFAULT_DATA,
     REPO_ROOT,
     RESULTS_DIR,
+    add_server_flags,
     exact_command,
     load_lines,
     machine_info,
@@ -213,10 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sample-s", type=float, default=5.0, help="RSS sampling period")
     p.add_argument("--data", default=DEFAULT_DATA, help="evaluation set (repo-relative)")
     p.add_argument("--model", default="ppocr-v6-small")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--graph-optimization", default="all")
-    p.add_argument("--server-args", default="", help="extra ocr-server flags (one string)")
+    add_server_flags(p)
     p.add_argument("--out", default="docs/reliability.md", help="report to update")
     args = p.parse_args(argv)
     stamp = time.strftime("%Y%m%d-%H%M%S")
