@@ -36,7 +36,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -651,49 +651,60 @@ def spread(values: Sequence[float]) -> tuple[float, float]:
     return (min(finite), max(finite)) if finite else (float("nan"), float("nan"))
 
 
+def median_of(rows: Sequence[Any], get: Callable[[Any], float]) -> float:
+    """The median of ``get(row)`` over ``rows`` (NaNs left out)."""
+    return median([get(row) for row in rows])
+
+
+#: Figures of the concurrency-1 pair check that are summarised as medians over repeats.
+PAIRED_KEYS = (
+    "raw_ms_p50",
+    "server_ms_p50",
+    "extra_ms_p50",
+    "paired_extra_ms_p50",
+    "paired_extra_ms_p90",
+    "raw_ms_mean",
+    "server_ms_mean",
+    "server_worker_ms_mean",
+)
+
+
 def summarise(model_result: dict[str, Any]) -> dict[str, Any]:
     """Medians and spreads over repeats; ratios are taken within a repeat, then summarised."""
     repeats = model_result["repeats"]
     limits = [r["raw"]["limit_lines_per_s"] for r in repeats]
     raw_modes = []
-    for i, mode in enumerate(repeats[0]["raw"]["modes"]):
-        rates = [r["raw"]["modes"][i]["lines_per_s"] for r in repeats]
+    for i, first in enumerate(repeats[0]["raw"]["modes"]):
+        runs = [r["raw"]["modes"][i] for r in repeats]
+        rates = [m["lines_per_s"] for m in runs]
         raw_modes.append(
             {
-                "mode": mode["mode"],
+                "mode": first["mode"],
                 "lines_per_s": median(rates),
                 "spread": spread(rates),
-                "mean_batch": median([r["raw"]["modes"][i]["mean_batch"] for r in repeats]),
-                "call_ms_p50": median([r["raw"]["modes"][i]["call_ms_p50"] for r in repeats]),
-                "session_ms_per_line": median(
-                    [r["raw"]["modes"][i]["session_ms_per_line"] for r in repeats]
+                "mean_batch": median_of(runs, lambda m: m["mean_batch"]),
+                "call_ms_p50": median_of(runs, lambda m: m["call_ms_p50"]),
+                "session_ms_per_line": median_of(runs, lambda m: m["session_ms_per_line"]),
+                "padding_waste": first["padding_waste"],
+                "cpu_ms_per_line": median_of(
+                    runs, lambda m: m["own_cpu_cores"] * 1e3 / m["lines_per_s"]
                 ),
-                "padding_waste": mode["padding_waste"],
-                "cpu_ms_per_line": median(
-                    [
-                        r["raw"]["modes"][i]["own_cpu_cores"]
-                        * 1e3
-                        / r["raw"]["modes"][i]["lines_per_s"]
-                        for r in repeats
-                    ]
-                ),
-                "other_cpu_max": max(r["raw"]["modes"][i]["other_cpu_cores"] for r in repeats),
+                "other_cpu_max": max(m["other_cpu_cores"] for m in runs),
             }
         )
     levels = []
     for key in [(lv["mode"], lv["concurrency"]) for lv in repeats[0]["levels"]]:
-        runs = [
-            (lv, r["raw"]["limit_lines_per_s"])
-            for r in repeats
-            for lv in r["levels"]
-            if (lv["mode"], lv["concurrency"]) == key
-        ]
-        rates = [lv["lines_per_s"] for lv, _ in runs]
-        ratios = [lv["lines_per_s"] / limit for lv, limit in runs]
+        runs, ratios = [], []
+        for r in repeats:
+            for lv in r["levels"]:
+                if (lv["mode"], lv["concurrency"]) == key:
+                    runs.append(lv)
+                    ratios.append(lv["lines_per_s"] / r["raw"]["limit_lines_per_s"])
+        rates = [lv["lines_per_s"] for lv in runs]
         sizes: Counter[int] = Counter()
-        for lv, _ in runs:
+        for lv in runs:
             sizes.update({int(k): v for k, v in lv["server"]["batch_size_counts"].items()})
-        rss = [lv["peak_rss_kib"] for lv, _ in runs if lv["peak_rss_kib"]]
+        rss = [lv["peak_rss_kib"] for lv in runs if lv["peak_rss_kib"]]
         levels.append(
             {
                 "mode": key[0],
@@ -702,48 +713,36 @@ def summarise(model_result: dict[str, Any]) -> dict[str, Any]:
                 "spread": spread(rates),
                 "ratio": median(ratios),
                 "ratio_spread": spread(ratios),
-                "p50": median([lv["latency_ms"]["p50"] for lv, _ in runs]),
-                "p95": median([lv["latency_ms"]["p95"] for lv, _ in runs]),
-                "p99": median([lv["latency_ms"]["p99"] for lv, _ in runs]),
-                "cycles": min(lv["cycles"] for lv, _ in runs),
-                "mean_batch": median([lv["server"]["mean_batch"] for lv, _ in runs]),
+                "p50": median_of(runs, lambda lv: lv["latency_ms"]["p50"]),
+                "p95": median_of(runs, lambda lv: lv["latency_ms"]["p95"]),
+                "p99": median_of(runs, lambda lv: lv["latency_ms"]["p99"]),
+                "cycles": min(lv["cycles"] for lv in runs),
+                "mean_batch": median_of(runs, lambda lv: lv["server"]["mean_batch"]),
                 "batch_size_counts": dict(sorted(sizes.items())),
-                "padding_waste": median([lv["server"]["padding_waste"] for lv, _ in runs]),
-                "queue_wait_ms": median([lv["server"]["queue_wait_ms_mean"] for lv, _ in runs]),
-                "worker_busy": median([lv["server"]["worker_busy"] for lv, _ in runs]),
-                "inference_ms_per_line": median(
-                    [lv["server"]["inference_ms_per_line"] for lv, _ in runs]
+                "padding_waste": median_of(runs, lambda lv: lv["server"]["padding_waste"]),
+                "queue_wait_ms": median_of(runs, lambda lv: lv["server"]["queue_wait_ms_mean"]),
+                "worker_busy": median_of(runs, lambda lv: lv["server"]["worker_busy"]),
+                "inference_ms_per_line": median_of(
+                    runs, lambda lv: lv["server"]["inference_ms_per_line"]
                 ),
-                "server_cpu_ms_per_line": median(
-                    [lv["cpu_ms_per_line"]["server"] for lv, _ in runs]
+                "server_cpu_ms_per_line": median_of(
+                    runs, lambda lv: lv["cpu_ms_per_line"]["server"]
                 ),
-                "generator_cpu_ms_per_line": median(
-                    [lv["cpu_ms_per_line"]["load_generator"] for lv, _ in runs]
+                "generator_cpu_ms_per_line": median_of(
+                    runs, lambda lv: lv["cpu_ms_per_line"]["load_generator"]
                 ),
-                "server_cores": median([lv["cpu_cores"]["server"] for lv, _ in runs]),
-                "generator_cores": median([lv["cpu_cores"]["load_generator"] for lv, _ in runs]),
-                "other_cores_max": max(lv["cpu_cores"]["other"] for lv, _ in runs),
+                "server_cores": median_of(runs, lambda lv: lv["cpu_cores"]["server"]),
+                "generator_cores": median_of(runs, lambda lv: lv["cpu_cores"]["load_generator"]),
+                "other_cores_max": max(lv["cpu_cores"]["other"] for lv in runs),
                 "peak_rss_mib": max(rss) / 1024 if rss else float("nan"),
-                "peak_rss_window_only": all(lv["peak_rss_window_only"] for lv, _ in runs),
-                "errors": sum(lv["errors"] for lv, _ in runs),
+                "peak_rss_window_only": all(lv["peak_rss_window_only"] for lv in runs),
+                "errors": sum(lv["errors"] for lv in runs),
             }
         )
     paired = [r["paired"] for r in repeats if r.get("paired")]
     latency = None
     if paired:
-        latency = {
-            key: median([p[key] for p in paired])
-            for key in (
-                "raw_ms_p50",
-                "server_ms_p50",
-                "extra_ms_p50",
-                "paired_extra_ms_p50",
-                "paired_extra_ms_p90",
-                "raw_ms_mean",
-                "server_ms_mean",
-                "server_worker_ms_mean",
-            )
-        }
+        latency = {key: median_of(paired, lambda p, key=key: p[key]) for key in PAIRED_KEYS}
         latency["extra_spread"] = spread([p["extra_ms_p50"] for p in paired])
         latency["pairs"] = sum(p["pairs"] for p in paired)
     return {
@@ -1140,7 +1139,6 @@ def run_repeat(
     result: dict[str, Any] = {
         "raw": measure_raw(spec.recognizer_path, spec.input_height, lines, args)
     }
-    print("\n".join(raw_table(summarise({"repeats": [{**result, "levels": []}]}))), flush=True)
     server_args = replace_model(args, model)
     paths = tuple(str(x.path) for x in lines)
     levels: list[dict[str, Any]] = []
