@@ -20,7 +20,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
+from ocr_client.proto.ocr.v1 import ocr_pb2
 from ocr_core.batching import BatchLimits
 from ocr_core.detection import DetectionOptions, TextDetector
 from ocr_core.documents import pdf_supported
@@ -33,7 +33,7 @@ from ocr_core.sessions import PooledModel
 from ocr_server.config import ServerConfig
 from ocr_server.metrics import ServerMetrics
 from ocr_server.security import TokenAuthInterceptor, load_tokens, server_credentials
-from ocr_server.servicer import OcrServicer
+from ocr_server.servicer import OcrServicer, add_to_server
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=PooledModel)
@@ -171,7 +171,7 @@ async def serve(
             ),
         ],
     )
-    ocr_pb2_grpc.add_OcrServiceServicer_to_server(
+    add_to_server(
         OcrServicer(
             engine,
             server_limits(config),

@@ -10,9 +10,9 @@ import asyncio
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 from google.protobuf.message import DecodeError
@@ -414,3 +414,113 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
         if response.HasField("page"):
             self._count_page(response.page.model)
         await done.put(_Item(seq, response, is_page))
+
+
+# ------------------------------------------------------------------- registration with grpc
+
+
+@dataclass(frozen=True)
+class _Undecodable:
+    """Stands in for a unary request whose bytes are not the message the method expects."""
+
+    message_type: str
+
+
+def _tolerant(deserialize: Callable[[bytes], Any], message_type: str) -> Callable[[bytes], Any]:
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except DecodeError:
+            return _Undecodable(message_type)
+
+    return parse
+
+
+def _undecodable_message(request: _Undecodable) -> str:
+    return (
+        f"the request is not a valid {request.message_type} (corrupt protobuf wire format); "
+        "send that message serialised with protobuf, as a client built from ocr.proto does"
+    )
+
+
+async def _abort_undecodable(
+    servicer: OcrServicer, method: str, request: _Undecodable, context: grpc.aio.ServicerContext
+) -> None:
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    log.info("%s %s: corrupt request", method, code.name, extra={"method": method})
+    servicer._record(method, code.name, time.perf_counter())
+    await context.abort(code, _undecodable_message(request))
+
+
+def _reject_unary(
+    servicer: OcrServicer, behaviour: Callable[..., Awaitable[Any]], method: str
+) -> Callable[..., Awaitable[Any]]:
+    async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if isinstance(request, _Undecodable):
+            await _abort_undecodable(servicer, method, request, context)
+        return await behaviour(request, context)
+
+    return handle
+
+
+def _reject_unary_stream(
+    servicer: OcrServicer, behaviour: Callable[..., AsyncIterator[Any]], method: str
+) -> Callable[..., AsyncIterator[Any]]:
+    async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        if isinstance(request, _Undecodable):
+            await _abort_undecodable(servicer, method, request, context)
+        async for response in behaviour(request, context):
+            yield response
+
+    return handle
+
+
+class _HandlerCapture:
+    """Takes the place of a server for the generated ``add_...ServicerToServer`` function."""
+
+    def __init__(self) -> None:
+        self.service = ""
+        self.handlers: Mapping[str, grpc.RpcMethodHandler] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass
+
+    def add_registered_method_handlers(
+        self, service: str, handlers: Mapping[str, grpc.RpcMethodHandler]
+    ) -> None:
+        self.service, self.handlers = service, handlers
+
+
+def add_to_server(servicer: OcrServicer, server: grpc.aio.Server) -> None:
+    """Register ``servicer`` like the generated function, but answer corrupt requests ourselves.
+
+    grpcio parses a unary request before any handler runs; bytes that are not the method's
+    message made it answer UNKNOWN and log a traceback, as if the server had a bug. Here
+    such a request reaches the handler as ``_Undecodable`` and gets INVALID_ARGUMENT with a
+    message saying what was wrong. Streamed requests are parsed one by one inside the
+    handler already (``_read_stream``), so their handlers are left as they are.
+    """
+    capture = _HandlerCapture()
+    ocr_pb2_grpc.add_OcrServiceServicer_to_server(servicer, capture)
+    descriptor = ocr_pb2.DESCRIPTOR.services_by_name["OcrService"]
+    handlers: dict[str, grpc.RpcMethodHandler] = {}
+    for name, handler in capture.handlers.items():
+        if handler.request_streaming:
+            handlers[name] = handler
+            continue
+        message_type = descriptor.methods_by_name[name].input_type.full_name
+        tolerant = _tolerant(handler.request_deserializer, message_type)
+        if handler.response_streaming:
+            handlers[name] = handler._replace(  # type: ignore[attr-defined]
+                request_deserializer=tolerant,
+                unary_stream=_reject_unary_stream(servicer, handler.unary_stream, name),
+            )
+        else:
+            handlers[name] = handler._replace(  # type: ignore[attr-defined]
+                request_deserializer=tolerant,
+                unary_unary=_reject_unary(servicer, handler.unary_unary, name),
+            )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(capture.service, handlers),)
+    )
+    server.add_registered_method_handlers(capture.service, handlers)

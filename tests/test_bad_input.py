@@ -56,7 +56,6 @@ OK = grpc.StatusCode.OK
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
 NOT_FOUND = grpc.StatusCode.NOT_FOUND
-UNKNOWN = grpc.StatusCode.UNKNOWN
 
 MAX_MESSAGE_BYTES = 1 << 20
 MAX_LINES = 8
@@ -457,11 +456,10 @@ def _rows() -> list[Row]:
         ),
         Row(
             name="bytes that are not a protobuf message",
-            # grpcio answers a unary message it cannot parse itself (UNKNOWN), before our code.
             lines=b"\xff\xff\xff",
-            lines_expect=Expect(UNKNOWN, "Error parsing message with type"),
+            lines_expect=Expect(INVALID, "not a valid ocr.v1.RecognizeLinesRequest (corrupt"),
             page=b"\x0a\x05abc",
-            page_expect=Expect(UNKNOWN, "Wire format was corrupt"),
+            page_expect=Expect(INVALID, "not a valid ocr.v1.RecognizePageRequest (corrupt"),
             stream=(item("before", line=fine), b"\xff\xff\xff", item("after", line=fine)),
             stream_items={"before": Expect(OK, text="fine")},
             stream_call=Expect(
@@ -635,9 +633,8 @@ def test_after_the_whole_table_the_server_reads_right_and_is_serving(
 ) -> None:
     """Runs after the table (file order): the same process still does its job.
 
-    Its log must hold no traceback from our code and no INTERNAL: every row above was an
-    expected error, never a bug. The only ERROR lines allowed are grpcio's own, logged when
-    it cannot parse a unary request (the "not a protobuf message" row) before our code runs.
+    Its log must hold no traceback, no INTERNAL and no ERROR line: every row above was an
+    expected error, never a bug (a unary request that is not a protobuf message included).
     """
     lines_call = unary(channel, "RecognizeLines", ocr_pb2.RecognizeLinesResponse)
     texts = ["Genexis Theatre 42", "The quick brown fox"]
@@ -652,6 +649,38 @@ def test_after_the_whole_table_the_server_reads_right_and_is_serving(
     log = small_server.log()
     assert "INTERNAL" not in log, log[-5000:]
     assert not re.search(r'File "[^"]*(ocr_core|ocr_server|/server/)', log), log[-5000:]
-    errors = [line for line in log.splitlines() if " ERROR " in line]
-    grpcio_parse_error = "Unexpected [DecodeError] raised by servicer method"
-    assert all(grpcio_parse_error in line for line in errors), errors
+    assert "Traceback" not in log, log[-5000:]
+    assert [line for line in log.splitlines() if " ERROR " in line] == []
+
+
+@pytest.mark.parametrize(
+    ("method", "response", "streams"),
+    [
+        ("RecognizeDocument", ocr_pb2.PageResult, True),
+        ("ListModels", ocr_pb2.ListModelsResponse, False),
+        ("GetStats", ocr_pb2.GetStatsResponse, False),
+    ],
+)
+def test_a_corrupt_request_to_any_unary_method_is_invalid_argument(
+    method: str, response: type[Message], streams: bool, channel: grpc.Channel
+) -> None:
+    """Every method that takes one message answers bytes it cannot parse as the caller's error."""
+    path = f"/ocr.v1.OcrService/{method}"
+    garbage = b"\xff\xff\xff"
+    with pytest.raises(grpc.RpcError) as caught:
+        if streams:
+            list(
+                channel.unary_stream(path, _identity, response.FromString)(
+                    garbage, timeout=CALL_TIMEOUT_S
+                )
+            )
+        else:
+            channel.unary_unary(path, _identity, response.FromString)(
+                garbage, timeout=CALL_TIMEOUT_S
+            )
+    assert caught.value.code() == INVALID
+    assert f"not a valid ocr.v1.{method}Request" in (caught.value.details() or "")
+    good = channel.unary_unary("/ocr.v1.OcrService/ListModels", _identity, _identity)
+    assert ocr_pb2.ListModelsResponse.FromString(
+        good(ocr_pb2.ListModelsRequest().SerializeToString(), timeout=CALL_TIMEOUT_S)
+    ).models
