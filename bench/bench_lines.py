@@ -578,6 +578,7 @@ def paired_latency(job: PairedJob) -> dict[str, Any]:
     means: the server's latency for a lone call against the inference it cannot avoid.
     """
     import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
     from ocr_core.images import decode_image
@@ -604,11 +605,15 @@ def paired_latency(job: PairedJob) -> dict[str, Any]:
     ]
     raw_ms: list[float] = []
     server_ms: list[float] = []
+    empty_ms: list[float] = []
+    empty = health_pb2.HealthCheckRequest()
     with grpc.insecure_channel(job.address) as channel:
         stub = ocr_pb2_grpc.OcrServiceStub(channel)
+        health = health_pb2_grpc.HealthStub(channel)
         for k in range(min(8, len(images))):  # warm both sides
             session.run(None, {name: tensors[k]})
             stub.RecognizeLines(requests[k], timeout=job.timeout_s)
+            health.Check(empty, timeout=job.timeout_s)
         before = _batcher(stub.GetStats(ocr_pb2.GetStatsRequest(), timeout=30), job.model)
         for _ in range(job.passes):
             for tensor, request in zip(tensors, requests, strict=True):
@@ -620,6 +625,14 @@ def paired_latency(job: PairedJob) -> dict[str, Any]:
                 raw_ms.append((t1 - t0) * 1e3)
                 server_ms.append((t2 - t1) * 1e3)
         after = _batcher(stub.GetStats(ocr_pb2.GetStatsRequest(), timeout=30), job.model)
+        # The floor, in a pass of its own so the pairs above keep their order: an empty call
+        # (health Check) to the same server after the same idle gap (a raw run), i.e. gRPC
+        # on both sides and the server's threads waking up, none of its own work.
+        for tensor in tensors:
+            session.run(None, {name: tensor})
+            t3 = time.perf_counter()
+            health.Check(empty, timeout=job.timeout_s)
+            empty_ms.append((time.perf_counter() - t3) * 1e3)
     lines = after.lines_inferred - before.lines_inferred
     worker_ms = (after.inference_ms_total - before.inference_ms_total) / max(lines, 1)
     diffs = sorted(s - r for s, r in zip(server_ms, raw_ms, strict=True))
@@ -635,6 +648,7 @@ def paired_latency(job: PairedJob) -> dict[str, Any]:
         "raw_ms_mean": sum(raw_ms) / len(raw_ms),
         "server_ms_mean": sum(server_ms) / len(server_ms),
         "server_worker_ms_mean": worker_ms,
+        "empty_call_ms_p50": percentile(sorted(empty_ms), 50),
     }
 
 
@@ -666,6 +680,7 @@ PAIRED_KEYS = (
     "raw_ms_mean",
     "server_ms_mean",
     "server_worker_ms_mean",
+    "empty_call_ms_p50",
 )
 
 
@@ -742,7 +757,10 @@ def summarise(model_result: dict[str, Any]) -> dict[str, Any]:
     paired = [r["paired"] for r in repeats if r.get("paired")]
     latency = None
     if paired:
-        latency = {key: median_of(paired, lambda p, key=key: p[key]) for key in PAIRED_KEYS}
+        latency = {
+            key: median_of(paired, lambda p, key=key: p.get(key, float("nan")))
+            for key in PAIRED_KEYS
+        }
         latency["extra_spread"] = spread([p["extra_ms_p50"] for p in paired])
         latency["pairs"] = sum(p["pairs"] for p in paired)
     return {
@@ -904,7 +922,8 @@ def analysis(model: str, result: dict[str, Any]) -> str:
             f"(paired difference p50 {lat['paired_extra_ms_p50']:.1f} ms, p90 "
             f"{lat['paired_extra_ms_p90']:.1f} ms): that is the whole fixed cost of a call "
             "(both gRPC sides, decode and resize, the hand-offs to the worker thread and "
-            "back, CTC decoding)."
+            "back, CTC decoding). An empty gRPC call after the same idle gap took "
+            f"{lat['empty_call_ms_p50']:.1f} ms of it."
         )
     busy = [
         f"{lv['mode']} at {lv['concurrency']} ({lv['other_cores_max']:.2f} cores)"
@@ -1026,6 +1045,13 @@ def write_markdown(path: Path, model: str, result: dict[str, Any], plot: Path | 
             f"the worker and {lat['server_ms_mean'] - lat['server_worker_ms_mean']:.1f} ms "
             "outside it (image decode and resize, gRPC and protobuf on both sides, the "
             "hand-offs between the event loop and the threads).",
+            "",
+            f"The floor: an empty call (gRPC health `Check`) to the same server after the same "
+            f"idle gap (a raw run just before it) took **{lat['empty_call_ms_p50']:.1f} ms** "
+            "p50. That much of the gap is gRPC on both sides and threads waking up, before any "
+            "of the server's own work; the rest, "
+            f"{lat['extra_ms_p50'] - lat['empty_call_ms_p50']:.1f} ms, is the server's own "
+            "(decode and resize, batch assembly, argmax and CTC decoding, hand-offs).",
             "",
         ]
     text += ["### What limits it", "", analysis(model, result)]
