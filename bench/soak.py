@@ -170,8 +170,15 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
     }
 
 
+def _num(value: float | None, spec: str) -> str:
+    """``value`` formatted, or "n/a" when the run gave none (no OK call, too short a run)."""
+    return "n/a" if value is None else format(value, spec)
+
+
 def markdown(result: dict[str, Any]) -> list[str]:
-    verdict = "meets" if (result["rss_growth_pct"] or 0) < 5 and not result["errors"] else "misses"
+    growth = result["rss_growth_pct"]
+    meets = growth is not None and growth < 5 and result["ok"] > 0 and not result["errors"]
+    verdict = "meets" if meets else "misses"
     lines = [
         f"- Command: `{result['command']}`",
         f"- Machine: {result['machine'].get('nproc', '?')} usable cores, "
@@ -182,14 +189,15 @@ def markdown(result: dict[str, Any]) -> list[str]:
         "| calls | OK | errors | not sent (in-flight cap) | achieved lines/s | p50 ms | p99 ms |",
         "|---:|---:|---|---:|---:|---:|---:|",
         f"| {result['calls']} | {result['ok']} | {result['errors'] or 'none'} | "
-        f"{result['skipped']} | {result['achieved_rate']:.1f} | {result['p50_ms']:.0f} | "
-        f"{result['p99_ms']:.0f} |",
+        f"{result['skipped']} | {result['achieved_rate']:.1f} | {_num(result['p50_ms'], '.0f')} | "
+        f"{_num(result['p99_ms'], '.0f')} |",
         "",
         f"RSS: peak of the first minute after warm-up {result['rss_baseline_mib']:.1f} MiB, "
-        f"peak of the last minute {result['rss_last_minute_peak_mib']:.1f} MiB: growth "
-        f"**{result['rss_growth_pct']:.2f} %** ({verdict} the < 5 % and zero-error target); "
-        f"largest sample after warm-up {result['rss_max_after_warmup_mib']:.1f} MiB, final "
-        f"{result['rss_final_mib']:.1f} MiB.",
+        f"peak of the last minute {_num(result['rss_last_minute_peak_mib'], '.1f')} MiB: "
+        f"growth **{_num(growth, '.2f')} %** ({verdict} the < 5 % and zero-error target, "
+        f"with {result['ok']} OK calls); largest sample after warm-up "
+        f"{_num(result['rss_max_after_warmup_mib'], '.1f')} MiB, final "
+        f"{_num(result['rss_final_mib'], '.1f')} MiB.",
         "",
         "| minute | calls | p50 ms | p99 ms | peak RSS MiB |",
         "|---:|---:|---:|---:|---:|",
