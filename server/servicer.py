@@ -443,13 +443,15 @@ def _undecodable_message(request: _Undecodable) -> str:
     )
 
 
-async def _abort_undecodable(
+async def _refuse(
     servicer: OcrServicer, method: str, request: _Undecodable, context: grpc.aio.ServicerContext
 ) -> None:
-    code = grpc.StatusCode.INVALID_ARGUMENT
-    log.info("%s %s: corrupt request", method, code.name, extra={"method": method})
-    servicer._record(method, code.name, time.perf_counter())
-    await context.abort(code, _undecodable_message(request))
+    """Answer through the same error boundary as every other bad request (``_guard``)."""
+
+    async def fail() -> None:
+        raise InvalidInput(_undecodable_message(request))
+
+    await servicer._guard(context, method, fail)
 
 
 def _reject_unary(
@@ -457,7 +459,7 @@ def _reject_unary(
 ) -> Callable[..., Awaitable[Any]]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
         if isinstance(request, _Undecodable):
-            await _abort_undecodable(servicer, method, request, context)
+            await _refuse(servicer, method, request, context)
         return await behaviour(request, context)
 
     return handle
@@ -468,7 +470,7 @@ def _reject_unary_stream(
 ) -> Callable[..., AsyncIterator[Any]]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         if isinstance(request, _Undecodable):
-            await _abort_undecodable(servicer, method, request, context)
+            await _refuse(servicer, method, request, context)
         async for response in behaviour(request, context):
             yield response
 
