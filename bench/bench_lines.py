@@ -61,10 +61,6 @@ from bench.common import (
     update_markdown_section,
 )
 
-# The server's default --max-image-pixels: the raw run decodes each line under the same limit.
-MAX_IMAGE_PIXELS = 16_000_000
-
-
 # --------------------------------------------------------------------------- statistics
 
 
@@ -265,13 +261,13 @@ def run_raw(
 def measure_raw(model_path: Path, height: int, lines: Sequence[LineImage], args: Any) -> dict:
     """Both raw modes (batch 1 and bucket-batched); the better one is the raw limit."""
     from ocr_core.batching import BatchLimits
+    from ocr_core.engine import RequestLimits
     from ocr_core.images import decode_image
     from ocr_core.preprocess import WidthBuckets, assemble_batch, prepare_line
 
     buckets = WidthBuckets()
-    prepared = [
-        prepare_line(decode_image(x.data, MAX_IMAGE_PIXELS), height, buckets) for x in lines
-    ]
+    max_pixels = RequestLimits().max_image_pixels  # the server's default limit
+    prepared = [prepare_line(decode_image(x.data, max_pixels), height, buckets) for x in lines]
 
     def feed(batch: list[Any]) -> tuple[Any, int, int, int]:
         content = sum(p.width for p in batch) * height
@@ -581,11 +577,13 @@ def paired_latency(job: PairedJob) -> dict[str, Any]:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
+    from ocr_core.engine import RequestLimits
     from ocr_core.images import decode_image
     from ocr_core.preprocess import WidthBuckets, assemble_batch, prepare_line
     from ocr_core.sessions import SessionConfig, create_session
 
     images = [Path(p).read_bytes() for p in job.paths]
+    max_pixels = RequestLimits().max_image_pixels  # the server's default limit
     session = create_session(
         Path(job.model_path),
         SessionConfig(1, job.threads, job.graph_optimization),
@@ -594,7 +592,7 @@ def paired_latency(job: PairedJob) -> dict[str, Any]:
     name = session.get_inputs()[0].name
     tensors = [
         assemble_batch(
-            [prepare_line(decode_image(x, MAX_IMAGE_PIXELS), job.height, WidthBuckets())],
+            [prepare_line(decode_image(x, max_pixels), job.height, WidthBuckets())],
             job.height,
         )
         for x in images
