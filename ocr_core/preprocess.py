@@ -24,6 +24,9 @@ from ocr_core.errors import InvalidInput
 # Padding value in normalised space; (x/255 - 0.5)/0.5 maps mid-gray to 0, the value
 # PP-OCR pads with in training and inference.
 PAD_VALUE = 0.0
+# uint8 sample -> float32 in [-1, 1] (``assemble_batch``): x * 2 / 255 in float64, rounded to
+# float32, minus 1.
+_NORMALISE = ((np.arange(256) * (2.0 / 255.0)).astype(np.float32) - np.float32(1.0)).reshape(1, 256)
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,3 @@ def assemble_batch(lines: list[PreparedLine], height: int) -> np.ndarray:
         for c, plane in enumerate(cv2.split(line.pixels)):
             batch[i, c, :, :w] = cv2.LUT(plane, _NORMALISE)
     return batch
-
-
-# uint8 sample -> float32 in [-1, 1]: x * 2 / 255 in float64, rounded to float32, minus 1.
-_NORMALISE = ((np.arange(256) * (2.0 / 255.0)).astype(np.float32) - np.float32(1.0)).reshape(1, 256)
