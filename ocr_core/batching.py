@@ -8,6 +8,11 @@ Lines wait in one arrival-ordered queue. A free worker takes a batch when
 A batch holds lines of one width bucket only (see ``preprocess``), so results do not depend
 on batch-mates. Choosing a batch is a pure function (``next_batch``) tested without a loop.
 
+A batch that is all the batcher has (nothing running, nothing left queued) runs on the idle
+inference function when one is given: a session with every core the workers own, so a lone
+request is not held to one core while the others sit idle. No other batch starts while it
+runs (its threads already use those cores); lines that arrive meanwhile wait for it.
+
 Cancellation is data: a line whose future was cancelled (its call went away) is dropped
 before inference, and one whose deadline passed fails with ``DeadlineExpired``; neither is
 ever computed. Every accepted line's future gets exactly one outcome.
@@ -31,6 +36,7 @@ from ocr_core.preprocess import PreparedLine
 log = logging.getLogger(__name__)
 
 InferFn = Callable[[int, Sequence[PreparedLine]], list[LineText]]
+IdleInferFn = Callable[[Sequence[PreparedLine]], list[LineText]]
 
 
 @dataclass(frozen=True)
@@ -147,26 +153,37 @@ class BatcherStats:
     dropped_expired: int = 0
     rejected_queue_full: int = 0
     failed_batches: int = 0
+    #: Batches run on the idle inference function (all of the batcher's cores).
+    idle_batches: int = 0
 
 
 class MicroBatcher:
     """Batches lines of one model across all callers and runs them on ``workers`` threads.
 
     ``infer(worker_index, lines)`` runs in a dedicated thread pool, one thread per worker, and
-    worker ``i`` only ever calls it with index ``i`` (so each can own a session). Use
-    ``start()`` inside the event loop and ``aclose()`` to stop.
+    worker ``i`` only ever calls it with index ``i`` (so each can own a session).
+    ``infer_idle(lines)``, if given, runs a batch that is all there is to do, with no other
+    batch running beside it. Use ``start()`` inside the event loop and ``aclose()`` to stop.
     """
 
     def __init__(
-        self, name: str, infer: InferFn, workers: int, height: int, limits: BatchLimits
+        self,
+        name: str,
+        infer: InferFn,
+        workers: int,
+        height: int,
+        limits: BatchLimits,
+        infer_idle: IdleInferFn | None = None,
     ) -> None:
         self.name = name
         self.limits = limits
         self._infer = infer
+        self._infer_idle = infer_idle
         self._workers = workers
         self._height = height
         self._pending: list[PendingLine] = []
         self._running = 0
+        self._idle_run = False  # a batch is on the idle function: nothing else may start
         self._closed = False
         self._changed: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -278,39 +295,48 @@ class MicroBatcher:
                 alive.append(item)
         self._pending = alive
 
-    async def _take_batch(self) -> list[PendingLine] | None:
+    async def _take_batch(self) -> tuple[list[PendingLine], bool] | None:
+        """The next batch and whether it runs on the idle function; None once closed."""
         assert self._changed is not None
         loop = asyncio.get_running_loop()
         while True:
             self._changed.clear()
             if self._closed:
                 return None
-            now = loop.time()
-            self._drop_dead(now)
-            plan = next_batch(self._pending, now, self.limits, idle=self._running == 0)
-            if plan is not None:
-                batch, self._pending = plan
-                return batch
             timeout = None
-            if self._pending:
-                timeout = max(0.0, self._pending[0].enqueued_at + self.limits.max_delay_s - now)
+            if not self._idle_run:
+                now = loop.time()
+                self._drop_dead(now)
+                idle = self._running == 0
+                plan = next_batch(self._pending, now, self.limits, idle=idle)
+                if plan is not None:
+                    batch, self._pending = plan
+                    alone = idle and not self._pending and self._infer_idle is not None
+                    return batch, alone
+                if self._pending:
+                    timeout = max(0.0, self._pending[0].enqueued_at + self.limits.max_delay_s - now)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self._changed.wait()
 
     async def _worker(self, index: int) -> None:
         loop = asyncio.get_running_loop()
-        while (batch := await self._take_batch()) is not None:
+        while (taken := await self._take_batch()) is not None:
+            batch, alone = taken
             self._running += 1
+            self._idle_run = alone
             started = loop.time()
             try:
-                await self._run_batch(index, batch, started)
+                await self._run_batch(index, batch, started, alone)
             finally:
                 self._running -= 1
+                self._idle_run = False
                 if self._changed is not None:
                     self._changed.set()
 
-    async def _run_batch(self, index: int, batch: list[PendingLine], started: float) -> None:
+    async def _run_batch(
+        self, index: int, batch: list[PendingLine], started: float, alone: bool
+    ) -> None:
         stats = self._stats
         for item in batch:
             wait = started - item.enqueued_at
@@ -320,9 +346,12 @@ class MicroBatcher:
         t0 = time.perf_counter()
         try:
             assert self._executor is not None
-            results = await asyncio.get_running_loop().run_in_executor(
-                self._executor, self._infer, index, lines
-            )
+            loop = asyncio.get_running_loop()
+            if alone:
+                assert self._infer_idle is not None
+                results = await loop.run_in_executor(self._executor, self._infer_idle, lines)
+            else:
+                results = await loop.run_in_executor(self._executor, self._infer, index, lines)
             if len(results) != len(batch):
                 raise RuntimeError(f"inference returned {len(results)} results for {len(batch)}")
         except Exception:
@@ -343,6 +372,7 @@ class MicroBatcher:
                 if elapsed <= bound:
                     stats.inference_s_buckets[i] += 1
         stats.batches += 1
+        stats.idle_batches += int(alone)
         stats.batch_sizes[len(batch)] += 1
         stats.lines_inferred += len(batch)
         content = sum(line.width for line in lines) * self._height

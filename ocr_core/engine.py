@@ -76,7 +76,14 @@ class OcrEngine:
         self._models = {
             name: ServedModel(
                 rec,
-                MicroBatcher(name, rec.infer, rec.workers, rec.input_height, batch_limits),
+                MicroBatcher(
+                    name,
+                    rec.infer,
+                    rec.workers,
+                    rec.input_height,
+                    batch_limits,
+                    rec.infer_idle if rec.has_idle_session else None,
+                ),
                 buckets,
                 (page_models or {}).get(name),
             )
@@ -111,6 +118,8 @@ class OcrEngine:
                     for w in range(rec.workers)
                 )
             )
+            if rec.has_idle_session:
+                await loop.run_in_executor(self._pool, rec.infer_idle, [line])
             if served.pages is not None:
                 page = np.full((256, 256, 3), 255, dtype=np.uint8)
                 await loop.run_in_executor(

@@ -4,7 +4,8 @@ One ``LineRecognizer`` per served model. It holds one session per batcher worker
 its own intra-op thread count: on small machines several 1-thread sessions outrun one
 multi-threaded session (shared/design/models.md measured 10-60 % on 2 cores; this project
 has not re-measured it yet), and a session never runs two batches at once, so workers never
-contend for a session.
+contend for a session. An optional *idle session* with more threads runs a batch that is all
+the batcher has (see ``SessionConfig.idle_threads`` and ``MicroBatcher``).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class LineRecognizer:
         sessions: Sequence[InferenceSession],
         input_name: str = "x",
         source: str = "",
+        idle_session: InferenceSession | None = None,
     ) -> None:
         if not sessions:
             raise ValueError("a recognizer needs at least one session")
@@ -48,12 +50,17 @@ class LineRecognizer:
         self.labels = class_labels(charset)
         self.source = source
         self._sessions = list(sessions)
+        self._idle_session = idle_session
         self._input_name = input_name
 
     @property
     def workers(self) -> int:
         """Number of sessions, i.e. batches that can run at once."""
         return len(self._sessions)
+
+    @property
+    def has_idle_session(self) -> bool:
+        return self._idle_session is not None
 
     @classmethod
     def load(cls, spec: ModelSpec, config: SessionConfig) -> LineRecognizer:
@@ -66,15 +73,32 @@ class LineRecognizer:
             create_session(spec.recognizer_path, config, f"model {spec.name!r} recognizer")
             for _ in range(max(1, config.workers))
         ]
+        idle = None
+        if config.idle_threads > config.intra_op_threads:
+            idle = create_session(
+                spec.recognizer_path,
+                config,
+                f"model {spec.name!r} recognizer (idle session)",
+                threads=config.idle_threads,
+            )
         first = sessions[0]
         charset = _load_charset(spec, first)
         input_name = _check_io(spec, first, len(charset))
-        return cls(spec.name, spec.input_height, charset, sessions, input_name, spec.source)
+        return cls(spec.name, spec.input_height, charset, sessions, input_name, spec.source, idle)
 
     def infer(self, worker: int, lines: Sequence[PreparedLine]) -> list[LineText]:
         """Run one same-bucket batch on session ``worker``; called from that worker's thread."""
+        return self._run(self._sessions[worker], lines)
+
+    def infer_idle(self, lines: Sequence[PreparedLine]) -> list[LineText]:
+        """Run a batch on the idle session (all the batcher's cores); see ``MicroBatcher``."""
+        if self._idle_session is None:
+            raise RuntimeError(f"model {self.name!r} has no idle session")
+        return self._run(self._idle_session, lines)
+
+    def _run(self, session: InferenceSession, lines: Sequence[PreparedLine]) -> list[LineText]:
         batch = assemble_batch(list(lines), self.input_height)
-        probs = self._sessions[worker].run(None, {self._input_name: batch})[0]
+        probs = session.run(None, {self._input_name: batch})[0]
         if probs.ndim != 3 or probs.shape[0] != len(lines):
             raise RuntimeError(f"model output shape {probs.shape} for a batch of {len(lines)}")
         best = probs.argmax(axis=2)

@@ -73,7 +73,12 @@ def load_recognizers(
     )
     default = config.model or registry.default_name
     names = list(dict.fromkeys([default, *config.extra_models]))
-    sessions = SessionConfig(config.workers, config.threads, config.graph_optimization)
+    idle_threads = config.idle_threads
+    if idle_threads is None:
+        idle_threads = config.workers * config.threads
+    sessions = SessionConfig(
+        config.workers, config.threads, config.graph_optimization, idle_threads
+    )
     recognizers = {}
     page_models = {}
     for name in names:
@@ -83,12 +88,13 @@ def load_recognizers(
         if pages is not None:
             page_models[name] = pages
         log.info(
-            "loaded model %s (%d characters, height %d, %d sessions x %d threads) from %s",
+            "loaded model %s (%d characters, height %d, %d sessions x %d threads%s) from %s",
             name,
             recognizers[name].charset_size,
             spec.input_height,
             config.workers,
             config.threads,
+            f", idle session {idle_threads} threads" if recognizers[name].has_idle_session else "",
             spec.recognizer_path,
         )
         if pages is None:

@@ -33,6 +33,8 @@ class ServerConfig:
     fetch_missing: bool = True
     workers: int = 2
     threads: int = 1
+    #: Threads of the recognizer's idle session (lone batches); None = workers x threads.
+    idle_threads: int | None = None
     graph_optimization: str = "all"
     max_batch_lines: int = 16
     max_batch_pixels: int = 48 * 2048
@@ -107,6 +109,14 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         type=int,
     )
     add("--threads", d.threads, "intra-op threads per inference session", type=int)
+    add(
+        "--idle-threads",
+        "auto",
+        "threads of the extra session that runs a batch when it is all there is to do "
+        "(a lone request uses every core the sessions own); auto = workers x threads, "
+        "0 or <= --threads = no such session",
+        type=_auto_or_int,
+    )
     add(
         "--graph-optimization",
         d.graph_optimization,
@@ -221,6 +231,17 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     return parser
 
 
+def _auto_or_int(value: str | int | None) -> int | None:
+    if value is None or isinstance(value, int):
+        return value
+    if value.strip().lower() == "auto":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or auto, got {value!r}") from None
+
+
 def _bool(value: str | bool) -> bool:
     if isinstance(value, bool):
         return value
@@ -253,6 +274,7 @@ def parse_config(
         fetch_missing=not _bool(a.no_fetch),
         workers=a.workers,
         threads=a.threads,
+        idle_threads=a.idle_threads,
         graph_optimization=a.graph_optimization,
         max_batch_lines=a.max_batch_lines,
         max_batch_pixels=a.max_batch_pixels,
@@ -305,6 +327,8 @@ def _validate(parser: argparse.ArgumentParser, c: ServerConfig) -> None:
     for flag, value in positive.items():
         if value < 1:
             parser.error(f"{flag} must be at least 1, got {value}")
+    if c.idle_threads is not None and c.idle_threads < 0:
+        parser.error(f"--idle-threads must be auto or at least 0, got {c.idle_threads}")
     if c.max_connection_age_s < 0:
         parser.error("--max-connection-age-s must not be negative")
     if c.max_delay_ms < 0 or c.grace_s < 0:

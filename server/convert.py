@@ -76,6 +76,7 @@ def batcher_stats(model: str, s: BatcherStats, depth: int, capacity: int) -> ocr
         dropped_expired=s.dropped_expired,
         rejected_queue_full=s.rejected_queue_full,
         failed_batches=s.failed_batches,
+        idle_batches=s.idle_batches,
     )
 
 

@@ -114,6 +114,11 @@ class _BatcherCollector(Collector):
         failed = family(
             CounterMetricFamily, "ocr_failed_batches", "Batches whose inference failed."
         )
+        idle = family(
+            CounterMetricFamily,
+            "ocr_idle_batches",
+            "Batches run on the idle session (all the batcher had, on every core it owns).",
+        )
         padding = CounterMetricFamily(
             "ocr_batch_pixels",
             "Pixels fed to the model, by kind (content, padding); waste = padding / total.",
@@ -138,6 +143,7 @@ class _BatcherCollector(Collector):
             dropped.add_metric([name, "expired"], s.dropped_expired)
             dropped.add_metric([name, "queue_full"], s.rejected_queue_full)
             failed.add_metric([name], s.failed_batches)
+            idle.add_metric([name], s.idle_batches)
             padding.add_metric([name, "content"], s.content_pixels)
             padding.add_metric([name, "padding"], s.padded_pixels)
             wait.add_metric([name], s.queue_wait_s_total)
@@ -162,6 +168,7 @@ class _BatcherCollector(Collector):
             enqueued,
             dropped,
             failed,
+            idle,
             padding,
             wait,
             batch_size,

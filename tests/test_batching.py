@@ -330,3 +330,82 @@ async def test_two_workers_run_batches_concurrently() -> None:
     finally:
         await batcher.aclose()
     assert workers == {"0", "1"}
+
+
+# ---------------------------------------------------------------- the idle function
+
+
+def idle_batcher(workers: int = 2) -> tuple[MicroBatcher, FakeInference, FakeInference]:
+    """A batcher whose worker sessions and idle session are separate fakes."""
+    narrow = FakeInference()
+    wide = FakeInference(gate=threading.Event())
+    batcher = MicroBatcher(
+        "m",
+        narrow,
+        workers,
+        HEIGHT,
+        BatchLimits(max_delay_s=0.0),
+        infer_idle=lambda lines: wide(-1, lines),
+    )
+    return batcher, narrow, wide
+
+
+async def test_a_batch_that_is_all_there_is_runs_on_the_idle_function() -> None:
+    batcher, narrow, wide = idle_batcher()
+    wide.gate.set()
+    batcher.start()
+    try:
+        result = await asyncio.wait_for(batcher.recognize([line(64)]), timeout=10)
+    finally:
+        await batcher.aclose()
+    assert [r.text for r in result] == ["64"]
+    assert wide.batches == [[64]] and narrow.batches == []
+    assert batcher.stats().idle_batches == 1
+
+
+async def test_a_batch_with_lines_left_behind_runs_on_a_worker_session() -> None:
+    batcher, narrow, wide = idle_batcher()
+    batcher.start()
+    try:
+        # Two buckets in one call: the first batch leaves the second queued.
+        result = await asyncio.wait_for(batcher.recognize([line(1, 64), line(2, 128)]), timeout=10)
+    finally:
+        wide.gate.set()
+        await batcher.aclose()
+    assert [r.text for r in result] == ["1", "2"]
+    assert wide.batches == [] and sorted(narrow.batches) == [[1], [2]]
+    assert batcher.stats().idle_batches == 0
+
+
+async def test_nothing_starts_beside_an_idle_run() -> None:
+    batcher, narrow, wide = idle_batcher()
+    batcher.start()
+    try:
+        first = asyncio.create_task(batcher.recognize([line(1, 64)]))
+        await started(wide)
+        second = asyncio.create_task(batcher.recognize([line(2, 128)]))
+        # The second worker is free, but the idle run's threads hold its core.
+        await asyncio.sleep(0.05)
+        assert narrow.batches == [] and not second.done()
+        wide.gate.set()
+        assert (await first)[0].text == "1" and (await second)[0].text == "2"
+    finally:
+        wide.gate.set()
+        await batcher.aclose()
+    # Once the idle run ended, the waiting line was again all there was.
+    assert wide.batches == [[1], [2]] and narrow.batches == []
+
+
+async def test_a_failing_idle_run_fails_its_lines_and_the_batcher_goes_on() -> None:
+    batcher, _narrow, wide = idle_batcher()
+    wide.gate.set()
+    wide.fail_width = 7
+    batcher.start()
+    try:
+        with pytest.raises(InferenceFailed):
+            await asyncio.wait_for(batcher.recognize([line(7, 64)]), timeout=10)
+        ok = await asyncio.wait_for(batcher.recognize([line(8, 64)]), timeout=10)
+    finally:
+        await batcher.aclose()
+    assert ok[0].text == "8"
+    assert batcher.stats().failed_batches == 1

@@ -138,6 +138,8 @@ def test_env_beats_default_only_for_its_own_flag() -> None:
         ([], {"OCR_NO_REFLECTION": "maybe"}),
         ([], {"OCR_MAX_DELAY_MS": "soon"}),
         (["--no-such-flag"], {}),
+        (["--idle-threads", "-1"], {}),
+        ([], {"OCR_IDLE_THREADS": "many"}),
     ],
 )
 def test_invalid_values_exit_with_usage_error(
@@ -147,6 +149,22 @@ def test_invalid_values_exit_with_usage_error(
         parse_config(argv, env=env)
     assert exc.value.code == 2
     assert "ocr-server: error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "expected"),
+    [
+        ([], {}, None),
+        (["--idle-threads", "0"], {}, 0),
+        (["--idle-threads", "auto"], {"OCR_IDLE_THREADS": "4"}, None),
+        ([], {"OCR_IDLE_THREADS": "4"}, 4),
+        ([], {"OCR_IDLE_THREADS": "Auto"}, None),
+    ],
+)
+def test_idle_threads_is_auto_or_a_count(
+    argv: list[str], env: dict[str, str], expected: int | None
+) -> None:
+    assert parse_config(argv, env=env).idle_threads == expected
 
 
 def test_workers_error_names_the_flag(capsys: pytest.CaptureFixture[str]) -> None:

@@ -276,6 +276,7 @@ class _FakeRecognizer:
     name = "fake"
     input_height = HEIGHT
     workers = 1
+    has_idle_session = False
 
     def infer(self, worker: int, lines: Sequence[PreparedLine]) -> list[LineText]:
         batch = assemble_batch(list(lines), HEIGHT)

@@ -242,6 +242,7 @@ class _LinesOnlyRecognizer:
     name = "lines-only"
     input_height = 48
     workers = 1
+    has_idle_session = False
 
     def infer(self, worker: int, lines: list) -> list:  # never reached here
         raise AssertionError("no inference expected")

@@ -391,3 +391,35 @@ def test_sigterm_finishes_in_flight_work_then_refuses_new_calls(tmp_path) -> Non
 def test_stubs_import_from_namespaced_package() -> None:
     assert ocr_pb2.DESCRIPTOR.package == "ocr.v1"
     assert (REPO_ROOT / "proto" / "ocr" / "v1" / "ocr.proto").exists()
+
+
+def test_a_lone_call_runs_on_the_idle_session_and_a_burst_does_not(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    srv = start_server(
+        tmp_path_factory.mktemp("idle") / "server.log", "--workers", "2", "--threads", "1"
+    )
+    try:
+        assert "idle session 2 threads" in srv.log()
+        with OcrClient(srv.address, timeout=60) as client:
+            image = png(render_line(TEXTS[0]))
+            before = client.get_stats().batchers[0].idle_batches
+            assert client.recognize_line(image).text == TEXTS[0]
+            after = client.get_stats().batchers[0]
+            assert after.idle_batches == before + 1
+
+            async def burst() -> list[str]:
+                async with AsyncOcrClient(srv.address, timeout=60) as aclient:
+                    lines = await asyncio.gather(
+                        *(aclient.recognize_line(image) for _ in range(32))
+                    )
+                return [line.text for line in lines]
+
+            assert set(asyncio.run(burst())) == {TEXTS[0]}
+            final = client.get_stats().batchers[0]
+        # Lines that queued behind others ran on the worker sessions, in batches.
+        burst_batches = final.batches - after.batches
+        burst_idle = final.idle_batches - after.idle_batches
+        assert burst_batches - burst_idle >= 1 and burst_batches < 32
+    finally:
+        assert stop_server(srv) == 0, srv.log()

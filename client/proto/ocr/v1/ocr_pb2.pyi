@@ -298,7 +298,7 @@ class GetStatsResponse(_message.Message):
     def __init__(self, batchers: _Optional[_Iterable[_Union[BatcherStats, _Mapping]]] = ...) -> None: ...
 
 class BatcherStats(_message.Message):
-    __slots__ = ("model", "lines_enqueued", "lines_inferred", "batches", "batch_size_counts", "queue_depth", "queue_capacity", "queue_wait_ms_total", "queue_wait_ms_max", "inference_ms_total", "content_pixels", "padded_pixels", "dropped_cancelled", "dropped_expired", "rejected_queue_full", "failed_batches")
+    __slots__ = ("model", "lines_enqueued", "lines_inferred", "batches", "batch_size_counts", "queue_depth", "queue_capacity", "queue_wait_ms_total", "queue_wait_ms_max", "inference_ms_total", "content_pixels", "padded_pixels", "dropped_cancelled", "dropped_expired", "rejected_queue_full", "failed_batches", "idle_batches")
     class BatchSizeCountsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -322,6 +322,7 @@ class BatcherStats(_message.Message):
     DROPPED_EXPIRED_FIELD_NUMBER: _ClassVar[int]
     REJECTED_QUEUE_FULL_FIELD_NUMBER: _ClassVar[int]
     FAILED_BATCHES_FIELD_NUMBER: _ClassVar[int]
+    IDLE_BATCHES_FIELD_NUMBER: _ClassVar[int]
     model: str
     lines_enqueued: int
     lines_inferred: int
@@ -338,4 +339,5 @@ class BatcherStats(_message.Message):
     dropped_expired: int
     rejected_queue_full: int
     failed_batches: int
-    def __init__(self, model: _Optional[str] = ..., lines_enqueued: _Optional[int] = ..., lines_inferred: _Optional[int] = ..., batches: _Optional[int] = ..., batch_size_counts: _Optional[_Mapping[int, int]] = ..., queue_depth: _Optional[int] = ..., queue_capacity: _Optional[int] = ..., queue_wait_ms_total: _Optional[float] = ..., queue_wait_ms_max: _Optional[float] = ..., inference_ms_total: _Optional[float] = ..., content_pixels: _Optional[int] = ..., padded_pixels: _Optional[int] = ..., dropped_cancelled: _Optional[int] = ..., dropped_expired: _Optional[int] = ..., rejected_queue_full: _Optional[int] = ..., failed_batches: _Optional[int] = ...) -> None: ...
+    idle_batches: int
+    def __init__(self, model: _Optional[str] = ..., lines_enqueued: _Optional[int] = ..., lines_inferred: _Optional[int] = ..., batches: _Optional[int] = ..., batch_size_counts: _Optional[_Mapping[int, int]] = ..., queue_depth: _Optional[int] = ..., queue_capacity: _Optional[int] = ..., queue_wait_ms_total: _Optional[float] = ..., queue_wait_ms_max: _Optional[float] = ..., inference_ms_total: _Optional[float] = ..., content_pixels: _Optional[int] = ..., padded_pixels: _Optional[int] = ..., dropped_cancelled: _Optional[int] = ..., dropped_expired: _Optional[int] = ..., rejected_queue_full: _Optional[int] = ..., failed_batches: _Optional[int] = ..., idle_batches: _Optional[int] = ...) -> None: ...
