@@ -49,6 +49,7 @@ from bench.common import (
     LineImage,
     add_server_flags,
     exact_command,
+    idle_threads,
     load_lines,
     machine_busy_seconds,
     machine_info,
@@ -559,6 +560,7 @@ class PairedJob:
     model_path: str
     height: int
     threads: int
+    idle_threads: int  # the server's idle session; <= threads: it has none
     graph_optimization: str
     passes: int
     timeout_s: float
@@ -568,10 +570,12 @@ def paired_latency(job: PairedJob) -> dict[str, Any]:
     """Alternate, for each line, one raw ``session.run`` and one one-line server call.
 
     Runs in the load process. Both see the same line back to back, so machine drift (these
-    machines are noisy) hits both sides alike; the raw side is one session of the server's
-    kind (same options and threads) on the same prepared tensor the server would build, and
-    times ``run`` only. Nothing else is running, so this is what "no waiting when idle"
-    means: the server's latency for a lone call against the inference it cannot avoid.
+    machines are noisy) hits both sides alike; the raw side is a session laid out as the
+    server runs a lone line (its idle session: ``idle_threads`` threads without spinning, or
+    one worker session when it has none), same options, on the same prepared tensor the
+    server would build, and times ``run`` only. Nothing else is running, so this is what "no
+    waiting when idle" means: the server's latency for a lone call against the inference it
+    cannot avoid. Each pair also times a run on one worker session's layout, for reference.
     """
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -584,11 +588,13 @@ def paired_latency(job: PairedJob) -> dict[str, Any]:
 
     images = [Path(p).read_bytes() for p in job.paths]
     max_pixels = RequestLimits().max_image_pixels  # the server's default limit
-    session = create_session(
-        Path(job.model_path),
-        SessionConfig(1, job.threads, job.graph_optimization),
-        "bench raw session",
-    )
+    config = SessionConfig(1, job.threads, job.graph_optimization)
+    worker_session = create_session(Path(job.model_path), config, "bench raw session")
+    session = worker_session
+    if job.idle_threads > job.threads:
+        session = create_session(
+            Path(job.model_path), config, "bench raw idle session", threads=job.idle_threads
+        )
     name = session.get_inputs()[0].name
     tensors = [
         assemble_batch(
@@ -602,6 +608,7 @@ def paired_latency(job: PairedJob) -> dict[str, Any]:
         for x in images
     ]
     raw_ms: list[float] = []
+    raw_worker_ms: list[float] = []
     server_ms: list[float] = []
     empty_ms: list[float] = []
     empty = health_pb2.HealthCheckRequest()
@@ -609,12 +616,17 @@ def paired_latency(job: PairedJob) -> dict[str, Any]:
         stub = ocr_pb2_grpc.OcrServiceStub(channel)
         health = health_pb2_grpc.HealthStub(channel)
         for k in range(min(8, len(images))):  # warm both sides
+            worker_session.run(None, {name: tensors[k]})
             session.run(None, {name: tensors[k]})
             stub.RecognizeLines(requests[k], timeout=job.timeout_s)
             health.Check(empty, timeout=job.timeout_s)
         before = _batcher(stub.GetStats(ocr_pb2.GetStatsRequest(), timeout=30), job.model)
         for _ in range(job.passes):
             for tensor, request in zip(tensors, requests, strict=True):
+                if session is not worker_session:
+                    t0 = time.perf_counter()
+                    worker_session.run(None, {name: tensor})
+                    raw_worker_ms.append((time.perf_counter() - t0) * 1e3)
                 t0 = time.perf_counter()
                 session.run(None, {name: tensor})
                 t1 = time.perf_counter()
@@ -637,6 +649,7 @@ def paired_latency(job: PairedJob) -> dict[str, Any]:
     return {
         "pairs": len(diffs),
         "raw_ms_p50": percentile(sorted(raw_ms), 50),
+        "raw_worker_ms_p50": percentile(sorted(raw_worker_ms or raw_ms), 50),
         "server_ms_p50": percentile(sorted(server_ms), 50),
         "extra_ms_p50": percentile(sorted(server_ms), 50) - percentile(sorted(raw_ms), 50),
         "paired_extra_ms_p50": percentile(diffs, 50),
@@ -671,6 +684,7 @@ def median_of(rows: Sequence[Any], get: Callable[[Any], float]) -> float:
 #: Figures of the concurrency-1 pair check that are summarised as medians over repeats.
 PAIRED_KEYS = (
     "raw_ms_p50",
+    "raw_worker_ms_p50",
     "server_ms_p50",
     "extra_ms_p50",
     "paired_extra_ms_p50",
@@ -937,6 +951,17 @@ def analysis(model: str, result: dict[str, Any]) -> str:
     return " ".join(out)
 
 
+def _idle_layout(settings: dict[str, Any]) -> str:
+    """How the server runs a lone line, in words, from a result's settings."""
+    idle = settings.get("idle_threads", 0)
+    if idle > settings["threads"]:
+        return (
+            f"a lone line runs on the idle session: {idle} intra-op threads, no spinning "
+            "(`--idle-threads`)"
+        )
+    return "no idle session: a lone line runs on one worker session"
+
+
 def report_section(model: str) -> str:
     return f"Line recognition: {model}"
 
@@ -962,7 +987,7 @@ def write_markdown(path: Path, model: str, result: dict[str, Any], plot: Path | 
         f"`{s['data']}/manifest.jsonl`), cycled; each sent as its PNG/JPEG file.",
         f"- Model: {model}; {s['workers']} session(s) x {s['threads']} intra-op thread(s), "
         f"graph optimisation `{s['graph_optimization']}`, in the raw run and the server; "
-        f"server flags `{server_flags}`.",
+        f"{_idle_layout(s)}; server flags `{server_flags}`.",
         f"- {s['repeats']} repeat(s); each runs the raw modes, then one fresh server per mode "
         f"through the concurrency sweep. Each window: {s['warmup_s']:g} s warm-up, then "
         f"{s['duration_s']:g} s measured. Tables give the median over repeats with min - max; "
@@ -1028,12 +1053,15 @@ def write_markdown(path: Path, model: str, result: dict[str, Any], plot: Path | 
             "### Concurrency 1: latency against inference alone",
             "",
             f"The load process alternates, line by line, one raw `session.run` on the "
-            f"prepared tensor (one session, same options) and one one-line `RecognizeLines` "
-            f"call on the synchronous generated stub; {lat['pairs']} pairs in all. Server "
+            f"prepared tensor and one one-line `RecognizeLines` call on the synchronous "
+            f"generated stub; {lat['pairs']} pairs in all. The raw session is laid out as the "
+            f"server runs a lone line ({_idle_layout(s)}), same options. Server "
             f"p50 **{lat['server_ms_p50']:.1f} ms**, raw p50 **{lat['raw_ms_p50']:.1f} ms**: "
             f"**+{lat['extra_ms_p50']:.1f} ms** (repeats {_range(lat['extra_spread'])}); "
             f"per-line paired difference p50 {lat['paired_extra_ms_p50']:.1f} ms, p90 "
-            f"{lat['paired_extra_ms_p90']:.1f} ms.",
+            f"{lat['paired_extra_ms_p90']:.1f} ms. For reference, the same lines on one "
+            f"worker session ({s['threads']} thread(s)) took {lat['raw_worker_ms_p50']:.1f} ms "
+            "p50 raw.",
             "",
             f"Where the time goes (means): a call took {lat['server_ms_mean']:.1f} ms against "
             f"{lat['raw_ms_mean']:.1f} ms raw; the server's inference worker spent "
@@ -1180,6 +1208,7 @@ def run_repeat(
                         str(spec.recognizer_path),
                         spec.input_height,
                         args.threads,
+                        idle_threads(args),
                         args.graph_optimization,
                         args.latency_passes,
                         args.timeout,
@@ -1268,6 +1297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "lines": len(lines),
                 "workers": args.workers,
                 "threads": args.threads,
+                "idle_threads": idle_threads(args),
                 "graph_optimization": args.graph_optimization,
                 "max_batch": args.max_batch,
                 "duration_s": args.duration,

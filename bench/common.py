@@ -218,14 +218,25 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
     """
     parser.add_argument("--workers", type=int, default=2, help="server sessions per model")
     parser.add_argument("--threads", type=int, default=1, help="intra-op threads per session")
+    parser.add_argument(
+        "--idle-threads",
+        type=int,
+        default=None,
+        help="threads of the server's idle session (default: workers x threads)",
+    )
     parser.add_argument("--graph-optimization", default="all", help="all|extended|basic|disabled")
     parser.add_argument("--server-args", default="", help="extra ocr-server flags (one string)")
+
+
+def idle_threads(args: Any) -> int:
+    """The server's idle-session threads for these benchmark flags (as ``--idle-threads auto``)."""
+    return args.idle_threads if args.idle_threads is not None else args.workers * args.threads
 
 
 def server_command(args: Any, port: int, grace_s: float) -> list[str]:
     """The ``ocr-server`` command line: the installed script next to this interpreter.
 
-    ``args`` holds the benchmark's ``model``, ``workers``, ``threads``,
+    ``args`` holds the benchmark's ``model``, ``workers``, ``threads``, ``idle_threads``,
     ``graph_optimization`` and ``server_args`` (extra flags, one string).
     """
     script = Path(sys.executable).parent / "ocr-server"
@@ -242,6 +253,8 @@ def server_command(args: Any, port: int, grace_s: float) -> list[str]:
         str(args.workers),
         "--threads",
         str(args.threads),
+        "--idle-threads",
+        str(idle_threads(args)),
         "--graph-optimization",
         args.graph_optimization,
         "--no-fetch",
