@@ -8,10 +8,11 @@ Lines wait in one arrival-ordered queue. A free worker takes a batch when
 A batch holds lines of one width bucket only (see ``preprocess``), so results do not depend
 on batch-mates. Choosing a batch is a pure function (``next_batch``) tested without a loop.
 
-A batch that is all the batcher has (nothing running, nothing left queued) runs on the idle
-inference function when one is given: a session with every core the workers own, so a lone
-request is not held to one core while the others sit idle. No other batch starts while it
-runs (its threads already use those cores); lines that arrive meanwhile wait for it.
+A batch that is all the batcher has (nothing running, nothing left queued, at most
+``idle_max_pixels``) runs on the idle inference function when one is given: a session with
+every core the workers own, so a lone request is not held to one core while the others sit
+idle. No other batch starts while it runs (its threads already use those cores); lines that
+arrive meanwhile wait for it.
 
 Cancellation is data: a line whose future was cancelled (its call went away) is dropped
 before inference, and one whose deadline passed fails with ``DeadlineExpired``; neither is
@@ -54,6 +55,11 @@ class BatchLimits:
     max_pixels: int = 48 * 2048
     max_delay_s: float = 0.002
     queue_capacity: int = 1024
+    #: Largest batch (padded pixels) the idle function runs; wider lone batches go to a
+    #: worker. The idle session's arena keeps its largest batch too: with no bound, lone
+    #: real lines grew a v6 small idle session by 128 MiB, with 48 x 1024 by 61 (of which
+    #: 38 is the session itself), which keeps 64 streams under 600 MB.
+    idle_max_pixels: int = 48 * 1024
 
 
 @dataclass(eq=False)
@@ -311,7 +317,12 @@ class MicroBatcher:
                 plan = next_batch(self._pending, now, self.limits, idle=idle)
                 if plan is not None:
                     batch, self._pending = plan
-                    alone = idle and not self._pending and self._infer_idle is not None
+                    alone = (
+                        idle
+                        and not self._pending
+                        and self._infer_idle is not None
+                        and sum(item.cost for item in batch) <= self.limits.idle_max_pixels
+                    )
                     return batch, alone
                 if self._pending:
                     timeout = max(0.0, self._pending[0].enqueued_at + self.limits.max_delay_s - now)

@@ -409,3 +409,18 @@ async def test_a_failing_idle_run_fails_its_lines_and_the_batcher_goes_on() -> N
         await batcher.aclose()
     assert ok[0].text == "8"
     assert batcher.stats().failed_batches == 1
+
+
+async def test_a_lone_batch_wider_than_the_idle_bound_runs_on_a_worker_session() -> None:
+    batcher, narrow, wide = idle_batcher()
+    bound = batcher.limits.idle_max_pixels // HEIGHT
+    wide.gate.set()
+    batcher.start()
+    try:
+        result = await asyncio.wait_for(batcher.recognize([line(bound + 16)]), timeout=10)
+        edge = await asyncio.wait_for(batcher.recognize([line(bound - 16, bound)]), timeout=10)
+    finally:
+        wide.gate.set()
+        await batcher.aclose()
+    assert result[0].text == str(bound + 16) and edge[0].text == str(bound - 16)
+    assert narrow.batches == [[bound + 16]] and wide.batches == [[bound - 16]]
