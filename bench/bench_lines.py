@@ -571,8 +571,9 @@ def paired_latency(job: PairedJob) -> dict[str, Any]:
 
     Runs in the load process. Both see the same line back to back, so machine drift (these
     machines are noisy) hits both sides alike; the raw side is a session laid out as the
-    server runs a lone line (its idle session: ``idle_threads`` threads without spinning, or
-    one worker session when it has none), same options, on the same prepared tensor the
+    server runs that lone line (its idle session: ``idle_threads`` threads without spinning,
+    up to ``BatchLimits.idle_max_pixels``; otherwise one worker session), same options, on
+    the same prepared tensor the
     server would build, and times ``run`` only. Nothing else is running, so this is what "no
     waiting when idle" means: the server's latency for a lone call against the inference it
     cannot avoid. Each pair also times a run on one worker session's layout, for reference.
@@ -581,6 +582,7 @@ def paired_latency(job: PairedJob) -> dict[str, Any]:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
+    from ocr_core.batching import BatchLimits
     from ocr_core.engine import RequestLimits
     from ocr_core.images import decode_image
     from ocr_core.preprocess import WidthBuckets, assemble_batch, prepare_line
@@ -590,18 +592,25 @@ def paired_latency(job: PairedJob) -> dict[str, Any]:
     max_pixels = RequestLimits().max_image_pixels  # the server's default limit
     config = SessionConfig(1, job.threads, job.graph_optimization)
     worker_session = create_session(Path(job.model_path), config, "bench raw session")
-    session = worker_session
+    idle_session = worker_session
     if job.idle_threads > job.threads:
-        session = create_session(
+        idle_session = create_session(
             Path(job.model_path), config, "bench raw idle session", threads=job.idle_threads
         )
-    name = session.get_inputs()[0].name
+    name = worker_session.get_inputs()[0].name
     tensors = [
         assemble_batch(
             [prepare_line(decode_image(x, max_pixels), job.height, WidthBuckets())],
             job.height,
         )
         for x in images
+    ]
+    # The session the server runs each lone line on: its idle session up to the batcher's
+    # default bound, a worker session beyond it.
+    idle_max_pixels = BatchLimits().idle_max_pixels
+    lone_sessions = [
+        idle_session if t.shape[2] * t.shape[3] <= idle_max_pixels else worker_session
+        for t in tensors
     ]
     requests = [
         ocr_pb2.RecognizeLinesRequest(images=[ocr_pb2.Image(data=x)], model=job.model)
@@ -617,13 +626,13 @@ def paired_latency(job: PairedJob) -> dict[str, Any]:
         health = health_pb2_grpc.HealthStub(channel)
         for k in range(min(8, len(images))):  # warm both sides
             worker_session.run(None, {name: tensors[k]})
-            session.run(None, {name: tensors[k]})
+            idle_session.run(None, {name: tensors[k]})
             stub.RecognizeLines(requests[k], timeout=job.timeout_s)
             health.Check(empty, timeout=job.timeout_s)
         before = _batcher(stub.GetStats(ocr_pb2.GetStatsRequest(), timeout=30), job.model)
         for _ in range(job.passes):
-            for tensor, request in zip(tensors, requests, strict=True):
-                if session is not worker_session:
+            for tensor, request, session in zip(tensors, requests, lone_sessions, strict=True):
+                if idle_session is not worker_session:
                     t0 = time.perf_counter()
                     worker_session.run(None, {name: tensor})
                     raw_worker_ms.append((time.perf_counter() - t0) * 1e3)
@@ -638,7 +647,7 @@ def paired_latency(job: PairedJob) -> dict[str, Any]:
         # The floor, in a pass of its own so the pairs above keep their order: an empty call
         # (health Check) to the same server after the same idle gap (a raw run), i.e. gRPC
         # on both sides and the server's threads waking up, none of its own work.
-        for tensor in tensors:
+        for tensor, session in zip(tensors, lone_sessions, strict=True):
             session.run(None, {name: tensor})
             t3 = time.perf_counter()
             health.Check(empty, timeout=job.timeout_s)
@@ -955,9 +964,12 @@ def _idle_layout(settings: dict[str, Any]) -> str:
     """How the server runs a lone line, in words, from a result's settings."""
     idle = settings.get("idle_threads", 0)
     if idle > settings["threads"]:
+        from ocr_core.batching import BatchLimits
+
         return (
             f"a lone line runs on the idle session: {idle} intra-op threads, no spinning "
-            "(`--idle-threads`)"
+            f"(`--idle-threads`), up to {BatchLimits().idle_max_pixels} padded pixels "
+            "(`idle_max_pixels`), on a worker session beyond"
         )
     return "no idle session: a lone line runs on one worker session"
 
