@@ -69,8 +69,9 @@ class LineRecognizer:
         Checks: one float input of shape [N, 3, H, W] with H equal to the declared height (or
         dynamic), one output [N, T, C] with C = charset size + 2 (blank and space).
         """
+        what = f"model {spec.name!r} recognizer"
         sessions = [
-            create_session(spec.recognizer_path, config, f"model {spec.name!r} recognizer")
+            create_session(spec.recognizer_path, config, what, shared_arena=True)
             for _ in range(max(1, config.workers))
         ]
         idle = None
@@ -78,8 +79,9 @@ class LineRecognizer:
             idle = create_session(
                 spec.recognizer_path,
                 config,
-                f"model {spec.name!r} recognizer (idle session)",
+                f"{what} (idle session)",
                 threads=config.idle_threads,
+                shared_arena=True,
             )
         first = sessions[0]
         charset = _load_charset(spec, first)
