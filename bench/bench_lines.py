@@ -590,10 +590,10 @@ def paired_latency(job: PairedJob) -> dict[str, Any]:
 
     images = [Path(p).read_bytes() for p in job.paths]
     max_pixels = RequestLimits().max_image_pixels  # the server's default limit
-    config = SessionConfig(1, job.threads, job.graph_optimization)
+    config = SessionConfig(1, job.threads, job.graph_optimization, job.idle_threads)
     worker_session = create_session(Path(job.model_path), config, "bench raw session")
     idle_session = worker_session
-    if job.idle_threads > job.threads:
+    if config.has_idle_session:
         idle_session = create_session(
             Path(job.model_path), config, "bench raw idle session", threads=job.idle_threads
         )
@@ -962,10 +962,11 @@ def analysis(model: str, result: dict[str, Any]) -> str:
 
 def _idle_layout(settings: dict[str, Any]) -> str:
     """How the server runs a lone line, in words, from a result's settings."""
-    idle = settings.get("idle_threads", 0)
-    if idle > settings["threads"]:
-        from ocr_core.batching import BatchLimits
+    from ocr_core.batching import BatchLimits
+    from ocr_core.sessions import SessionConfig
 
+    idle = settings.get("idle_threads", 0)
+    if SessionConfig(intra_op_threads=settings["threads"], idle_threads=idle).has_idle_session:
         return (
             f"a lone line runs on the idle session: {idle} intra-op threads, no spinning "
             f"(`--idle-threads`), up to {BatchLimits().idle_max_pixels} padded pixels "

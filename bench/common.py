@@ -230,7 +230,9 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
 
 def idle_threads(args: Any) -> int:
     """The server's idle-session threads for these benchmark flags (as ``--idle-threads auto``)."""
-    return args.idle_threads if args.idle_threads is not None else args.workers * args.threads
+    from ocr_core.sessions import resolve_idle_threads
+
+    return resolve_idle_threads(args.idle_threads, args.workers, args.threads)
 
 
 def server_command(args: Any, port: int, grace_s: float) -> list[str]:

@@ -6,7 +6,8 @@ Lines wait in one arrival-ordered queue. A free worker takes a batch when
 - the oldest line has waited ``max_delay``: its bucket goes, full or not.
 
 A batch holds lines of one width bucket only (see ``preprocess``), so results do not depend
-on batch-mates. Choosing a batch is a pure function (``next_batch``) tested without a loop.
+on batch-mates. Choosing a batch is a pure function (``next_batch``, then ``runs_on_idle``)
+tested without a loop.
 
 A batch that is all the batcher has (nothing running, nothing left queued, at most
 ``idle_max_pixels``) runs on the idle inference function when one is given: a session with
@@ -133,6 +134,17 @@ def next_batch(
         if full:
             return batch, rest
     return None
+
+
+def runs_on_idle(
+    batch: Sequence[PendingLine], rest: Sequence[PendingLine], idle: bool, limits: BatchLimits
+) -> bool:
+    """Whether a planned batch runs on the idle function, if the batcher has one.
+
+    It does when nothing runs (``idle``), nothing is left queued (``rest``) and the batch is
+    at most ``limits.idle_max_pixels``.
+    """
+    return idle and not rest and sum(item.cost for item in batch) <= limits.idle_max_pixels
 
 
 #: Upper bounds (seconds) of the per-batch inference-time histogram; the last is infinite.
@@ -317,11 +329,8 @@ class MicroBatcher:
                 plan = next_batch(self._pending, now, self.limits, idle=idle)
                 if plan is not None:
                     batch, self._pending = plan
-                    alone = (
-                        idle
-                        and not self._pending
-                        and self._infer_idle is not None
-                        and sum(item.cost for item in batch) <= self.limits.idle_max_pixels
+                    alone = self._infer_idle is not None and runs_on_idle(
+                        batch, self._pending, idle, self.limits
                     )
                     return batch, alone
                 if self._pending:

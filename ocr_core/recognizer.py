@@ -75,7 +75,7 @@ class LineRecognizer:
             for _ in range(max(1, config.workers))
         ]
         idle = None
-        if config.idle_threads > config.intra_op_threads:
+        if config.has_idle_session:
             idle = create_session(
                 spec.recognizer_path,
                 config,

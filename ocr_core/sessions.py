@@ -51,6 +51,15 @@ class SessionConfig:
     graph_optimization: str = "all"
     idle_threads: int = 0
 
+    @property
+    def has_idle_session(self) -> bool:
+        return self.idle_threads > self.intra_op_threads
+
+
+def resolve_idle_threads(idle_threads: int | None, workers: int, threads: int) -> int:
+    """The idle session's threads for ``--idle-threads``: None (auto) = workers x threads."""
+    return workers * threads if idle_threads is None else idle_threads
+
 
 @functools.cache
 def _register_shared_arena() -> None:

@@ -29,7 +29,7 @@ from ocr_core.orientation import LineOrientation, PageOrientation
 from ocr_core.pages import PageModels, PageOptions
 from ocr_core.recognizer import LineRecognizer, SessionConfig
 from ocr_core.registry import ModelRegistry, ModelSpec
-from ocr_core.sessions import PooledModel
+from ocr_core.sessions import PooledModel, resolve_idle_threads
 from ocr_server.config import ServerConfig
 from ocr_server.metrics import ServerMetrics
 from ocr_server.security import TokenAuthInterceptor, load_tokens, server_credentials
@@ -73,9 +73,7 @@ def load_recognizers(
     )
     default = config.model or registry.default_name
     names = list(dict.fromkeys([default, *config.extra_models]))
-    idle_threads = config.idle_threads
-    if idle_threads is None:
-        idle_threads = config.workers * config.threads
+    idle_threads = resolve_idle_threads(config.idle_threads, config.workers, config.threads)
     sessions = SessionConfig(
         config.workers, config.threads, config.graph_optimization, idle_threads
     )

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from ocr_core.batching import BatchLimits, MicroBatcher, next_batch, plan_batch
+from ocr_core.batching import BatchLimits, MicroBatcher, next_batch, plan_batch, runs_on_idle
 from ocr_core.ctc import LineText
 from ocr_core.errors import DeadlineExpired, InferenceFailed, Overloaded, ShuttingDown
 from ocr_core.preprocess import PreparedLine
@@ -103,6 +103,15 @@ def test_next_batch_after_max_delay_serves_the_oldest_bucket_first() -> None:
     pending = [Item("old", 64, 0.0), Item("x", 128, 0.1), Item("y", 128, 0.2)]
     plan = next_batch(pending, now=0.6, limits=limits, idle=False)  # type: ignore[arg-type]
     assert plan is not None and names(plan[0]) == ["old"]
+
+
+def test_only_a_lone_batch_within_the_idle_bound_runs_on_the_idle_function() -> None:
+    limits = BatchLimits(idle_max_pixels=2 * 64 * HEIGHT)
+    two = [Item("a", 64), Item("b", 64)]
+    assert runs_on_idle(two, [], idle=True, limits=limits)  # type: ignore[arg-type]
+    assert not runs_on_idle(two, [], idle=False, limits=limits)  # type: ignore[arg-type]
+    assert not runs_on_idle(two, [Item("c", 128)], idle=True, limits=limits)  # type: ignore[arg-type]
+    assert not runs_on_idle([*two, Item("c", 64)], [], idle=True, limits=limits)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- gated batcher
