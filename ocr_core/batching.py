@@ -25,12 +25,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import queue
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from ocr_core.cpus import pin_current_thread
 from ocr_core.ctc import LineText
 from ocr_core.errors import DeadlineExpired, InferenceFailed, Overloaded, ShuttingDown
 from ocr_core.preprocess import PreparedLine
@@ -182,6 +184,8 @@ class MicroBatcher:
     worker ``i`` only ever calls it with index ``i`` (so each can own a session).
     ``infer_idle(lines)``, if given, runs a batch that is all there is to do, with no other
     batch running beside it. Use ``start()`` inside the event loop and ``aclose()`` to stop.
+    ``cpus``, if given, holds one CPU per worker thread: each thread pins itself to the next
+    one when it starts (see ``ocr_core.cpus``).
     """
 
     def __init__(
@@ -192,7 +196,10 @@ class MicroBatcher:
         height: int,
         limits: BatchLimits,
         infer_idle: IdleInferFn | None = None,
+        cpus: Sequence[int] = (),
     ) -> None:
+        if cpus and len(cpus) != workers:
+            raise ValueError(f"{len(cpus)} CPUs given for {workers} worker threads")
         self.name = name
         self.limits = limits
         self._infer = infer
@@ -206,20 +213,40 @@ class MicroBatcher:
         self._changed: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._executor: ThreadPoolExecutor | None = None
+        self._idle_executor: ThreadPoolExecutor | None = None
         self._stats = BatcherStats()
+        self._cpus: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for cpu in cpus:
+            self._cpus.put(cpu)
+        self._pinned = bool(cpus)
 
     def start(self) -> None:
         """Start the worker tasks on the running loop."""
         if self._executor is not None:
             raise RuntimeError("batcher already started")
         self._changed = asyncio.Event()
-        self._executor = ThreadPoolExecutor(self._workers, thread_name_prefix=f"infer-{self.name}")
+        self._executor = ThreadPoolExecutor(
+            self._workers,
+            thread_name_prefix=f"infer-{self.name}",
+            initializer=self._pin_thread if self._pinned else None,
+        )
+        if self._infer_idle is not None:
+            # A thread of its own, never pinned: the idle session's threads should take
+            # whichever cores are free at that moment, not wait for one worker's core.
+            self._idle_executor = ThreadPoolExecutor(
+                1, thread_name_prefix=f"infer-{self.name}-idle"
+            )
         for index in range(self._workers):
             task = asyncio.get_running_loop().create_task(
                 self._worker(index), name=f"batcher-{self.name}-{index}"
             )
             self._tasks.add(task)
             task.add_done_callback(self._task_done)
+
+    def _pin_thread(self) -> None:
+        """Executor thread initializer: take the next CPU (the pool makes ``workers`` threads)."""
+        with contextlib.suppress(queue.Empty):
+            pin_current_thread(self._cpus.get_nowait())
 
     @property
     def queue_depth(self) -> int:
@@ -290,8 +317,9 @@ class MicroBatcher:
             self._changed.set()
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
+        for executor in (self._executor, self._idle_executor):
+            if executor is not None:
+                executor.shutdown(wait=True)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
@@ -369,7 +397,7 @@ class MicroBatcher:
             loop = asyncio.get_running_loop()
             if alone:
                 assert self._infer_idle is not None
-                results = await loop.run_in_executor(self._executor, self._infer_idle, lines)
+                results = await loop.run_in_executor(self._idle_executor, self._infer_idle, lines)
             else:
                 results = await loop.run_in_executor(self._executor, self._infer, index, lines)
             if len(results) != len(batch):

@@ -66,7 +66,9 @@ class OcrEngine:
         request_limits: RequestLimits,
         preprocess_threads: int = 2,
         page_models: Mapping[str, PageModels] | None = None,
+        worker_cpus: Mapping[str, Sequence[int]] | None = None,
     ) -> None:
+        """``worker_cpus`` pins each model's batcher threads (``ocr_core.cpus``); none: unpinned."""
         if default_model not in recognizers:
             raise ValueError(f"default model {default_model!r} is not among {list(recognizers)}")
         self.default_model = default_model
@@ -83,6 +85,7 @@ class OcrEngine:
                     rec.input_height,
                     batch_limits,
                     rec.infer_idle if rec.has_idle_session else None,
+                    (worker_cpus or {}).get(name, ()),
                 ),
                 buckets,
                 (page_models or {}).get(name),

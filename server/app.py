@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ocr_client.proto.ocr.v1 import ocr_pb2
 from ocr_core.batching import BatchLimits
+from ocr_core.cpus import plan_worker_cpus, usable_cpus
 from ocr_core.detection import DetectionOptions, TextDetector
 from ocr_core.documents import pdf_supported
 from ocr_core.engine import OcrEngine, RequestLimits
@@ -100,6 +101,29 @@ def load_recognizers(
     return recognizers, page_models, default
 
 
+def pin_plan(
+    config: ServerConfig, recognizers: dict[str, LineRecognizer]
+) -> dict[str, list[int]] | None:
+    """Each model's batcher threads' CPUs under ``--pin-workers`` (logged), or None."""
+    names = list(recognizers)
+    plan, why = plan_worker_cpus(
+        config.pin_workers,
+        [recognizers[name].workers for name in names],
+        config.threads,
+        usable_cpus(),
+    )
+    if plan is None:
+        log.info("inference worker threads not pinned to CPUs (%s)", why)
+        return None
+    pinned = dict(zip(names, plan, strict=True))
+    log.info(
+        "inference worker threads pinned to CPUs (%s): %s",
+        why,
+        ", ".join(f"{name} {cpus}" for name, cpus in pinned.items()),
+    )
+    return pinned
+
+
 def server_limits(config: ServerConfig) -> ocr_pb2.ServerLimits:
     return ocr_pb2.ServerLimits(
         max_lines_per_request=config.max_lines_per_request,
@@ -131,6 +155,7 @@ async def serve(
     credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
     tokens = load_tokens(config.auth_tokens_file, config.auth_tokens)
     recognizers, page_models, default = await asyncio.to_thread(load_recognizers, config)
+    worker_cpus = pin_plan(config, recognizers)
     engine = OcrEngine(
         recognizers,
         default,
@@ -149,6 +174,7 @@ async def serve(
         ),
         preprocess_threads=max(2, config.workers),
         page_models=page_models,
+        worker_cpus=worker_cpus,
     )
     engine.start()
     metrics = ServerMetrics(engine) if config.metrics_port else None

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ocr_core.cpus import PIN_MODES
+
 
 def _default_workers() -> int:
     try:
@@ -35,6 +37,8 @@ class ServerConfig:
     threads: int = 1
     #: Threads of the recognizer's idle session (lone batches); None = workers x threads.
     idle_threads: int | None = None
+    #: Batcher threads on CPUs of their own: auto|on|off (``ocr_core.cpus``).
+    pin_workers: str = "auto"
     graph_optimization: str = "all"
     max_batch_lines: int = 16
     max_batch_pixels: int = 48 * 2048
@@ -116,6 +120,13 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "(a lone request uses every core the sessions own); auto = workers x threads, "
         "0 or <= --threads = no such session",
         type=_auto_or_int,
+    )
+    add(
+        "--pin-workers",
+        d.pin_workers,
+        "pin each inference worker thread to a CPU of its own: auto (when the worker threads "
+        "of all models and the usable CPUs pair up one to one and --threads is 1), on "
+        "(round-robin), off",
     )
     add(
         "--graph-optimization",
@@ -275,6 +286,7 @@ def parse_config(
         workers=a.workers,
         threads=a.threads,
         idle_threads=a.idle_threads,
+        pin_workers=a.pin_workers,
         graph_optimization=a.graph_optimization,
         max_batch_lines=a.max_batch_lines,
         max_batch_pixels=a.max_batch_pixels,
@@ -329,6 +341,8 @@ def _validate(parser: argparse.ArgumentParser, c: ServerConfig) -> None:
             parser.error(f"{flag} must be at least 1, got {value}")
     if c.idle_threads is not None and c.idle_threads < 0:
         parser.error(f"--idle-threads must be auto or at least 0, got {c.idle_threads}")
+    if c.pin_workers not in PIN_MODES:
+        parser.error(f"--pin-workers must be auto|on|off, got {c.pin_workers!r}")
     if c.max_connection_age_s < 0:
         parser.error("--max-connection-age-s must not be negative")
     if c.max_delay_ms < 0 or c.grace_s < 0:

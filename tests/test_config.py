@@ -140,6 +140,8 @@ def test_env_beats_default_only_for_its_own_flag() -> None:
         (["--no-such-flag"], {}),
         (["--idle-threads", "-1"], {}),
         ([], {"OCR_IDLE_THREADS": "many"}),
+        (["--pin-workers", "yes"], {}),
+        ([], {"OCR_PIN_WORKERS": "always"}),
     ],
 )
 def test_invalid_values_exit_with_usage_error(
@@ -165,6 +167,18 @@ def test_idle_threads_is_auto_or_a_count(
     argv: list[str], env: dict[str, str], expected: int | None
 ) -> None:
     assert parse_config(argv, env=env).idle_threads == expected
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "expected"),
+    [
+        ([], {}, "auto"),
+        ([], {"OCR_PIN_WORKERS": "on"}, "on"),
+        (["--pin-workers", "off"], {"OCR_PIN_WORKERS": "on"}, "off"),
+    ],
+)
+def test_pin_workers_is_auto_on_or_off(argv: list[str], env: dict[str, str], expected: str) -> None:
+    assert parse_config(argv, env=env).pin_workers == expected
 
 
 def test_workers_error_names_the_flag(capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -23,6 +24,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 
 from ocr_client import AsyncOcrClient, InvalidRequest, ModelNotFound, OcrClient, ServerBusy
 from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
+from ocr_core.cpus import usable_cpus
 from tests.conftest import (
     REPO_ROOT,
     ServerProcess,
@@ -421,5 +423,46 @@ def test_a_lone_call_runs_on_the_idle_session_and_a_burst_does_not(
         burst_batches = final.batches - after.batches
         burst_idle = final.idle_batches - after.idle_batches
         assert burst_batches - burst_idle >= 1 and burst_batches < 32
+    finally:
+        assert stop_server(srv) == 0, srv.log()
+
+
+def _thread_cpus(pid: int) -> list[str]:
+    """Each thread's allowed CPU list (``Cpus_allowed_list`` in /proc), as the kernel writes it."""
+    found = []
+    for status in Path(f"/proc/{pid}/task").glob("*/status"):
+        for row in status.read_text().splitlines():
+            if row.startswith("Cpus_allowed_list:"):
+                found.append(row.split(":", 1)[1].strip())
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_pinned_inference_threads_run_on_the_cpus_the_log_names(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    cpus = usable_cpus()
+    expected = [cpus[0], cpus[1 % len(cpus)]]
+    srv = start_server(
+        tmp_path_factory.mktemp("pin") / "server.log",
+        *("--workers", "2", "--threads", "1", "--pin-workers", "on"),
+    )
+    try:
+        pinned = [row for row in srv.log().splitlines() if "pinned to CPUs (on)" in row]
+        assert len(pinned) == 1 and pinned[0].endswith(f" {expected}"), srv.log()
+
+        async def burst() -> set[str]:
+            async with AsyncOcrClient(srv.address, timeout=60) as aclient:
+                image = png(render_line(TEXTS[1]))
+                lines = await asyncio.gather(*(aclient.recognize_line(image) for _ in range(32)))
+            return {line.text for line in lines}
+
+        assert asyncio.run(burst()) == {TEXTS[1]}
+        allowed = _thread_cpus(srv.process.pid)
+        if len(cpus) > 1:
+            # Only the two batcher threads are pinned; the rest (event loop, gRPC, decode,
+            # ONNX Runtime's pool) keep every CPU.
+            assert sorted(a for a in allowed if a in map(str, cpus)) == sorted(map(str, expected))
+            assert len([a for a in allowed if a not in map(str, cpus)]) == len(allowed) - 2
     finally:
         assert stop_server(srv) == 0, srv.log()

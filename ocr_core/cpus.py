@@ -1,0 +1,78 @@
+"""Which CPU each inference thread runs on: one of its own, when there are enough.
+
+Why pin at all: under load on a 2-core machine, each batcher thread spends most of its time
+in ONNX Runtime with the GIL released, while the event loop and the decode threads wake up
+between its runs. Left to the scheduler, a woken thread often lands on a core an inference
+thread is using and the other core idles for a moment; with each inference thread on a core
+of its own the cores were busy 1.88-1.90 of 2 instead of 1.78-1.83, and a v6 tiny server
+answered 3-5 % more lines per second (docs/benchmarks.md, "Levers measured"). The raw
+ONNX Runtime limit does not move with pinning: it has nothing else to schedule.
+
+Only the batcher's own threads are pinned; ONNX Runtime's pool threads (the idle session's
+second thread), the event loop and the decode threads stay free to go where a core is idle.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+log = logging.getLogger(__name__)
+
+#: ``--pin-workers`` values: ``auto`` pins when the process's inference threads and its CPUs
+#: pair up one to one, ``on`` pins round-robin whatever the counts, ``off`` never pins.
+PIN_MODES = ("auto", "on", "off")
+
+
+def usable_cpus() -> list[int]:
+    """The CPUs this process may run on (its affinity mask), in order; [] where unknown."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux: no affinity API
+        return []
+
+
+def plan_worker_cpus(
+    mode: str,
+    workers: Sequence[int],
+    threads: int,
+    cpus: Sequence[int],
+) -> tuple[list[list[int]] | None, str]:
+    """One CPU per batcher thread of each model, or None; with the reason, for the log.
+
+    ``workers`` are the batcher threads of each served model, in order; ``threads`` the
+    intra-op threads of each worker session. ``auto`` pins only the layout it was measured
+    on, which is also the one that cannot crowd: one intra-op thread per session and exactly
+    one batcher thread per CPU. With fewer threads than CPUs it would put them on the first
+    CPUs, and so would every other server process sharing the CPU set (several processes
+    with ``--workers 1`` on a node, say), all on the same cores.
+    """
+    if mode not in PIN_MODES:
+        raise ValueError(f"pin mode must be one of {PIN_MODES}, got {mode!r}")
+    total = sum(workers)
+    if mode == "off":
+        return None, "off"
+    if not cpus:
+        return None, "this platform has no CPU affinity API"
+    if mode == "auto":
+        if threads != 1:
+            return None, f"auto: sessions have {threads} intra-op threads"
+        if total != len(cpus):
+            return None, f"auto: {total} inference threads for {len(cpus)} CPUs"
+    plan: list[list[int]] = []
+    next_cpu = 0
+    for count in workers:
+        plan.append([cpus[(next_cpu + i) % len(cpus)] for i in range(count)])
+        next_cpu += count
+    return plan, "on" if mode == "on" else "auto"
+
+
+def pin_current_thread(cpu: int) -> bool:
+    """Restrict the calling thread to ``cpu``; False (and a warning) where the OS refuses."""
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except (AttributeError, OSError) as exc:
+        log.warning("could not pin an inference thread to CPU %d: %s", cpu, exc)
+        return False
+    return True
