@@ -224,6 +224,7 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="threads of the server's idle session (default: workers x threads)",
     )
+    parser.add_argument("--pin-workers", default="auto", help="server --pin-workers: auto|on|off")
     parser.add_argument("--graph-optimization", default="all", help="all|extended|basic|disabled")
     parser.add_argument("--server-args", default="", help="extra ocr-server flags (one string)")
 
@@ -239,7 +240,7 @@ def server_command(args: Any, port: int, grace_s: float) -> list[str]:
     """The ``ocr-server`` command line: the installed script next to this interpreter.
 
     ``args`` holds the benchmark's ``model``, ``workers``, ``threads``, ``idle_threads``,
-    ``graph_optimization`` and ``server_args`` (extra flags, one string).
+    ``pin_workers``, ``graph_optimization`` and ``server_args`` (extra flags, one string).
     """
     script = Path(sys.executable).parent / "ocr-server"
     base = [str(script)] if script.exists() else [sys.executable, "-m", "ocr_server.main"]
@@ -257,6 +258,8 @@ def server_command(args: Any, port: int, grace_s: float) -> list[str]:
         str(args.threads),
         "--idle-threads",
         str(idle_threads(args)),
+        "--pin-workers",
+        args.pin_workers,
         "--graph-optimization",
         args.graph_optimization,
         "--no-fetch",

@@ -124,6 +124,8 @@ def run_layout(
         workers=workers,
         threads=1,
         idle_threads=0,  # a saturated server never uses it; keeps memory alike
+        # auto pins the one-process layout only (W x 1 processes leave each thread free).
+        pin_workers="auto",
         graph_optimization="all",
         server_args="",
     )
