@@ -25,14 +25,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import queue
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ocr_core.cpus import pin_current_thread
+from ocr_core.cpus import set_thread_cpus
 from ocr_core.ctc import LineText
 from ocr_core.errors import DeadlineExpired, InferenceFailed, Overloaded, ShuttingDown
 from ocr_core.preprocess import PreparedLine
@@ -219,6 +221,10 @@ class MicroBatcher:
         for cpu in cpus:
             self._cpus.put(cpu)
         self._pinned = bool(cpus)
+        self._pin_lock = threading.Lock()
+        self._pin_active = True
+        #: (native thread id, its CPU, the CPUs it had before) of each pinned worker thread.
+        self._pinned_threads: list[tuple[int, int, set[int]]] = []
 
     def start(self) -> None:
         """Start the worker tasks on the running loop."""
@@ -245,8 +251,26 @@ class MicroBatcher:
 
     def _pin_thread(self) -> None:
         """Executor thread initializer: take the next CPU (the pool makes ``workers`` threads)."""
-        with contextlib.suppress(queue.Empty):
-            pin_current_thread(self._cpus.get_nowait())
+        try:
+            cpu = self._cpus.get_nowait()
+        except queue.Empty:
+            return
+        with self._pin_lock:
+            self._pinned_threads.append((threading.get_native_id(), cpu, os.sched_getaffinity(0)))
+            if self._pin_active:
+                set_thread_cpus(0, {cpu})
+
+    def set_pinned(self, active: bool) -> None:
+        """Pin the worker threads to their CPUs (True) or give them back the CPUs they had.
+
+        A no-op for a batcher without CPUs; threads made later follow the latest call.
+        """
+        with self._pin_lock:
+            if active == self._pin_active:
+                return
+            self._pin_active = active
+            for thread_id, cpu, before in self._pinned_threads:
+                set_thread_cpus(thread_id, {cpu} if active else before)
 
     @property
     def queue_depth(self) -> int:

@@ -10,6 +10,7 @@ every page goes through the same batcher as ``recognize_lines``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ocr_core.batching import BatchLimits, MicroBatcher
+from ocr_core.cpus import PinSwitch
 from ocr_core.ctc import LineText
 from ocr_core.documents import Document, DocumentLimits, open_document
 from ocr_core.errors import InvalidInput, ModelNotFound, OcrError, TooLarge, Unsupported
@@ -96,7 +98,22 @@ class OcrEngine:
         self._pool: ThreadPoolExecutor | None = None
         # Not bound to a loop until first used (Python >= 3.10), so it can be made here.
         self._page_slots = asyncio.Semaphore(request_limits.max_pages_in_flight)
+        self._pins = PinSwitch(self._set_pinned)
         self._pdf_lock = threading.Lock()
+
+    def _set_pinned(self, active: bool) -> None:
+        for served in self._models.values():
+            served.batcher.set_pinned(active)
+
+    @contextlib.asynccontextmanager
+    async def _page_work(self) -> AsyncIterator[None]:
+        """A page slot; while any page holds one, the batchers' threads are not pinned."""
+        async with self._page_slots:
+            self._pins.enter()
+            try:
+                yield
+            finally:
+                self._pins.leave()
 
     @property
     def models(self) -> Mapping[str, ServedModel]:
@@ -195,7 +212,7 @@ class OcrEngine:
         served, options = self._page_request(model, options)
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
-        async with self._page_slots:
+        async with self._page_work():
             found, lines = await loop.run_in_executor(
                 self._pool, lambda: self._lines_of(served, self._decode(image), options)
             )
@@ -254,7 +271,7 @@ class OcrEngine:
         deadline: float | None,
     ) -> PageText:
         loop = asyncio.get_running_loop()
-        async with self._page_slots:
+        async with self._page_work():
             try:
                 found, lines = await loop.run_in_executor(
                     self._pool, lambda: self._lines_of(served, document.page(index), options)

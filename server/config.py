@@ -126,7 +126,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         d.pin_workers,
         "pin each inference worker thread to a CPU of its own: auto (when the worker threads "
         "of all models and the usable CPUs pair up one to one and --threads is 1), on "
-        "(round-robin), off",
+        "(round-robin), off; while a page is in flight they are free either way",
     )
     add(
         "--graph-optimization",

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import pytest
 
 from ocr_core.batching import BatchLimits, MicroBatcher
-from ocr_core.cpus import pin_current_thread, plan_worker_cpus, usable_cpus
+from ocr_core.cpus import PinSwitch, plan_worker_cpus, set_thread_cpus, usable_cpus
 from ocr_core.ctc import LineText
 from ocr_core.preprocess import PreparedLine
 from tests.test_batching import HEIGHT, line
@@ -79,14 +79,14 @@ def test_a_cpu_the_os_refuses_leaves_the_thread_as_it_was(caplog) -> None:
 
     def attempt() -> None:
         before = os.sched_getaffinity(0)
-        result.append((pin_current_thread(1 << 20), before == os.sched_getaffinity(0)))
+        result.append((set_thread_cpus(0, {1 << 20}), before == os.sched_getaffinity(0)))
 
     with caplog.at_level(logging.WARNING, logger="ocr_core.cpus"):
         thread = threading.Thread(target=attempt)
         thread.start()
         thread.join()
     assert result == [(False, True)]
-    assert "could not pin an inference thread to CPU 1048576" in caplog.text
+    assert "could not set inference thread 0 to CPUs {1048576}" in caplog.text
 
 
 @needs_affinity
@@ -110,3 +110,40 @@ async def test_the_idle_run_is_not_held_to_a_pinned_workers_cpu() -> None:
     finally:
         await batcher.aclose()
     assert seen == [set(cpus)]
+
+
+def test_the_switch_frees_threads_while_any_page_is_in_flight() -> None:
+    calls: list[bool] = []
+    pins = PinSwitch(calls.append)
+    pins.enter()
+    pins.enter()
+    pins.leave()
+    assert calls == [False]
+    pins.leave()
+    pins.enter()
+    pins.leave()
+    assert calls == [False, True, False, True]
+
+
+@needs_affinity
+async def test_freed_worker_threads_get_their_cpus_back_and_are_pinned_again() -> None:
+    cpus = usable_cpus()
+    threads: list[int] = []
+
+    def infer(worker: int, lines: Sequence[PreparedLine]) -> list[LineText]:
+        threads.append(threading.get_native_id())
+        return [LineText(str(x.width), 1.0, ()) for x in lines]
+
+    batcher = MicroBatcher("m", infer, 1, HEIGHT, BatchLimits(), cpus=[cpus[-1]])
+    batcher.start()
+    try:
+        await batcher.recognize([line(64)])
+        assert os.sched_getaffinity(threads[0]) == {cpus[-1]}
+        batcher.set_pinned(False)
+        assert os.sched_getaffinity(threads[0]) == set(cpus)
+        await batcher.recognize([line(64)])  # the same thread, still free
+        assert threads[1] == threads[0] and os.sched_getaffinity(threads[0]) == set(cpus)
+        batcher.set_pinned(True)
+        assert os.sched_getaffinity(threads[0]) == {cpus[-1]}
+    finally:
+        await batcher.aclose()

@@ -31,6 +31,7 @@ from tests.conftest import (
     health_status,
     png,
     render_line,
+    render_page,
     start_server,
     stop_server,
 )
@@ -438,7 +439,7 @@ def _thread_cpus(pid: int) -> list[str]:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
-def test_pinned_inference_threads_run_on_the_cpus_the_log_names(
+def test_pinned_inference_threads_run_on_the_cpus_the_log_names_after_lines_and_pages(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     cpus = usable_cpus()
@@ -458,6 +459,11 @@ def test_pinned_inference_threads_run_on_the_cpus_the_log_names(
             return {line.text for line in lines}
 
         assert asyncio.run(burst()) == {TEXTS[1]}
+        # A page frees the batcher threads while it is read (detection beside pinned
+        # threads is slower) and they are pinned again once no page is in flight.
+        with OcrClient(srv.address, timeout=60) as client:
+            page = client.recognize_page(png(render_page(TEXTS)))
+        assert [line.text for line in page.lines] == TEXTS
         allowed = _thread_cpus(srv.process.pid)
         if len(cpus) > 1:
             # Only the two batcher threads are pinned; the rest (event loop, gRPC, decode,
