@@ -2,11 +2,11 @@
 
 Why pin at all: under load on a 2-core machine, each batcher thread spends most of its time
 in ONNX Runtime with the GIL released, while the event loop and the decode threads wake up
-between its runs. Left to the scheduler, a woken thread often lands on a core an inference
-thread is using and the other core idles for a moment; with each inference thread on a core
-of its own the cores were busy 1.88-1.90 of 2 instead of 1.78-1.83, and a v6 tiny server
-answered 3-5 % more lines per second (docs/benchmarks.md, "Levers measured"). The raw
-ONNX Runtime limit does not move with pinning: it has nothing else to schedule.
+between its runs. Left to the scheduler, a v6 tiny server kept its cores busy 1.78-1.83 of 2
+under 64 callers (our guess: woken threads land on a core an inference thread is using while
+the other idles); with each inference thread on a core of its own, 1.88-1.90, and it answered
+3-10 % more lines per second (docs/benchmarks.md, "Levers measured"). The raw ONNX Runtime
+limit does not move with pinning: it has nothing else to schedule.
 
 Only the batcher's own threads are pinned; ONNX Runtime's pool threads (the idle session's
 second thread), the event loop and the decode threads stay free to go where a core is idle.
