@@ -632,7 +632,7 @@ def paired_latency(job: PairedJob) -> dict[str, Any]:
         before = _batcher(stub.GetStats(ocr_pb2.GetStatsRequest(), timeout=30), job.model)
         for _ in range(job.passes):
             for tensor, request, session in zip(tensors, requests, lone_sessions, strict=True):
-                if idle_session is not worker_session:
+                if config.has_idle_session:
                     t0 = time.perf_counter()
                     worker_session.run(None, {name: tensor})
                     raw_worker_ms.append((time.perf_counter() - t0) * 1e3)

@@ -25,16 +25,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import queue
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ocr_core.cpus import set_thread_cpus
+from ocr_core.cpus import ThreadPins
 from ocr_core.ctc import LineText
 from ocr_core.errors import DeadlineExpired, InferenceFailed, Overloaded, ShuttingDown
 from ocr_core.preprocess import PreparedLine
@@ -217,14 +214,7 @@ class MicroBatcher:
         self._executor: ThreadPoolExecutor | None = None
         self._idle_executor: ThreadPoolExecutor | None = None
         self._stats = BatcherStats()
-        self._cpus: queue.SimpleQueue[int] = queue.SimpleQueue()
-        for cpu in cpus:
-            self._cpus.put(cpu)
-        self._pinned = bool(cpus)
-        self._pin_lock = threading.Lock()
-        self._pin_active = True
-        #: (native thread id, its CPU, the CPUs it had before) of each pinned worker thread.
-        self._pinned_threads: list[tuple[int, int, set[int]]] = []
+        self._pins = ThreadPins(cpus) if cpus else None
 
     def start(self) -> None:
         """Start the worker tasks on the running loop."""
@@ -234,7 +224,7 @@ class MicroBatcher:
         self._executor = ThreadPoolExecutor(
             self._workers,
             thread_name_prefix=f"infer-{self.name}",
-            initializer=self._pin_thread if self._pinned else None,
+            initializer=self._pins.pin_this_thread if self._pins else None,
         )
         if self._infer_idle is not None:
             # A thread of its own, never pinned: the idle session's threads should take
@@ -249,28 +239,13 @@ class MicroBatcher:
             self._tasks.add(task)
             task.add_done_callback(self._task_done)
 
-    def _pin_thread(self) -> None:
-        """Executor thread initializer: take the next CPU (the pool makes ``workers`` threads)."""
-        try:
-            cpu = self._cpus.get_nowait()
-        except queue.Empty:
-            return
-        with self._pin_lock:
-            self._pinned_threads.append((threading.get_native_id(), cpu, os.sched_getaffinity(0)))
-            if self._pin_active:
-                set_thread_cpus(0, {cpu})
-
     def set_pinned(self, active: bool) -> None:
         """Pin the worker threads to their CPUs (True) or give them back the CPUs they had.
 
         A no-op for a batcher without CPUs; threads made later follow the latest call.
         """
-        with self._pin_lock:
-            if active == self._pin_active:
-                return
-            self._pin_active = active
-            for thread_id, cpu, before in self._pinned_threads:
-                set_thread_cpus(thread_id, {cpu} if active else before)
+        if self._pins is not None:
+            self._pins.set_active(active)
 
     @property
     def queue_depth(self) -> int:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Callable, Sequence
 
 log = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ def plan_worker_cpus(
     for count in workers:
         plan.append([cpus[(next_cpu + i) % len(cpus)] for i in range(count)])
         next_cpu += count
-    return plan, "on" if mode == "on" else "auto"
+    return plan, mode
 
 
 def set_thread_cpus(thread_id: int, cpus: set[int]) -> bool:
@@ -79,6 +80,39 @@ def set_thread_cpus(thread_id: int, cpus: set[int]) -> bool:
         log.warning("could not set inference thread %d to CPUs %s: %s", thread_id, cpus, exc)
         return False
     return True
+
+
+class ThreadPins:
+    """Pins the threads of one pool to ``cpus``, one each in the order they start.
+
+    ``pin_this_thread`` is the pool's thread initializer; ``set_active`` frees the threads
+    (back to the CPUs they had) or pins them again, from any thread; threads that start
+    later follow the latest call.
+    """
+
+    def __init__(self, cpus: Sequence[int]) -> None:
+        self._cpus = list(cpus)
+        self._lock = threading.Lock()
+        self._active = True
+        #: (native thread id, its CPU, the CPUs it had before) of each thread started.
+        self._threads: list[tuple[int, int, set[int]]] = []
+
+    def pin_this_thread(self) -> None:
+        with self._lock:
+            if len(self._threads) >= len(self._cpus):
+                return  # more threads than CPUs planned: leave it free
+            cpu = self._cpus[len(self._threads)]
+            self._threads.append((threading.get_native_id(), cpu, os.sched_getaffinity(0)))
+            if self._active:
+                set_thread_cpus(0, {cpu})
+
+    def set_active(self, active: bool) -> None:
+        with self._lock:
+            if active == self._active:
+                return
+            self._active = active
+            for thread_id, cpu, before in self._threads:
+                set_thread_cpus(thread_id, {cpu} if active else before)
 
 
 class PinSwitch:

@@ -469,6 +469,5 @@ def test_pinned_inference_threads_run_on_the_cpus_the_log_names_after_lines_and_
             # Only the two batcher threads are pinned; the rest (event loop, gRPC, decode,
             # ONNX Runtime's pool) keep every CPU.
             assert sorted(a for a in allowed if a in map(str, cpus)) == sorted(map(str, expected))
-            assert len([a for a in allowed if a not in map(str, cpus)]) == len(allowed) - 2
     finally:
         assert stop_server(srv) == 0, srv.log()
