@@ -552,7 +552,7 @@ def _batcher(stats: Any, model: str) -> Any:
 
 @dataclass(frozen=True)
 class PairedJob:
-    """The concurrency-1 latency check: raw inference and a server call, line by line."""
+    """The concurrency-1 latency check: every line through the server and raw, in blocks."""
 
     address: str
     paths: tuple[str, ...]
@@ -567,16 +567,22 @@ class PairedJob:
 
 
 def paired_latency(job: PairedJob) -> dict[str, Any]:
-    """Alternate, for each line, one raw ``session.run`` and one one-line server call.
+    """Time every line through the server at concurrency 1 and raw, in alternating blocks.
 
-    Runs in the load process. Both see the same line back to back, so machine drift (these
-    machines are noisy) hits both sides alike; the raw side is a session laid out as the
-    server runs that lone line (its idle session: ``idle_threads`` threads without spinning,
-    up to ``BatchLimits.idle_max_pixels``; otherwise one worker session), same options, on
-    the same prepared tensor the
-    server would build, and times ``run`` only. Nothing else is running, so this is what "no
-    waiting when idle" means: the server's latency for a lone call against the inference it
-    cannot avoid. Each pair also times a run on one worker session's layout, for reference.
+    Runs in the load process. Each pass sends every line as a one-line call, back to back
+    (a closed loop of one caller, as a client at concurrency 1 does), then runs the same
+    lines raw, back to back, on a session laid out as the server runs that lone line (its
+    idle session: ``idle_threads`` threads without spinning, up to
+    ``BatchLimits.idle_max_pixels``; otherwise one worker session), same options, on the
+    same prepared tensor the server would build, timing ``run`` only. Passes alternate the
+    two blocks, so machine drift (these machines are noisy) hits both sides alike, and
+    neither side runs between the other's calls: an earlier version ran raw inference (two
+    sessions) in the load process between server calls, which made each call 1.3-1.5 ms
+    slower (v6 tiny probe: threads woken after a longer gap, caches emptied by the other
+    process), a cost of the measurement, not of the server. Nothing else is running, so
+    this is what "no waiting when idle" means: the server's latency for a lone call against
+    the inference it cannot avoid. Reference blocks time the lines on one worker session's
+    layout and an empty call (gRPC health ``Check``), the floor of a call.
     """
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -616,6 +622,23 @@ def paired_latency(job: PairedJob) -> dict[str, Any]:
         ocr_pb2.RecognizeLinesRequest(images=[ocr_pb2.Image(data=x)], model=job.model)
         for x in images
     ]
+
+    def raw_block(sessions: Sequence[Any]) -> list[float]:
+        out = []
+        for tensor, session in zip(tensors, sessions, strict=True):
+            t0 = time.perf_counter()
+            session.run(None, {name: tensor})
+            out.append((time.perf_counter() - t0) * 1e3)
+        return out
+
+    def call_block(call: Callable[[Any], Any], messages: Sequence[Any]) -> list[float]:
+        out = []
+        for message in messages:
+            t0 = time.perf_counter()
+            call(message, timeout=job.timeout_s)
+            out.append((time.perf_counter() - t0) * 1e3)
+        return out
+
     raw_ms: list[float] = []
     raw_worker_ms: list[float] = []
     server_ms: list[float] = []
@@ -631,27 +654,12 @@ def paired_latency(job: PairedJob) -> dict[str, Any]:
             health.Check(empty, timeout=job.timeout_s)
         before = _batcher(stub.GetStats(ocr_pb2.GetStatsRequest(), timeout=30), job.model)
         for _ in range(job.passes):
-            for tensor, request, session in zip(tensors, requests, lone_sessions, strict=True):
-                if config.has_idle_session:
-                    t0 = time.perf_counter()
-                    worker_session.run(None, {name: tensor})
-                    raw_worker_ms.append((time.perf_counter() - t0) * 1e3)
-                t0 = time.perf_counter()
-                session.run(None, {name: tensor})
-                t1 = time.perf_counter()
-                stub.RecognizeLines(request, timeout=job.timeout_s)
-                t2 = time.perf_counter()
-                raw_ms.append((t1 - t0) * 1e3)
-                server_ms.append((t2 - t1) * 1e3)
+            server_ms += call_block(stub.RecognizeLines, requests)
+            raw_ms += raw_block(lone_sessions)
         after = _batcher(stub.GetStats(ocr_pb2.GetStatsRequest(), timeout=30), job.model)
-        # The floor, in a pass of its own so the pairs above keep their order: an empty call
-        # (health Check) to the same server after the same idle gap (a raw run), i.e. gRPC
-        # on both sides and the server's threads waking up, none of its own work.
-        for tensor, session in zip(tensors, lone_sessions, strict=True):
-            session.run(None, {name: tensor})
-            t3 = time.perf_counter()
-            health.Check(empty, timeout=job.timeout_s)
-            empty_ms.append((time.perf_counter() - t3) * 1e3)
+        if config.has_idle_session:
+            raw_worker_ms = raw_block([worker_session] * len(tensors))
+        empty_ms = call_block(health.Check, [empty] * len(images))
     lines = after.lines_inferred - before.lines_inferred
     worker_ms = (after.inference_ms_total - before.inference_ms_total) / max(lines, 1)
     diffs = sorted(s - r for s, r in zip(server_ms, raw_ms, strict=True))
@@ -939,11 +947,11 @@ def analysis(model: str, result: dict[str, Any]) -> str:
     if lat:
         out.append(
             f"At concurrency 1 a one-line call took {lat['server_ms_p50']:.1f} ms (p50) "
-            f"against {lat['raw_ms_p50']:.1f} ms for the same lines run raw in between "
-            f"(paired difference p50 {lat['paired_extra_ms_p50']:.1f} ms, p90 "
+            f"against {lat['raw_ms_p50']:.1f} ms for the same lines run raw in alternating "
+            f"blocks (per-line difference p50 {lat['paired_extra_ms_p50']:.1f} ms, p90 "
             f"{lat['paired_extra_ms_p90']:.1f} ms): that is the whole fixed cost of a call "
             "(both gRPC sides, decode and resize, the hand-offs to the worker thread and "
-            "back, CTC decoding). An empty gRPC call after the same idle gap took "
+            "back, CTC decoding). An empty gRPC call, back to back, took "
             f"{lat['empty_call_ms_p50']:.1f} ms of it."
         )
     busy = [
@@ -1065,13 +1073,15 @@ def write_markdown(path: Path, model: str, result: dict[str, Any], plot: Path | 
         text += [
             "### Concurrency 1: latency against inference alone",
             "",
-            f"The load process alternates, line by line, one raw `session.run` on the "
-            f"prepared tensor and one one-line `RecognizeLines` call on the synchronous "
-            f"generated stub; {lat['pairs']} pairs in all. The raw session is laid out as the "
-            f"server runs a lone line ({_idle_layout(s)}), same options. Server "
+            "The load process alternates blocks: every line as a one-line `RecognizeLines` "
+            "call on the synchronous generated stub, back to back (one caller in a closed "
+            "loop), then the same lines as raw `session.run` calls on the prepared tensors, "
+            f"back to back; {lat['pairs']} lines each side in all. The raw session is laid "
+            f"out as the server runs a lone line ({_idle_layout(s)}), same options. Server "
             f"p50 **{lat['server_ms_p50']:.1f} ms**, raw p50 **{lat['raw_ms_p50']:.1f} ms**: "
             f"**+{lat['extra_ms_p50']:.1f} ms** (repeats {_range(lat['extra_spread'])}); "
-            f"per-line paired difference p50 {lat['paired_extra_ms_p50']:.1f} ms, p90 "
+            f"per-line difference (same line, same pass) p50 "
+            f"{lat['paired_extra_ms_p50']:.1f} ms, p90 "
             f"{lat['paired_extra_ms_p90']:.1f} ms. For reference, the same lines on one "
             f"worker session ({s['threads']} thread(s)) took {lat['raw_worker_ms_p50']:.1f} ms "
             "p50 raw.",
@@ -1085,9 +1095,9 @@ def write_markdown(path: Path, model: str, result: dict[str, Any], plot: Path | 
             "outside it (image decode and resize, gRPC and protobuf on both sides, the "
             "hand-offs between the event loop and the threads).",
             "",
-            f"The floor: an empty call (gRPC health `Check`) to the same server after the same "
-            f"idle gap (a raw run just before it) took **{lat['empty_call_ms_p50']:.1f} ms** "
-            "p50. That much of the gap is gRPC on both sides and threads waking up, before any "
+            "The floor: an empty call (gRPC health `Check`) to the same server, back to back, "
+            f"took **{lat['empty_call_ms_p50']:.1f} ms** p50. That much of the gap is gRPC on "
+            "both sides and threads waking up, before any "
             "of the server's own work; the rest, "
             f"{lat['extra_ms_p50'] - lat['empty_call_ms_p50']:.1f} ms, is the server's own "
             "(decode and resize, batch assembly, argmax and CTC decoding, hand-offs).",
@@ -1174,7 +1184,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per window")
     add_server_flags(p)  # also the raw run's sessions x threads
     p.add_argument("--max-batch", type=int, default=16, help="lines per raw bucket batch")
-    p.add_argument("--latency-passes", type=int, default=2, help="passes of the c=1 pairs")
+    p.add_argument("--latency-passes", type=int, default=2, help="passes of the c=1 blocks")
     p.add_argument("--queue-capacity", type=int, default=8192, help="server --queue-capacity")
     p.add_argument("--grace-s", type=float, default=10.0, help="server --grace-s")
     p.add_argument("--timeout", type=float, default=120.0, help="deadline per call, seconds")
@@ -1226,7 +1236,7 @@ def run_repeat(
                         args.latency_passes,
                         args.timeout,
                     )
-                    print("concurrency 1, paired with raw inference ...", flush=True)
+                    print("concurrency 1, alternating with raw inference ...", flush=True)
                     result["paired"] = pool.submit(paired_latency, job).result(timeout=900)
                     p = result["paired"]
                     print(
