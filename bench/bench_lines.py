@@ -551,7 +551,7 @@ def _batcher(stats: Any, model: str) -> Any:
 
 
 @dataclass(frozen=True)
-class PairedJob:
+class LatencyJob:
     """The concurrency-1 latency check: every line through the server and raw, in blocks."""
 
     address: str
@@ -566,7 +566,7 @@ class PairedJob:
     timeout_s: float
 
 
-def paired_latency(job: PairedJob) -> dict[str, Any]:
+def measure_latency_c1(job: LatencyJob) -> dict[str, Any]:
     """Time every line through the server at concurrency 1 and raw, in alternating blocks.
 
     Runs in the load process. Each pass sends every line as a one-line call, back to back
@@ -631,7 +631,7 @@ def paired_latency(job: PairedJob) -> dict[str, Any]:
             out.append((time.perf_counter() - t0) * 1e3)
         return out
 
-    def call_block(call: Callable[[Any], Any], messages: Sequence[Any]) -> list[float]:
+    def call_block(call: Callable[..., Any], messages: Sequence[Any]) -> list[float]:
         out = []
         for message in messages:
             t0 = time.perf_counter()
@@ -664,13 +664,13 @@ def paired_latency(job: PairedJob) -> dict[str, Any]:
     worker_ms = (after.inference_ms_total - before.inference_ms_total) / max(lines, 1)
     diffs = sorted(s - r for s, r in zip(server_ms, raw_ms, strict=True))
     return {
-        "pairs": len(diffs),
+        "lines_timed": len(diffs),
         "raw_ms_p50": percentile(sorted(raw_ms), 50),
         "raw_worker_ms_p50": percentile(sorted(raw_worker_ms or raw_ms), 50),
         "server_ms_p50": percentile(sorted(server_ms), 50),
         "extra_ms_p50": percentile(sorted(server_ms), 50) - percentile(sorted(raw_ms), 50),
-        "paired_extra_ms_p50": percentile(diffs, 50),
-        "paired_extra_ms_p90": percentile(diffs, 90),
+        "line_extra_ms_p50": percentile(diffs, 50),
+        "line_extra_ms_p90": percentile(diffs, 90),
         # Means split the call: the worker's time per line (batch assembly, session.run,
         # argmax and CTC decoding) and the rest (decode/resize, gRPC both ways, hand-offs).
         "raw_ms_mean": sum(raw_ms) / len(raw_ms),
@@ -698,14 +698,14 @@ def median_of(rows: Sequence[Any], get: Callable[[Any], float]) -> float:
     return median([get(row) for row in rows])
 
 
-#: Figures of the concurrency-1 pair check that are summarised as medians over repeats.
-PAIRED_KEYS = (
+#: Figures of the concurrency-1 check that are summarised as medians over repeats.
+LATENCY_KEYS = (
     "raw_ms_p50",
     "raw_worker_ms_p50",
     "server_ms_p50",
     "extra_ms_p50",
-    "paired_extra_ms_p50",
-    "paired_extra_ms_p90",
+    "line_extra_ms_p50",
+    "line_extra_ms_p90",
     "raw_ms_mean",
     "server_ms_mean",
     "server_worker_ms_mean",
@@ -783,15 +783,15 @@ def summarise(model_result: dict[str, Any]) -> dict[str, Any]:
                 "errors": sum(lv["errors"] for lv in runs),
             }
         )
-    paired = [r["paired"] for r in repeats if r.get("paired")]
+    checks = [r["latency_c1"] for r in repeats if r.get("latency_c1")]
     latency = None
-    if paired:
+    if checks:
         latency = {
-            key: median_of(paired, lambda p, key=key: p.get(key, float("nan")))
-            for key in PAIRED_KEYS
+            key: median_of(checks, lambda p, key=key: p.get(key, float("nan")))
+            for key in LATENCY_KEYS
         }
-        latency["extra_spread"] = spread([p["extra_ms_p50"] for p in paired])
-        latency["pairs"] = sum(p["pairs"] for p in paired)
+        latency["extra_spread"] = spread([p["extra_ms_p50"] for p in checks])
+        latency["lines_timed"] = sum(p["lines_timed"] for p in checks)
     return {
         "limit_lines_per_s": median(limits),
         "limit_spread": spread(limits),
@@ -948,8 +948,8 @@ def analysis(model: str, result: dict[str, Any]) -> str:
         out.append(
             f"At concurrency 1 a one-line call took {lat['server_ms_p50']:.1f} ms (p50) "
             f"against {lat['raw_ms_p50']:.1f} ms for the same lines run raw in alternating "
-            f"blocks (per-line difference p50 {lat['paired_extra_ms_p50']:.1f} ms, p90 "
-            f"{lat['paired_extra_ms_p90']:.1f} ms): that is the whole fixed cost of a call "
+            f"blocks (per-line difference p50 {lat['line_extra_ms_p50']:.1f} ms, p90 "
+            f"{lat['line_extra_ms_p90']:.1f} ms): that is the whole fixed cost of a call "
             "(both gRPC sides, decode and resize, the hand-offs to the worker thread and "
             "back, CTC decoding). An empty gRPC call, back to back, took "
             f"{lat['empty_call_ms_p50']:.1f} ms of it."
@@ -1076,13 +1076,13 @@ def write_markdown(path: Path, model: str, result: dict[str, Any], plot: Path | 
             "The load process alternates blocks: every line as a one-line `RecognizeLines` "
             "call on the synchronous generated stub, back to back (one caller in a closed "
             "loop), then the same lines as raw `session.run` calls on the prepared tensors, "
-            f"back to back; {lat['pairs']} lines each side in all. The raw session is laid "
+            f"back to back; {lat['lines_timed']} lines each side in all. The raw session is laid "
             f"out as the server runs a lone line ({_idle_layout(s)}), same options. Server "
             f"p50 **{lat['server_ms_p50']:.1f} ms**, raw p50 **{lat['raw_ms_p50']:.1f} ms**: "
             f"**+{lat['extra_ms_p50']:.1f} ms** (repeats {_range(lat['extra_spread'])}); "
             f"per-line difference (same line, same pass) p50 "
-            f"{lat['paired_extra_ms_p50']:.1f} ms, p90 "
-            f"{lat['paired_extra_ms_p90']:.1f} ms. For reference, the same lines on one "
+            f"{lat['line_extra_ms_p50']:.1f} ms, p90 "
+            f"{lat['line_extra_ms_p90']:.1f} ms. For reference, the same lines on one "
             f"worker session ({s['threads']} thread(s)) took {lat['raw_worker_ms_p50']:.1f} ms "
             "p50 raw.",
             "",
@@ -1224,7 +1224,7 @@ def run_repeat(
             log_path = RESULTS_DIR / f"lines-{stamp}-{model}-{mode}-server.log"
             with running_server(server_args, log_path, args.grace_s) as server:
                 if mode == args.mode_list[0]:
-                    job = PairedJob(
+                    job = LatencyJob(
                         server.address,
                         paths,
                         model,
@@ -1237,8 +1237,8 @@ def run_repeat(
                         args.timeout,
                     )
                     print("concurrency 1, alternating with raw inference ...", flush=True)
-                    result["paired"] = pool.submit(paired_latency, job).result(timeout=900)
-                    p = result["paired"]
+                    result["latency_c1"] = pool.submit(measure_latency_c1, job).result(timeout=900)
+                    p = result["latency_c1"]
                     print(
                         f"  server p50 {p['server_ms_p50']:.1f} ms, raw p50 "
                         f"{p['raw_ms_p50']:.1f} ms (+{p['extra_ms_p50']:.1f})",
