@@ -572,7 +572,7 @@ def measure_latency_c1(job: LatencyJob) -> dict[str, Any]:
     Runs in the load process. Each pass sends every line as a one-line call, back to back
     (a closed loop of one caller, as a client at concurrency 1 does), then runs the same
     lines raw, back to back, on a session laid out as the server runs that lone line (its
-    idle session: ``idle_threads`` threads without spinning, up to
+    idle session: ``idle_threads`` threads, spinning only inside a run, up to
     ``BatchLimits.idle_max_pixels``; otherwise one worker session), same options, on the
     same prepared tensor the server would build, timing ``run`` only. Passes alternate the
     two blocks, so machine drift (these machines are noisy) hits both sides alike, and
@@ -976,7 +976,8 @@ def _idle_layout(settings: dict[str, Any]) -> str:
     idle = settings.get("idle_threads", 0)
     if SessionConfig(intra_op_threads=settings["threads"], idle_threads=idle).has_idle_session:
         return (
-            f"a lone line runs on the idle session: {idle} intra-op threads, no spinning "
+            f"a lone line runs on the idle session: {idle} intra-op threads, spinning only "
+            "inside a run "
             f"(`--idle-threads`), up to {BatchLimits().idle_max_pixels} padded pixels "
             "(`idle_max_pixels`), on a worker session beyond"
         )

@@ -21,6 +21,10 @@ import numpy as np
 from ocr_core.errors import ModelLoadError
 
 GRAPH_OPTIMIZATION_LEVELS = ("all", "extended", "basic", "disabled")
+#: Longest spin (microseconds) of an idle-session pool thread waiting for its next piece of
+#: a run; 200 and 1000 measured the same, and a short bound limits what a long serial
+#: operator costs the worker sessions.
+IDLE_SPIN_US = 200
 
 
 class InferenceSession(Protocol):
@@ -41,9 +45,9 @@ class SessionConfig:
 
     ``idle_threads`` > ``intra_op_threads`` gives the line recognizer one more session with
     that many threads, run only when a batch is all the batcher has (``MicroBatcher``): a
-    lone line then uses the cores the other sessions leave idle (v6 small: ~20 instead of
-    ~30 ms on 2 cores). Under load it is never used, since two 1-thread sessions outrun one
-    2-thread session there.
+    lone line then uses the cores the other sessions leave idle (v6 small, the real lines
+    that fit it, one at a time in process: 13.5 instead of 24.2 ms p50 on 2 cores). Under
+    load it is never used, since two 1-thread sessions outrun one 2-thread session there.
     """
 
     workers: int = 2
@@ -88,9 +92,14 @@ def create_session(
     """One CPU session for the ONNX file at ``path``; ``what`` names it in errors.
 
     ``threads`` overrides ``config.intra_op_threads`` (the recognizer's idle session, see
-    ``SessionConfig``). Such a session does not spin its pool threads after a run: it runs
-    now and then, and its spinning threads would take cores from the sessions that are
-    running (measured: 19.8 vs 16.9 ms per lone v6 small line, in exchange).
+    ``SessionConfig``). Such a session's pool threads spin between the parallel parts of a
+    run, for at most ``IDLE_SPIN_US`` at a time, and stop spinning when the run returns
+    (``session.force_spinning_stop``). Spinning inside a run is what makes two threads fast
+    on one line: a pool thread that sleeps between operators has to be woken for the next
+    one (in process, the real lines alone, p50: v6 small 13.7-14.0 instead of 17.0 ms,
+    v6 tiny 2.9-3.0 instead of 3.7, at the same CPU per line). ONNX Runtime's default also
+    spins *after* the run: a whole core for ~28 ms after each run, which the worker
+    sessions need.
 
     ``shared_arena`` puts the session's buffers in one CPU arena shared by every session
     that asks for it (the line recognizer's), instead of an arena of its own: each arena
@@ -122,7 +131,8 @@ def create_session(
         "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     }[config.graph_optimization]
     if threads is not None and threads > 1:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.intra_op.spin_duration_us", str(IDLE_SPIN_US))
+        options.add_session_config_entry("session.force_spinning_stop", "1")
     if shared_arena and memory_arena:
         _register_shared_arena()
         options.add_session_config_entry("session.use_env_allocators", "1")
