@@ -21,7 +21,7 @@ pytestmark = pytest.mark.integration
 
 def _cpu_after_run(threads: int) -> float:
     """CPU seconds this process uses in the 0.2 s after a run on a ``threads``-thread session."""
-    spec = ModelRegistry.from_files().resolve("ppocr-v6-tiny")
+    spec = ModelRegistry.from_files().resolve("ppocr-v6-small")
     session = create_session(
         spec.recognizer_path, SessionConfig(workers=1), "test idle session", threads=threads
     )
