@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import functools
 import itertools
 import json
 import multiprocessing
@@ -36,7 +37,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -627,21 +628,23 @@ def measure_latency_c1(job: LatencyJob) -> dict[str, Any]:
         for x in images
     ]
 
-    def raw_block(sessions: Sequence[Any]) -> list[float]:
+    def time_each(calls: Iterable[Callable[[], Any]]) -> list[float]:
+        """Milliseconds of each call, run back to back (building the next is not timed)."""
         out = []
-        for tensor, session in zip(tensors, sessions, strict=True):
+        for call in calls:
             t0 = time.perf_counter()
-            session.run(None, {name: tensor})
+            call()
             out.append((time.perf_counter() - t0) * 1e3)
         return out
 
+    def raw_block(sessions: Sequence[Any]) -> list[float]:
+        return time_each(
+            functools.partial(session.run, None, {name: tensor})
+            for tensor, session in zip(tensors, sessions, strict=True)
+        )
+
     def call_block(call: Callable[..., Any], messages: Sequence[Any]) -> list[float]:
-        out = []
-        for message in messages:
-            t0 = time.perf_counter()
-            call(message, timeout=job.timeout_s)
-            out.append((time.perf_counter() - t0) * 1e3)
-        return out
+        return time_each(functools.partial(call, m, timeout=job.timeout_s) for m in messages)
 
     raw_ms: list[float] = []
     raw_worker_ms: list[float] = []
