@@ -22,8 +22,9 @@ from ocr_core.errors import ModelLoadError
 
 GRAPH_OPTIMIZATION_LEVELS = ("all", "extended", "basic", "disabled")
 #: Longest spin (microseconds) of an idle-session pool thread waiting for its next piece of
-#: a run; 200 and 1000 measured the same, and a short bound limits what a long serial
-#: operator costs the worker sessions.
+#: a run. 200 and 1000 measured the same; the smaller is kept because a pool thread spinning
+#: through a long serial operator would hold a core a worker session may want (reasoning,
+#: not measured).
 IDLE_SPIN_US = 200
 
 
