@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -252,6 +252,95 @@ async def test_expired_lines_fail_with_deadline_and_are_never_computed(gated) ->
     await blocker
     assert [2] not in fake.batches and all(2 not in b for b in fake.batches)
     assert batcher.stats().dropped_expired == 1
+
+
+async def until(condition, what: str) -> None:
+    """Yield to the loop until ``condition()`` holds (a few iterations; no sleeps)."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError(f"never happened: {what}")
+
+
+def all_taken(batcher: MicroBatcher, enqueued: int) -> Callable[[], bool]:
+    """True once ``enqueued`` lines were queued in all and none is left in the queue."""
+    return lambda: batcher.stats().lines_enqueued == enqueued and batcher.queue_depth == 0
+
+
+async def test_a_full_batch_is_taken_while_the_worker_is_busy_and_runs_next(gated) -> None:
+    batcher, fake = gated  # one worker thread, max_lines 4
+    blocker = asyncio.create_task(batcher.recognize([line(1, 64)]))
+    await started(fake)
+    full = asyncio.create_task(batcher.recognize([line(w, 64) for w in (2, 3, 4, 5)]))
+    await until(all_taken(batcher, 5), "the full batch was taken")
+    # At most one batch waits behind the running one: the next full batch stays queued.
+    later = asyncio.create_task(batcher.recognize([line(w, 64) for w in (6, 7, 8, 9)]))
+    await until(
+        lambda: batcher.stats().lines_enqueued == 9 and batcher.queue_depth == 4,
+        "the second full batch was queued",
+    )
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert batcher.queue_depth == 4 and fake.batches == [[1]]
+    fake.gate.set()
+    assert [r.text for r in await full] == ["2", "3", "4", "5"]
+    assert [r.text for r in await later] == ["6", "7", "8", "9"]
+    await blocker
+    assert fake.batches == [[1], [2, 3, 4, 5], [6, 7, 8, 9]]
+
+
+async def test_lines_cancelled_after_their_batch_was_taken_are_not_computed(gated) -> None:
+    batcher, fake = gated
+    blocker = asyncio.create_task(batcher.recognize([line(1, 64)]))
+    await started(fake)
+    doomed = asyncio.create_task(batcher.recognize([line(w, 64) for w in (2, 3, 4, 5)]))
+    await until(all_taken(batcher, 5), "the full batch was taken")
+    doomed.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await doomed
+    fake.gate.set()
+    await blocker
+    assert (await batcher.recognize([line(6, 64)]))[0].text == "6"
+    assert fake.batches == [[1], [6]]
+    assert batcher.stats().dropped_cancelled == 4
+
+
+async def test_lines_expired_after_their_batch_was_taken_fail_and_are_not_computed(gated) -> None:
+    batcher, fake = gated
+    blocker = asyncio.create_task(batcher.recognize([line(1, 64)]))
+    await started(fake)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 0.05
+    lines = [line(w, 64) for w in (2, 3, 4)]
+    expiring = asyncio.create_task(batcher.recognize(lines, deadline=deadline))
+    alive = asyncio.create_task(batcher.recognize([line(5, 64)], deadline=loop.time() + 3600))
+    await until(all_taken(batcher, 5), "the full batch was taken")
+    while loop.time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.005)
+    fake.gate.set()
+    with pytest.raises(DeadlineExpired):
+        await expiring
+    assert (await alive)[0].text == "5"
+    await blocker
+    assert fake.batches == [[1], [5]]
+    assert batcher.stats().dropped_expired == 3
+
+
+async def test_close_fails_a_taken_batch_that_has_not_started(gated) -> None:
+    batcher, fake = gated
+    running = asyncio.create_task(batcher.recognize([line(1, 64)]))
+    await started(fake)
+    taken = asyncio.create_task(batcher.recognize([line(w, 64) for w in (2, 3, 4, 5)]))
+    await until(all_taken(batcher, 5), "the full batch was taken")
+    closing = asyncio.create_task(batcher.aclose())
+    await asyncio.sleep(0)
+    fake.gate.set()
+    assert (await running)[0].text == "1"
+    with pytest.raises(ShuttingDown):
+        await taken
+    await closing
+    assert fake.batches == [[1]]
 
 
 async def test_full_queue_rejects_whole_request_with_overloaded() -> None:
