@@ -8,10 +8,11 @@ Lines wait in one arrival-ordered queue. A batch is taken when
 Up to two batches per worker thread are taken at once: the one running and the next,
 waiting in the threads' shared work queue. A thread that finishes a batch starts the next
 at once instead of idling its core while the event loop, busy with gRPC, gets round to
-handing it one; a v6 tiny server under 64 one-line callers kept its cores busier (1.90-1.94
-of 2 instead of 1.87-1.92) and answered 1-3 % more lines per second in A/B probes
-(docs/benchmarks.md, "Levers measured"). A taken batch still drops, on its thread just
-before inference, lines that were cancelled or expired while it waited.
+handing it one. Under 64 one-line callers a v6 tiny server kept its cores a little busier
+(1.90-1.94 of 2 instead of 1.87-1.92 in A/B probes); lines per second moved by 1-2 % at
+most, within this machine's noise (docs/benchmarks.md, "Levers measured"). A taken batch
+still drops, on its thread just before inference, lines that were cancelled or expired
+while it waited, and its inference time is timed there, without the wait.
 
 A batch holds lines of one width bucket only (see ``preprocess``), so results do not depend
 on batch-mates. Choosing a batch is a pure function (``next_batch``, then ``runs_on_idle``)
@@ -130,7 +131,7 @@ def plan_batch(
 def next_batch(
     pending: Sequence[PendingLine], now: float, limits: BatchLimits, idle: bool
 ) -> tuple[list[PendingLine], list[PendingLine]] | None:
-    """Decide what a free worker runs now, or None to keep waiting.
+    """Decide what the next batch is now, or None to keep waiting.
 
     The oldest line's bucket goes when the batcher is idle or that line has waited
     ``max_delay``; otherwise the first bucket (in arrival order) with a full batch goes.
@@ -249,7 +250,7 @@ class MicroBatcher:
         self._next_index = itertools.count()
 
     def start(self) -> None:
-        """Start the worker tasks on the running loop."""
+        """Start the taker tasks and worker threads on the running loop."""
         if self._executor is not None:
             raise RuntimeError("batcher already started")
         self._changed = asyncio.Event()
