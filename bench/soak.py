@@ -148,6 +148,7 @@ def run(args: argparse.Namespace, stamp: str) -> dict[str, Any]:
     return {
         "command": exact_command("bench.soak"),
         "machine": machine_info(),
+        "model": args.model,
         "rate": args.rate,
         "duration_s": args.duration,
         "warmup_s": args.warmup,
@@ -183,8 +184,9 @@ def markdown(result: dict[str, Any]) -> list[str]:
         f"- Command: `{result['command']}`",
         f"- Machine: {result['machine'].get('nproc', '?')} usable cores, "
         f"{result['machine'].get('cpu_model', '')}",
-        f"- Load: {result['rate']:g} single-line RecognizeLines calls/s, open loop, real line "
-        f"crops, for {result['duration_s']:g} s; warm-up {result['warmup_s']:g} s.",
+        f"- Load: {result['rate']:g} single-line RecognizeLines calls/s to model "
+        f"{result.get('model', '?')}, open loop, real line crops, for {result['duration_s']:g} s; "
+        f"warm-up {result['warmup_s']:g} s.",
         "",
         "| calls | OK | errors | not sent (in-flight cap) | achieved lines/s | p50 ms | p99 ms |",
         "|---:|---:|---|---:|---:|---:|---:|",
