@@ -24,6 +24,13 @@ every core the workers own, so a lone request is not held to one core while the 
 idle. No other batch starts while it runs (its threads already use those cores); lines that
 arrive meanwhile wait for it.
 
+``recognize_alone`` is the same idle run reached sooner: a request that finds the batcher
+idle is decoded, resized and recognised in one hop on the idle thread, instead of going
+from the event loop to a decode thread, back, into the queue, and out to the idle thread.
+At concurrency 1 that took 0.5-0.9 ms off a one-line call (docs/benchmarks.md, "Levers
+measured"). Lines that would not run alone (several buckets, wider than
+``idle_max_pixels``) go into the queue from there, already prepared.
+
 Cancellation is data: a line whose future was cancelled (its call went away) is dropped
 before inference, and one whose deadline passed fails with ``DeadlineExpired``; neither is
 ever computed. Every accepted line's future gets exactly one outcome.
@@ -44,7 +51,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ocr_core.cpus import ThreadPins
@@ -177,6 +184,18 @@ class _Ran:
     error: Exception | None = None
     #: The batcher was closing before the batch started: its lines fail with ShuttingDown.
     closed: bool = False
+
+
+@dataclass
+class _Alone:
+    """What the idle thread did with a request it prepared itself (``recognize_alone``)."""
+
+    lines: list[PreparedLine]
+    #: None when the lines did not run here: they do not fit one idle batch, or expired.
+    results: list[LineText] | None = None
+    seconds: float = 0.0
+    error: Exception | None = None
+    expired: bool = False
 
 
 #: Upper bounds (seconds) of the per-batch inference-time histogram; the last is infinite.
@@ -341,6 +360,113 @@ class MicroBatcher:
         finally:
             for fut in futures:
                 fut.cancel()  # no-op on finished ones; queued ones are dropped unrun
+
+    async def recognize_alone(
+        self, prepare: Callable[[], list[PreparedLine]], deadline: float | None = None
+    ) -> list[LineText] | None:
+        """Prepare and recognise in one hop on the idle thread if the batcher is idle, else None.
+
+        ``prepare`` (decode and resize) runs on the idle thread and its errors propagate as
+        they are. While it and the inference run, the batcher counts as running an idle
+        batch, so other lines queue behind it as they would behind any idle run. Prepared
+        lines that do not fit one idle batch go through ``recognize``. None means the
+        batcher was busy (or has no idle function): the caller prepares and calls
+        ``recognize`` itself.
+        """
+        if (
+            self._closed
+            or self._idle_executor is None
+            or self._running
+            or self._idle_run
+            or self._pending
+        ):
+            return None
+        loop = asyncio.get_running_loop()
+        self._running += 1
+        self._idle_run = True
+        work = self._idle_executor.submit(self._prepare_and_infer, prepare, deadline, loop.time)
+
+        def finished(done: Future[_Alone]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._alone_finished, done)
+
+        # Registered before the caller's wrapper, so the batcher is free again (and the
+        # outcome counted) by the time the caller resumes.
+        work.add_done_callback(finished)
+        alone = await asyncio.wrap_future(work)
+        if alone.expired:
+            raise DeadlineExpired("the deadline passed while the line was prepared; it was not run")
+        if alone.error is not None:
+            raise InferenceFailed("inference failed on the server; the error was logged")
+        if alone.results is None:
+            return await self.recognize(alone.lines, deadline)
+        return alone.results
+
+    def _prepare_and_infer(
+        self,
+        prepare: Callable[[], list[PreparedLine]],
+        deadline: float | None,
+        clock: Callable[[], float],
+    ) -> _Alone:
+        """On the idle thread: prepare, then run on the idle function if the lines fit it."""
+        lines = prepare()
+        if deadline is not None and clock() >= deadline:
+            return _Alone(lines, expired=True)
+        buckets = {line.bucket_width for line in lines}
+        if (
+            len(buckets) != 1
+            or len(lines) > self.limits.max_lines
+            or len(lines) * buckets.pop() * self._height > self.limits.idle_max_pixels
+        ):
+            return _Alone(lines)
+        assert self._infer_idle is not None
+        t0 = time.perf_counter()
+        try:
+            results = self._infer_idle(lines)
+            if len(results) != len(lines):
+                raise RuntimeError(f"inference returned {len(results)} results for {len(lines)}")
+        except Exception as exc:  # counted and logged on the loop; the caller gets InferenceFailed
+            return _Alone(lines, seconds=time.perf_counter() - t0, error=exc)
+        return _Alone(lines, results, time.perf_counter() - t0)
+
+    def _alone_finished(self, done: Future[_Alone]) -> None:
+        """On the loop: end the idle run ``recognize_alone`` started and count what it did."""
+        self._running -= 1
+        self._idle_run = False
+        if self._changed is not None:
+            self._changed.set()
+        if done.cancelled() or done.exception() is not None:
+            return  # not started, or ``prepare`` refused the input: nothing was accepted
+        alone = done.result()
+        stats = self._stats
+        if alone.expired:
+            stats.lines_enqueued += len(alone.lines)
+            stats.dropped_expired += len(alone.lines)
+            return
+        if alone.results is None and alone.error is None:
+            return  # handed to ``recognize``, which counts them
+        stats.lines_enqueued += len(alone.lines)
+        stats.inference_s_total += alone.seconds
+        for i, bound in enumerate(INFERENCE_BUCKETS_S):
+            if alone.seconds <= bound:
+                stats.inference_s_buckets[i] += 1
+        if alone.error is not None:
+            stats.failed_batches += 1
+            log.error(
+                "inference failed for a batch of %d lines (model %s)",
+                len(alone.lines),
+                self.name,
+                exc_info=alone.error,
+            )
+            return
+        stats.batches += 1
+        stats.idle_batches += 1
+        stats.batch_sizes[len(alone.lines)] += 1
+        stats.lines_inferred += len(alone.lines)
+        content = sum(line.width for line in alone.lines) * self._height
+        padded = len(alone.lines) * alone.lines[0].bucket_width * self._height
+        stats.content_pixels += content
+        stats.padded_pixels += padded - content
 
     async def aclose(self) -> None:
         """Stop taking work, fail what is queued with ``ShuttingDown``, and stop the workers.

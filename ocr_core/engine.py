@@ -182,6 +182,12 @@ class OcrEngine:
             )
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
+        if len(images) == 1:  # larger requests decode faster on the pool's threads
+            results = await served.batcher.recognize_alone(
+                lambda: self._prepare_all(served, images), deadline
+            )
+            if results is not None:
+                return served.recognizer.name, results
         lines = await loop.run_in_executor(self._pool, self._prepare_all, served, images)
         results = await served.batcher.recognize(lines, deadline)
         return served.recognizer.name, results

@@ -17,7 +17,13 @@ import pytest
 
 from ocr_core.batching import BatchLimits, MicroBatcher, next_batch, plan_batch, runs_on_idle
 from ocr_core.ctc import LineText
-from ocr_core.errors import DeadlineExpired, InferenceFailed, Overloaded, ShuttingDown
+from ocr_core.errors import (
+    DeadlineExpired,
+    InferenceFailed,
+    InvalidInput,
+    Overloaded,
+    ShuttingDown,
+)
 from ocr_core.preprocess import PreparedLine
 
 HEIGHT = 48
@@ -522,3 +528,143 @@ async def test_a_lone_batch_wider_than_the_idle_bound_runs_on_a_worker_session()
         await batcher.aclose()
     assert result[0].text == str(bound + 16) and edge[0].text == str(bound - 16)
     assert narrow.batches == [[bound + 16]] and wide.batches == [[bound - 16]]
+
+
+# ---------------------------------------------------------------- recognize_alone
+
+
+def preparing(*widths: int) -> tuple[Callable[[], list[PreparedLine]], list[int]]:
+    """A ``prepare`` callable for ``recognize_alone`` that records the thread it ran on."""
+    threads: list[int] = []
+
+    def prepare() -> list[PreparedLine]:
+        threads.append(threading.get_ident())
+        return [line(w) for w in widths]
+
+    return prepare, threads
+
+
+async def test_an_idle_batcher_prepares_and_infers_in_one_hop_on_the_idle_thread() -> None:
+    narrow = FakeInference()
+    idle_threads: list[int] = []
+
+    def infer_idle(lines: Sequence[PreparedLine]) -> list[LineText]:
+        idle_threads.append(threading.get_ident())
+        return [LineText(str(ln.orig_width), 1.0, ()) for ln in lines]
+
+    batcher = MicroBatcher("m", narrow, 2, HEIGHT, BatchLimits(), infer_idle=infer_idle)
+    prepare, prepare_threads = preparing(64)
+    batcher.start()
+    try:
+        result = await asyncio.wait_for(batcher.recognize_alone(prepare), timeout=10)
+    finally:
+        await batcher.aclose()
+    assert result is not None and [r.text for r in result] == ["64"]
+    assert prepare_threads == idle_threads and prepare_threads[0] != threading.get_ident()
+    assert narrow.batches == []
+    stats = batcher.stats()
+    assert stats.lines_enqueued == stats.lines_inferred == 1
+    assert stats.batches == stats.idle_batches == 1
+
+
+async def test_a_busy_batcher_leaves_the_request_to_the_caller() -> None:
+    batcher, _narrow, wide = idle_batcher()
+    batcher.start()
+    try:
+        running = asyncio.create_task(batcher.recognize([line(1, 64)]))
+        await started(wide)
+        prepare, prepare_threads = preparing(2)
+        assert await batcher.recognize_alone(prepare) is None
+        assert prepare_threads == []  # not even decoded: the caller does it its usual way
+        wide.gate.set()
+        await running
+    finally:
+        wide.gate.set()
+        await batcher.aclose()
+
+
+async def test_lines_arriving_during_an_alone_run_wait_for_it() -> None:
+    batcher, narrow, wide = idle_batcher()
+    batcher.start()
+    try:
+        prepare, _ = preparing(1)
+        first = asyncio.create_task(batcher.recognize_alone(prepare))
+        await started(wide)
+        second = asyncio.create_task(batcher.recognize([line(2, 128)]))
+        await asyncio.sleep(0.05)
+        assert narrow.batches == [] and not second.done()
+        wide.gate.set()
+        assert [r.text for r in await first] == ["1"] and (await second)[0].text == "2"
+    finally:
+        wide.gate.set()
+        await batcher.aclose()
+    assert wide.batches == [[1], [2]] and narrow.batches == []
+
+
+async def test_a_cancelled_alone_call_holds_the_cores_until_its_run_ends() -> None:
+    batcher, narrow, wide = idle_batcher()
+    batcher.start()
+    try:
+        prepare, _ = preparing(1)
+        doomed = asyncio.create_task(batcher.recognize_alone(prepare))
+        await started(wide)
+        doomed.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await doomed
+        later = asyncio.create_task(batcher.recognize([line(2, 128)]))
+        await asyncio.sleep(0.05)
+        assert narrow.batches == [] and not later.done()  # the run goes on in its thread
+        wide.gate.set()
+        assert (await later)[0].text == "2"
+    finally:
+        wide.gate.set()
+        await batcher.aclose()
+    assert wide.batches == [[1], [2]]
+
+
+async def test_prepare_errors_reach_the_caller_and_the_batcher_goes_on() -> None:
+    batcher, _narrow, wide = idle_batcher()
+    wide.gate.set()
+
+    def refuse() -> list[PreparedLine]:
+        raise InvalidInput("not an image")
+
+    batcher.start()
+    try:
+        with pytest.raises(InvalidInput, match="not an image"):
+            await asyncio.wait_for(batcher.recognize_alone(refuse), timeout=10)
+        prepare, _ = preparing(5)
+        assert [r.text for r in await batcher.recognize_alone(prepare)] == ["5"]
+    finally:
+        await batcher.aclose()
+    assert batcher.stats().lines_enqueued == 1
+
+
+async def test_alone_lines_too_wide_for_the_idle_run_go_through_the_queue_prepared_once() -> None:
+    batcher, narrow, wide = idle_batcher()
+    wide.gate.set()
+    bound = batcher.limits.idle_max_pixels // HEIGHT
+    prepare, prepare_threads = preparing(bound + 16)
+    batcher.start()
+    try:
+        result = await asyncio.wait_for(batcher.recognize_alone(prepare), timeout=10)
+    finally:
+        await batcher.aclose()
+    assert [r.text for r in result] == [str(bound + 16)]
+    assert len(prepare_threads) == 1 and narrow.batches == [[bound + 16]] and wide.batches == []
+    assert batcher.stats().lines_enqueued == 1
+
+
+async def test_a_failing_alone_run_fails_the_call_and_the_batcher_goes_on() -> None:
+    batcher, _narrow, wide = idle_batcher()
+    wide.gate.set()
+    wide.fail_width = 7
+    batcher.start()
+    try:
+        with pytest.raises(InferenceFailed):
+            await asyncio.wait_for(batcher.recognize_alone(preparing(7)[0]), timeout=10)
+        ok = await asyncio.wait_for(batcher.recognize_alone(preparing(8)[0]), timeout=10)
+    finally:
+        await batcher.aclose()
+    assert [r.text for r in ok] == ["8"]
+    assert batcher.stats().failed_batches == 1
