@@ -27,9 +27,10 @@ arrive meanwhile wait for it.
 ``recognize_alone`` is the same idle run reached sooner: a request that finds the batcher
 idle is decoded, resized and recognised in one hop on the idle thread, instead of going
 from the event loop to a decode thread, back, into the queue, and out to the idle thread.
-At concurrency 1 that took 0.5-0.9 ms off a one-line call (docs/benchmarks.md, "Levers
-measured"). Lines that would not run alone (several buckets, wider than
-``idle_max_pixels``) go into the queue from there, already prepared.
+In alternated A/B pairs at concurrency 1 that took ~0.6 ms (v6 small) and ~0.3 ms (v6 tiny)
+off a one-line call (docs/benchmarks.md, "Levers measured"). Lines that would not run alone
+(several buckets, wider than ``idle_max_pixels``) go into the queue from there, already
+prepared.
 
 Cancellation is data: a line whose future was cancelled (its call went away) is dropped
 before inference, and one whose deadline passed fails with ``DeadlineExpired``; neither is
