@@ -447,25 +447,32 @@ class MicroBatcher:
         if alone.results is None and alone.error is None:
             return  # handed to ``recognize``, which counts them
         stats.lines_enqueued += len(alone.lines)
-        stats.inference_s_total += alone.seconds
+        self._count_run(alone.lines, alone.seconds, alone.error, alone=True)
+
+    def _count_run(
+        self, lines: Sequence[PreparedLine], seconds: float, error: Exception | None, alone: bool
+    ) -> None:
+        """Count one inference run: its time, then the batch, or the failure (logged)."""
+        stats = self._stats
+        stats.inference_s_total += seconds
         for i, bound in enumerate(INFERENCE_BUCKETS_S):
-            if alone.seconds <= bound:
+            if seconds <= bound:
                 stats.inference_s_buckets[i] += 1
-        if alone.error is not None:
+        if error is not None:
             stats.failed_batches += 1
             log.error(
                 "inference failed for a batch of %d lines (model %s)",
-                len(alone.lines),
+                len(lines),
                 self.name,
-                exc_info=alone.error,
+                exc_info=error,
             )
             return
         stats.batches += 1
-        stats.idle_batches += 1
-        stats.batch_sizes[len(alone.lines)] += 1
-        stats.lines_inferred += len(alone.lines)
-        content = sum(line.width for line in alone.lines) * self._height
-        padded = len(alone.lines) * alone.lines[0].bucket_width * self._height
+        stats.idle_batches += int(alone)
+        stats.batch_sizes[len(lines)] += 1
+        stats.lines_inferred += len(lines)
+        content = sum(line.width for line in lines) * self._height
+        padded = len(lines) * lines[0].bucket_width * self._height
         stats.content_pixels += content
         stats.padded_pixels += padded - content
 
@@ -607,31 +614,14 @@ class MicroBatcher:
             wait = ran.started - item.enqueued_at
             stats.queue_wait_s_total += wait
             stats.queue_wait_s_max = max(stats.queue_wait_s_max, wait)
-        stats.inference_s_total += ran.seconds
-        for i, bound in enumerate(INFERENCE_BUCKETS_S):
-            if ran.seconds <= bound:
-                stats.inference_s_buckets[i] += 1
+        self._count_run([item.line for item in ran.lines], ran.seconds, ran.error, alone)
         if ran.results is None:
-            stats.failed_batches += 1
-            log.error(
-                "inference failed for a batch of %d lines (model %s)",
-                len(ran.lines),
-                self.name,
-                exc_info=ran.error,
-            )
             for item in ran.lines:
                 if not item.future.done():
                     item.future.set_exception(
                         InferenceFailed("inference failed on the server; the error was logged")
                     )
             return
-        stats.batches += 1
-        stats.idle_batches += int(alone)
-        stats.batch_sizes[len(ran.lines)] += 1
-        stats.lines_inferred += len(ran.lines)
-        content = sum(item.line.width for item in ran.lines) * self._height
-        stats.content_pixels += content
-        stats.padded_pixels += len(ran.lines) * ran.lines[0].bucket * self._height - content
         for item, result in zip(ran.lines, ran.results, strict=True):
             if not item.future.done():
                 item.future.set_result(result)

@@ -668,3 +668,17 @@ async def test_a_failing_alone_run_fails_the_call_and_the_batcher_goes_on() -> N
         await batcher.aclose()
     assert [r.text for r in ok] == ["8"]
     assert batcher.stats().failed_batches == 1
+
+
+async def test_an_alone_call_whose_deadline_passed_while_preparing_is_not_run() -> None:
+    batcher, _narrow, wide = idle_batcher()
+    wide.gate.set()
+    batcher.start()
+    try:
+        past = asyncio.get_running_loop().time() - 1.0
+        with pytest.raises(DeadlineExpired):
+            await asyncio.wait_for(batcher.recognize_alone(preparing(9)[0], past), timeout=10)
+    finally:
+        await batcher.aclose()
+    assert wide.batches == []
+    assert batcher.stats().dropped_expired == 1
