@@ -29,8 +29,8 @@ idle is decoded, resized and recognised in one hop on the idle thread, instead o
 from the event loop to a decode thread, back, into the queue, and out to the idle thread.
 In alternated A/B pairs at concurrency 1 that took ~0.6 ms (v6 small) and ~0.3 ms (v6 tiny)
 off a one-line call (docs/benchmarks.md, "Levers measured"). Lines that would not run alone
-(several buckets, wider than ``idle_max_pixels``) go into the queue from there, already
-prepared.
+(more than one line, or wider than ``idle_max_pixels``) go into the queue from there,
+already prepared.
 
 Cancellation is data: a line whose future was cancelled (its call went away) is dropped
 before inference, and one whose deadline passed fails with ``DeadlineExpired``; neither is
@@ -169,7 +169,12 @@ def runs_on_idle(
     It does when nothing runs (``idle``), nothing is left queued (``rest``) and the batch is
     at most ``limits.idle_max_pixels``.
     """
-    return idle and not rest and sum(item.cost for item in batch) <= limits.idle_max_pixels
+    return idle and not rest and within_idle_bound(sum(item.cost for item in batch), limits)
+
+
+def within_idle_bound(padded_pixels: int, limits: BatchLimits) -> bool:
+    """Whether a batch of ``padded_pixels`` is small enough for the idle function."""
+    return padded_pixels <= limits.idle_max_pixels
 
 
 @dataclass
@@ -192,7 +197,7 @@ class _Alone:
     """What the idle thread did with a request it prepared itself (``recognize_alone``)."""
 
     lines: list[PreparedLine]
-    #: None when the lines did not run here: they do not fit one idle batch, or expired.
+    #: None when the lines did not run here: not one line within the idle bound, or expired.
     results: list[LineText] | None = None
     seconds: float = 0.0
     error: Exception | None = None
@@ -370,8 +375,8 @@ class MicroBatcher:
         ``prepare`` (decode and resize) runs on the idle thread and its errors propagate as
         they are. While it and the inference run, the batcher counts as running an idle
         batch, so other lines queue behind it as they would behind any idle run. Prepared
-        lines that do not fit one idle batch go through ``recognize``. None means the
-        batcher was busy (or has no idle function): the caller prepares and calls
+        lines that are not one line within the idle bound go through ``recognize``. None
+        means the batcher was busy (or has no idle function): the caller prepares and calls
         ``recognize`` itself.
         """
         if (
@@ -409,15 +414,14 @@ class MicroBatcher:
         deadline: float | None,
         clock: Callable[[], float],
     ) -> _Alone:
-        """On the idle thread: prepare, then run on the idle function if the lines fit it."""
+        """On the idle thread: prepare, then run on the idle function if it is one line within
+        the idle bound (several lines would need ``plan_batch``'s rules: they take the queue).
+        """
         lines = prepare()
         if deadline is not None and clock() >= deadline:
             return _Alone(lines, expired=True)
-        buckets = {line.bucket_width for line in lines}
-        if (
-            len(buckets) != 1
-            or len(lines) > self.limits.max_lines
-            or len(lines) * buckets.pop() * self._height > self.limits.idle_max_pixels
+        if len(lines) != 1 or not within_idle_bound(
+            lines[0].bucket_width * self._height, self.limits
         ):
             return _Alone(lines)
         assert self._infer_idle is not None

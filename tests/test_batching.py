@@ -682,3 +682,17 @@ async def test_an_alone_call_whose_deadline_passed_while_preparing_is_not_run() 
         await batcher.aclose()
     assert wide.batches == []
     assert batcher.stats().dropped_expired == 1
+
+
+async def test_several_alone_lines_go_through_the_queue_prepared_once() -> None:
+    batcher, narrow, wide = idle_batcher()
+    wide.gate.set()
+    prepare, prepare_threads = preparing(1, 2)
+    batcher.start()
+    try:
+        result = await asyncio.wait_for(batcher.recognize_alone(prepare), timeout=10)
+    finally:
+        await batcher.aclose()
+    assert [r.text for r in result] == ["1", "2"]
+    assert len(prepare_threads) == 1 and wide.batches == []
+    assert sorted(narrow.batches) == [[1], [2]]
