@@ -47,6 +47,12 @@ bench-lines: models $(VENV)/.bench-installed
 bench-pages: models $(VENV)/.bench-installed
 	$(PY) -m bench.bench_pages --repeats 3 $(ARGS)
 
+# The real server against a gRPC server that does no OCR, same load: what gRPC costs alone.
+.PHONY: bench-floor
+bench-floor: models
+	$(VENV)/bin/ocr-models fetch ppocr-v6-small ppocr-v6-tiny
+	$(PY) -m bench.grpc_floor $(ARGS)
+
 # Ten minutes of steady load at ~70 % of capacity; RSS growth and errors -> docs/reliability.md.
 .PHONY: soak
 soak: models

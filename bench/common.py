@@ -341,8 +341,21 @@ def running_server(
     ``grace_s`` (plus slack) to exit; how it exited is left in ``Server.shutdown``.
     """
     port = free_port()
-    address = f"127.0.0.1:{port}"
     command = server_command(args, port, grace_s)
+    with running_process(command, port, log_path, grace_s, health_timeout_s) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def running_process(
+    command: list[str],
+    port: int,
+    log_path: Path,
+    grace_s: float,
+    health_timeout_s: float = HEALTH_TIMEOUT_S,
+) -> Iterator[Server]:
+    """Any gRPC server ``command`` listening on ``port`` with grpc health, as ``running_server``."""
+    address = f"127.0.0.1:{port}"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
