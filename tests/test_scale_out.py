@@ -165,12 +165,22 @@ def _names(client: OcrClient, calls: int) -> Counter[str]:
     return Counter(client.list_models()[0].name for _ in range(calls))
 
 
+def _until_every_server_answered(client: OcrClient, names: set[str]) -> None:
+    """Call until each of ``names`` has answered once: round_robin picks only among the
+    connections that are up, so until then the split depends on how fast each came up."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + 10
+    while seen != names:
+        assert time.monotonic() < deadline, f"only {sorted(seen)} answered"
+        seen |= set(_names(client, 1))
+
+
 def test_round_robin_spreads_calls_over_every_server(
     fakes: list[tuple[str, _NamedOcr, health.HealthServicer]],
 ) -> None:
     with OcrClient([a for a, _, _ in fakes], timeout=10) as client:
         client.wait_ready()
-        _names(client, 6)  # until every connection is up
+        _until_every_server_answered(client, {"fake0", "fake1", "fake2"})
         seen = _names(client, 30)
     # round_robin takes the ready servers in turn: an even split.
     assert seen == {"fake0": 10, "fake1": 10, "fake2": 10}
@@ -184,7 +194,7 @@ def test_a_server_that_is_not_serving_gets_no_calls(
     _, _, draining = fakes[1]
     with OcrClient([a for a, _, _ in fakes], timeout=10) as client:
         client.wait_ready()
-        _names(client, 6)
+        _until_every_server_answered(client, {"fake0", "fake1", "fake2"})
         draining.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
         time.sleep(0.5)  # the Watch stream delivers the change
         assert set(_names(client, 20)) == {"fake0", "fake2"}
