@@ -196,7 +196,10 @@ def test_a_server_that_is_not_serving_gets_no_calls(
         client.wait_ready()
         _until_every_server_answered(client, {"fake0", "fake1", "fake2"})
         draining.set(SERVICE_NAME, health_pb2.HealthCheckResponse.NOT_SERVING)
-        time.sleep(0.5)  # the Watch stream delivers the change
+        deadline = time.monotonic() + 5
+        while "fake1" in _names(client, 3):  # until the Watch stream delivers the change
+            assert time.monotonic() < deadline, "a NOT_SERVING server still gets calls"
+            time.sleep(0.1)
         assert set(_names(client, 20)) == {"fake0", "fake2"}
         draining.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
         deadline = time.monotonic() + 5
