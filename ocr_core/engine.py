@@ -24,7 +24,7 @@ from ocr_core.cpus import PinSwitch
 from ocr_core.ctc import LineText
 from ocr_core.documents import Document, DocumentLimits, open_document
 from ocr_core.errors import InvalidInput, ModelNotFound, OcrError, TooLarge, Unsupported
-from ocr_core.images import RawPixels, decode_image, raw_to_bgr
+from ocr_core.images import RawPixels, declared_size, decode_image, raw_to_bgr
 from ocr_core.pages import FoundLines, PageModels, PageOptions, PageText, assemble_page, find_lines
 from ocr_core.preprocess import PreparedLine, WidthBuckets, prepare_line
 from ocr_core.recognizer import LineRecognizer
@@ -45,6 +45,14 @@ class RequestLimits:
     #: Pages between decode and result at once, engine-wide: each holds its full-resolution
     #: pixels and crops, so this bounds page memory whatever the number of calls.
     max_pages_in_flight: int = 4
+
+
+#: Default largest line image (pixels, as its header declares them) that a busy engine
+#: decodes on the event loop instead of the preprocessing pool. Handing a small image to a
+#: pool thread and back costs more CPU than decoding it (the real lines' median, 18k pixels,
+#: decodes and resizes in ~0.4 ms), and the bound keeps one decode on the loop near a
+#: millisecond. docs/benchmarks.md has the measurements.
+LOOP_DECODE_MAX_PIXELS = 64 * 1024
 
 
 @dataclass
@@ -69,8 +77,13 @@ class OcrEngine:
         preprocess_threads: int = 2,
         page_models: Mapping[str, PageModels] | None = None,
         worker_cpus: Mapping[str, Sequence[int]] | None = None,
+        loop_decode_max_pixels: int = LOOP_DECODE_MAX_PIXELS,
     ) -> None:
-        """``worker_cpus`` pins each model's batcher threads (``ocr_core.cpus``); none: unpinned."""
+        """``worker_cpus`` pins each model's batcher threads (``ocr_core.cpus``); none: unpinned.
+
+        ``loop_decode_max_pixels``: a one-image request at most this large, arriving while
+        the batcher is busy, is decoded on the event loop (0: always on the pool).
+        """
         if default_model not in recognizers:
             raise ValueError(f"default model {default_model!r} is not among {list(recognizers)}")
         self.default_model = default_model
@@ -95,6 +108,7 @@ class OcrEngine:
             for name, rec in recognizers.items()
         }
         self._preprocess_threads = preprocess_threads
+        self._loop_decode_max_pixels = loop_decode_max_pixels
         self._pool: ThreadPoolExecutor | None = None
         # Not bound to a loop until first used (Python >= 3.10), so it can be made here.
         self._page_slots = asyncio.Semaphore(request_limits.max_pages_in_flight)
@@ -188,9 +202,23 @@ class OcrEngine:
             )
             if results is not None:
                 return served.recognizer.name, results
-        lines = await loop.run_in_executor(self._pool, self._prepare_all, served, images)
+        if len(images) == 1 and self._decodes_quickly(images[0]):
+            lines = self._prepare_all(served, images)  # cheaper than a trip to the pool
+        else:
+            lines = await loop.run_in_executor(self._pool, self._prepare_all, served, images)
         results = await served.batcher.recognize(lines, deadline)
         return served.recognizer.name, results
+
+    def _decodes_quickly(self, image: ImageSource) -> bool:
+        """Whether ``image`` is within ``loop_decode_max_pixels`` (read from its header)."""
+        if isinstance(image, RawPixels):
+            pixels = image.width * image.height
+        else:
+            size = declared_size(image)
+            if size is None:
+                return False  # the pool's decode gives the error
+            pixels = size[0] * size[1]
+        return 0 < pixels <= self._loop_decode_max_pixels
 
     def _prepare_all(
         self, served: ServedModel, images: Sequence[ImageSource]

@@ -173,6 +173,7 @@ async def serve(
             max_pages_in_flight=config.max_pages_in_flight,
         ),
         preprocess_threads=max(2, config.workers),
+        loop_decode_max_pixels=config.loop_decode_max_pixels,
         page_models=page_models,
         worker_cpus=worker_cpus,
     )

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ocr_core.cpus import PIN_MODES
+from ocr_core.engine import LOOP_DECODE_MAX_PIXELS
 
 
 def _default_workers() -> int:
@@ -46,6 +47,7 @@ class ServerConfig:
     queue_capacity: int = 1024
     max_lines_per_request: int = 256
     max_image_pixels: int = 16_000_000
+    loop_decode_max_pixels: int = LOOP_DECODE_MAX_PIXELS
     max_line_width: int = 4096
     max_message_bytes: int = 64 * 1024 * 1024
     stream_max_in_flight: int = 64
@@ -155,6 +157,13 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         type=int,
     )
     add("--max-image-pixels", d.max_image_pixels, "most decoded pixels per image", type=int)
+    add(
+        "--loop-decode-max-pixels",
+        d.loop_decode_max_pixels,
+        "a one-image call this small (pixels) that finds the batcher busy is decoded on the "
+        "event loop, cheaper than a hand-off to the preprocessing threads; 0 = never",
+        type=int,
+    )
     add(
         "--max-line-width",
         d.max_line_width,
@@ -294,6 +303,7 @@ def parse_config(
         queue_capacity=a.queue_capacity,
         max_lines_per_request=a.max_lines_per_request,
         max_image_pixels=a.max_image_pixels,
+        loop_decode_max_pixels=a.loop_decode_max_pixels,
         max_line_width=a.max_line_width,
         max_message_bytes=a.max_message_bytes,
         stream_max_in_flight=a.stream_max_in_flight,
@@ -339,6 +349,10 @@ def _validate(parser: argparse.ArgumentParser, c: ServerConfig) -> None:
     for flag, value in positive.items():
         if value < 1:
             parser.error(f"{flag} must be at least 1, got {value}")
+    if c.loop_decode_max_pixels < 0:
+        parser.error(
+            f"--loop-decode-max-pixels must not be negative, got {c.loop_decode_max_pixels}"
+        )
     if c.idle_threads is not None and c.idle_threads < 0:
         parser.error(f"--idle-threads must be auto or at least 0, got {c.idle_threads}")
     if c.pin_workers not in PIN_MODES:

@@ -141,6 +141,7 @@ def test_env_beats_default_only_for_its_own_flag() -> None:
         (["--idle-threads", "-1"], {}),
         ([], {"OCR_IDLE_THREADS": "many"}),
         (["--pin-workers", "yes"], {}),
+        (["--loop-decode-max-pixels", "-1"], {}),
         ([], {"OCR_PIN_WORKERS": "always"}),
     ],
 )
@@ -179,6 +180,13 @@ def test_idle_threads_is_auto_or_a_count(
 )
 def test_pin_workers_is_auto_on_or_off(argv: list[str], env: dict[str, str], expected: str) -> None:
     assert parse_config(argv, env=env).pin_workers == expected
+
+
+def test_loop_decode_bound_from_flag_or_env() -> None:
+    assert parse_config([], env={}).loop_decode_max_pixels == 64 * 1024
+    assert parse_config(["--loop-decode-max-pixels", "0"], env={}).loop_decode_max_pixels == 0
+    env = {"OCR_LOOP_DECODE_MAX_PIXELS": "5000"}
+    assert parse_config([], env=env).loop_decode_max_pixels == 5000
 
 
 def test_workers_error_names_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
