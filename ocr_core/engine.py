@@ -3,8 +3,11 @@
 The server's RPCs (unary and streaming alike) call ``OcrEngine.recognize_lines``,
 ``recognize_page`` or ``recognize_document``. Image decoding, resizing and the page stages
 (orientation, detection, crops, layout) run in the engine's worker thread pool, recognition
-in the batchers' worker pools, so nothing heavy runs on the event loop. Every line crop of
-every page goes through the same batcher as ``recognize_lines``.
+in the batchers' worker pools, so nothing heavy runs on the event loop. Two exceptions make
+a one-image call cheaper: an idle batcher decodes and recognises it in one hop on its idle
+thread, and a busy one decodes it on the loop when it is small (``LOOP_DECODE_MAX_PIXELS``,
+about a millisecond at most), since the hand-off to the pool costs more than that decode.
+Every line crop of every page goes through the same batcher as ``recognize_lines``.
 """
 
 from __future__ import annotations
