@@ -1176,6 +1176,21 @@ def plot_png(path: Path, model: str, summary: dict[str, Any]) -> Path | None:
 # --------------------------------------------------------------------------- main
 
 
+def parse_load_lists(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Set ``levels``, ``mode_list`` and ``model_list`` from ``--concurrency``, ``--modes`` and
+    ``--models`` (comma-separated); a bad or empty list exits with ``p``'s usage error."""
+    try:
+        args.levels = [int(x) for x in args.concurrency.split(",") if x.strip()]
+        args.mode_list = [x.strip() for x in args.modes.split(",") if x.strip()]
+        for mode in args.mode_list:
+            lines_per_call(mode)
+    except ValueError as exc:
+        p.error(f"--concurrency / --modes: {exc}")
+    args.model_list = [x.strip() for x in args.models.split(",") if x.strip()]
+    if not args.levels or min(args.levels) < 1 or not args.mode_list or not args.model_list:
+        p.error("need at least one model, one mode and one concurrency level (each >= 1)")
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench.bench_lines",
@@ -1199,16 +1214,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=120.0, help="deadline per call, seconds")
     p.add_argument("--out", default="docs/benchmarks.md", help="report whose sections to replace")
     args = p.parse_args(argv)
-    try:
-        args.levels = [int(x) for x in args.concurrency.split(",") if x.strip()]
-        args.mode_list = [x.strip() for x in args.modes.split(",") if x.strip()]
-        for mode in args.mode_list:
-            lines_per_call(mode)
-    except ValueError as exc:
-        p.error(f"--concurrency / --modes: {exc}")
-    args.model_list = [x.strip() for x in args.models.split(",") if x.strip()]
-    if not args.levels or min(args.levels) < 1 or not args.mode_list or not args.model_list:
-        p.error("need at least one model, one mode and one concurrency level (each >= 1)")
+    parse_load_lists(p, args)
     if args.duration <= 0 or args.warmup < 0 or args.workers < 1 or args.threads < 1:
         p.error("--duration must be positive, --warmup not negative, --workers/--threads >= 1")
     if args.repeats < 1:

@@ -45,10 +45,10 @@ from typing import Any
 from bench.bench_lines import (
     LatencyJob,
     Level,
-    lines_per_call,
     load_level,
     measure_latency_c1,
     measure_raw,
+    parse_load_lists,
     replace_model,
 )
 from bench.common import (
@@ -381,16 +381,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=120.0, help="deadline per call, seconds")
     p.add_argument("--out", default="docs/benchmarks.md", help="report whose section to replace")
     args = p.parse_args(argv)
-    try:
-        args.levels = [int(x) for x in args.concurrency.split(",") if x.strip()]
-        args.mode_list = [x.strip() for x in args.modes.split(",") if x.strip()]
-        for mode in args.mode_list:
-            lines_per_call(mode)
-    except ValueError as exc:
-        p.error(f"--concurrency / --modes: {exc}")
-    args.model_list = [x.strip() for x in args.models.split(",") if x.strip()]
-    if not args.levels or min(args.levels) < 1 or not args.mode_list or not args.model_list:
-        p.error("need at least one model, one mode and one concurrency level (each >= 1)")
+    parse_load_lists(p, args)
     if args.duration <= 0 or args.warmup < 0:
         p.error("--duration must be positive and --warmup not negative")
     return args
