@@ -379,14 +379,8 @@ class MicroBatcher:
         means the batcher was busy (or has no idle function): the caller prepares and calls
         ``recognize`` itself.
         """
-        if (
-            self._closed
-            or self._idle_executor is None
-            or self._running
-            or self._idle_run
-            or self._pending
-        ):
-            return None
+        if self._closed or self._idle_executor is None or self._running or self._pending:
+            return None  # an idle run counts in ``_running`` too
         loop = asyncio.get_running_loop()
         self._running += 1
         self._idle_run = True
