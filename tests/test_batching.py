@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -454,6 +454,25 @@ def idle_batcher(workers: int = 2) -> tuple[MicroBatcher, FakeInference, FakeInf
     return batcher, narrow, wide
 
 
+def preparing(*widths: int) -> tuple[Callable[[], list[PreparedLine]], list[int]]:
+    """A ``prepare`` callable for ``recognize_alone`` that records the thread it ran on."""
+    threads: list[int] = []
+
+    def prepare() -> list[PreparedLine]:
+        threads.append(threading.get_ident())
+        return [line(w) for w in widths]
+
+    return prepare, threads
+
+
+def lone_call(batcher: MicroBatcher, via: str, width: int) -> Awaitable[list[LineText] | None]:
+    """A one-line call that finds the batcher idle: through the queue (``recognize``) or
+    prepared on the idle thread (``recognize_alone``); either way it is an idle run."""
+    if via == "queue":
+        return batcher.recognize([line(width, 64)])
+    return batcher.recognize_alone(preparing(width)[0])
+
+
 async def test_a_batch_that_is_all_there_is_runs_on_the_idle_function() -> None:
     batcher, narrow, wide = idle_batcher()
     wide.gate.set()
@@ -481,11 +500,12 @@ async def test_a_batch_with_lines_left_behind_runs_on_a_worker_session() -> None
     assert batcher.stats().idle_batches == 0
 
 
-async def test_nothing_starts_beside_an_idle_run() -> None:
+@pytest.mark.parametrize("via", ["queue", "alone"])
+async def test_nothing_starts_beside_an_idle_run(via: str) -> None:
     batcher, narrow, wide = idle_batcher()
     batcher.start()
     try:
-        first = asyncio.create_task(batcher.recognize([line(1, 64)]))
+        first = asyncio.create_task(lone_call(batcher, via, 1))
         await started(wide)
         second = asyncio.create_task(batcher.recognize([line(2, 128)]))
         # The second worker is free, but the idle run's threads hold its core.
@@ -500,15 +520,16 @@ async def test_nothing_starts_beside_an_idle_run() -> None:
     assert wide.batches == [[1], [2]] and narrow.batches == []
 
 
-async def test_a_failing_idle_run_fails_its_lines_and_the_batcher_goes_on() -> None:
+@pytest.mark.parametrize("via", ["queue", "alone"])
+async def test_a_failing_idle_run_fails_its_lines_and_the_batcher_goes_on(via: str) -> None:
     batcher, _narrow, wide = idle_batcher()
     wide.gate.set()
     wide.fail_width = 7
     batcher.start()
     try:
         with pytest.raises(InferenceFailed):
-            await asyncio.wait_for(batcher.recognize([line(7, 64)]), timeout=10)
-        ok = await asyncio.wait_for(batcher.recognize([line(8, 64)]), timeout=10)
+            await asyncio.wait_for(lone_call(batcher, via, 7), timeout=10)
+        ok = await asyncio.wait_for(lone_call(batcher, via, 8), timeout=10)
     finally:
         await batcher.aclose()
     assert ok[0].text == "8"
@@ -531,17 +552,6 @@ async def test_a_lone_batch_wider_than_the_idle_bound_runs_on_a_worker_session()
 
 
 # ---------------------------------------------------------------- recognize_alone
-
-
-def preparing(*widths: int) -> tuple[Callable[[], list[PreparedLine]], list[int]]:
-    """A ``prepare`` callable for ``recognize_alone`` that records the thread it ran on."""
-    threads: list[int] = []
-
-    def prepare() -> list[PreparedLine]:
-        threads.append(threading.get_ident())
-        return [line(w) for w in widths]
-
-    return prepare, threads
 
 
 async def test_an_idle_batcher_prepares_and_infers_in_one_hop_on_the_idle_thread() -> None:
@@ -581,24 +591,6 @@ async def test_a_busy_batcher_leaves_the_request_to_the_caller() -> None:
     finally:
         wide.gate.set()
         await batcher.aclose()
-
-
-async def test_lines_arriving_during_an_alone_run_wait_for_it() -> None:
-    batcher, narrow, wide = idle_batcher()
-    batcher.start()
-    try:
-        prepare, _ = preparing(1)
-        first = asyncio.create_task(batcher.recognize_alone(prepare))
-        await started(wide)
-        second = asyncio.create_task(batcher.recognize([line(2, 128)]))
-        await asyncio.sleep(0.05)
-        assert narrow.batches == [] and not second.done()
-        wide.gate.set()
-        assert [r.text for r in await first] == ["1"] and (await second)[0].text == "2"
-    finally:
-        wide.gate.set()
-        await batcher.aclose()
-    assert wide.batches == [[1], [2]] and narrow.batches == []
 
 
 async def test_a_cancelled_alone_call_holds_the_cores_until_its_run_ends() -> None:
@@ -653,21 +645,6 @@ async def test_alone_lines_too_wide_for_the_idle_run_go_through_the_queue_prepar
     assert [r.text for r in result] == [str(bound + 16)]
     assert len(prepare_threads) == 1 and narrow.batches == [[bound + 16]] and wide.batches == []
     assert batcher.stats().lines_enqueued == 1
-
-
-async def test_a_failing_alone_run_fails_the_call_and_the_batcher_goes_on() -> None:
-    batcher, _narrow, wide = idle_batcher()
-    wide.gate.set()
-    wide.fail_width = 7
-    batcher.start()
-    try:
-        with pytest.raises(InferenceFailed):
-            await asyncio.wait_for(batcher.recognize_alone(preparing(7)[0]), timeout=10)
-        ok = await asyncio.wait_for(batcher.recognize_alone(preparing(8)[0]), timeout=10)
-    finally:
-        await batcher.aclose()
-    assert [r.text for r in ok] == ["8"]
-    assert batcher.stats().failed_batches == 1
 
 
 async def test_an_alone_call_whose_deadline_passed_while_preparing_is_not_run() -> None:
