@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +24,31 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from ocr_core.ctc import LineText
+from ocr_core.preprocess import PreparedLine, assemble_batch
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REAL_DATA = Path(os.environ.get("OCR_EVAL_DIR", REPO_ROOT.parent / "shared" / "eval" / "real"))
 STARTUP_TIMEOUT_S = 300.0  # includes fetching the model wheel on a fresh machine
+
+
+class FakeRecognizer:
+    """Stands in for the ONNX line recognizer in engine tests: checks the batch it is given
+    and reads ``text``, or each line's original width when ``text`` is None. It has no idle
+    session, so every call takes the batcher's queue (a busy server's path)."""
+
+    name = "fake"
+    input_height = 48
+    workers = 1
+    has_idle_session = False
+
+    def __init__(self, text: str | None = None) -> None:
+        self.text = text
+
+    def infer(self, worker: int, lines: Sequence[PreparedLine]) -> list[LineText]:
+        batch = assemble_batch(list(lines), self.input_height)
+        assert batch.shape == (len(lines), 3, self.input_height, lines[0].bucket_width)
+        return [LineText(self.text or str(line.orig_width), 1.0, ()) for line in lines]
 
 
 def free_port() -> int:

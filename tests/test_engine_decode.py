@@ -4,38 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
 
 import numpy as np
 import pytest
 
 import ocr_core.engine as engine_module
 from ocr_core.batching import BatchLimits
-from ocr_core.ctc import LineText
 from ocr_core.engine import OcrEngine, RequestLimits
 from ocr_core.errors import InvalidInput
 from ocr_core.images import RawPixels
-from ocr_core.preprocess import PreparedLine
-from tests.conftest import png
-
-HEIGHT = 48
-
-
-class _FakeRecognizer:
-    """No idle session, so every call takes the batcher's queue (the busy-server path)."""
-
-    name = "fake"
-    input_height = HEIGHT
-    workers = 1
-    has_idle_session = False
-
-    def infer(self, worker: int, lines: Sequence[PreparedLine]) -> list[LineText]:
-        return [LineText(str(line.orig_width), 1.0, ()) for line in lines]
+from tests.conftest import FakeRecognizer, png
 
 
 def _engine(loop_decode_max_pixels: int) -> OcrEngine:
     return OcrEngine(
-        {"fake": _FakeRecognizer()},  # type: ignore[dict-item]
+        {"fake": FakeRecognizer()},  # type: ignore[dict-item]
         "fake",
         BatchLimits(max_delay_s=0.0),
         RequestLimits(),

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import math
 import struct
-from collections.abc import Sequence
 from typing import TypeVar
 
 import cv2
@@ -32,14 +31,12 @@ from hypothesis import strategies as st
 
 from ocr_client.proto.ocr.v1 import ocr_pb2
 from ocr_core.batching import BatchLimits
-from ocr_core.ctc import LineText
 from ocr_core.detection import DetectedLine, DetectionOptions
 from ocr_core.engine import OcrEngine, RequestLimits
 from ocr_core.errors import InvalidInput, ModelNotFound, OcrError, TooLarge
 from ocr_core.images import RawPixels, declared_size, decode_image, raw_to_bgr, to_bgr8
 from ocr_core.pages import PageModels, PageOptions
 from ocr_core.preprocess import (
-    PreparedLine,
     WidthBuckets,
     assemble_batch,
     prepare_line,
@@ -47,6 +44,7 @@ from ocr_core.preprocess import (
 )
 from ocr_server.convert import image_source, image_sources, page_options
 from ocr_server.status import status_for
+from tests.conftest import FakeRecognizer
 
 FUZZ = settings(
     max_examples=150,
@@ -270,20 +268,6 @@ def test_prepare_line_gives_the_model_height_and_a_bucket_by_the_rules(
 # ------------------------------------------------------------------- (c) whole requests
 
 
-class _FakeRecognizer:
-    """Stands in for the ONNX recognizer: checks the batch it is given, reads "x"."""
-
-    name = "fake"
-    input_height = HEIGHT
-    workers = 1
-    has_idle_session = False
-
-    def infer(self, worker: int, lines: Sequence[PreparedLine]) -> list[LineText]:
-        batch = assemble_batch(list(lines), HEIGHT)
-        assert batch.shape == (len(lines), 3, HEIGHT, lines[0].bucket_width)
-        return [LineText("x", 1.0, ()) for _ in lines]
-
-
 class _WholePageDetector:
     """Stands in for the DB detector: one line covering the page (when it is big enough)."""
 
@@ -300,7 +284,7 @@ LIMITS = RequestLimits(max_lines_per_request=6, max_image_pixels=MAX_PIXELS, max
 
 def _engine() -> OcrEngine:
     return OcrEngine(
-        {"fake": _FakeRecognizer()},  # type: ignore[dict-item]
+        {"fake": FakeRecognizer(text="x")},  # type: ignore[dict-item]
         "fake",
         BatchLimits(max_delay_s=0.0),
         LIMITS,
