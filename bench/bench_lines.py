@@ -571,6 +571,16 @@ class LatencyJob:
     timeout_s: float
 
 
+def time_each(calls: Iterable[Callable[[], Any]]) -> list[float]:
+    """Milliseconds of each call, run back to back (building the next is not timed)."""
+    out = []
+    for call in calls:
+        t0 = time.perf_counter()
+        call()
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
 def measure_latency_c1(job: LatencyJob) -> dict[str, Any]:
     """Time every line through the server at concurrency 1 and raw, in alternating blocks.
 
@@ -627,15 +637,6 @@ def measure_latency_c1(job: LatencyJob) -> dict[str, Any]:
         ocr_pb2.RecognizeLinesRequest(images=[ocr_pb2.Image(data=x)], model=job.model)
         for x in images
     ]
-
-    def time_each(calls: Iterable[Callable[[], Any]]) -> list[float]:
-        """Milliseconds of each call, run back to back (building the next is not timed)."""
-        out = []
-        for call in calls:
-            t0 = time.perf_counter()
-            call()
-            out.append((time.perf_counter() - t0) * 1e3)
-        return out
 
     def raw_block(sessions: Sequence[Any]) -> list[float]:
         return time_each(
@@ -1176,9 +1177,27 @@ def plot_png(path: Path, model: str, summary: dict[str, Any]) -> Path | None:
 # --------------------------------------------------------------------------- main
 
 
-def parse_load_lists(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Set ``levels``, ``mode_list`` and ``model_list`` from ``--concurrency``, ``--modes`` and
-    ``--models`` (comma-separated); a bad or empty list exits with ``p``'s usage error."""
+def add_load_flags(p: argparse.ArgumentParser, models: str, modes: str, concurrency: str) -> None:
+    """The flags of a benchmark that loads the server as ``bench_lines`` does (``grpc_floor``
+    too): models, data, modes and levels, windows, raw layout, server settings, report."""
+    p.add_argument("--models", default=models, help="comma-separated model names")
+    p.add_argument("--data", default=DEFAULT_DATA, help="evaluation set folder (repo-relative)")
+    p.add_argument("--modes", default=modes, help="unary-K and/or stream")
+    p.add_argument("--concurrency", default=concurrency, help="comma-separated levels")
+    p.add_argument("--duration", type=float, default=8.0, help="measured seconds per window")
+    p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per window")
+    add_server_flags(p)  # also the raw run's sessions x threads
+    p.add_argument("--max-batch", type=int, default=16, help="lines per raw bucket batch")
+    p.add_argument("--latency-passes", type=int, default=2, help="passes of the c=1 blocks")
+    p.add_argument("--queue-capacity", type=int, default=8192, help="server --queue-capacity")
+    p.add_argument("--grace-s", type=float, default=10.0, help="server --grace-s")
+    p.add_argument("--timeout", type=float, default=120.0, help="deadline per call, seconds")
+    p.add_argument("--out", default="docs/benchmarks.md", help="report whose sections to replace")
+
+
+def check_load_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Check ``add_load_flags``' values and set ``levels``, ``mode_list`` and ``model_list``
+    from the comma-separated flags; anything wrong exits with ``p``'s usage error."""
     try:
         args.levels = [int(x) for x in args.concurrency.split(",") if x.strip()]
         args.mode_list = [x.strip() for x in args.modes.split(",") if x.strip()]
@@ -1189,6 +1208,8 @@ def parse_load_lists(p: argparse.ArgumentParser, args: argparse.Namespace) -> No
     args.model_list = [x.strip() for x in args.models.split(",") if x.strip()]
     if not args.levels or min(args.levels) < 1 or not args.mode_list or not args.model_list:
         p.error("need at least one model, one mode and one concurrency level (each >= 1)")
+    if args.duration <= 0 or args.warmup < 0 or args.workers < 1 or args.threads < 1:
+        p.error("--duration must be positive, --warmup not negative, --workers/--threads >= 1")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -1197,26 +1218,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Raw ONNX Runtime vs the gRPC server on the real line crops.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument(
-        "--models", default="ppocr-v6-small,ppocr-v6-tiny", help="comma-separated model names"
-    )
-    p.add_argument("--data", default=DEFAULT_DATA, help="evaluation set folder (repo-relative)")
-    p.add_argument("--modes", default="unary-1,unary-16,stream", help="unary-K and/or stream")
-    p.add_argument("--concurrency", default="1,4,16,64,256", help="comma-separated levels")
+    add_load_flags(p, "ppocr-v6-small,ppocr-v6-tiny", "unary-1,unary-16,stream", "1,4,16,64,256")
     p.add_argument("--repeats", type=int, default=3, help="whole runs; medians are reported")
-    p.add_argument("--duration", type=float, default=8.0, help="measured seconds per window")
-    p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per window")
-    add_server_flags(p)  # also the raw run's sessions x threads
-    p.add_argument("--max-batch", type=int, default=16, help="lines per raw bucket batch")
-    p.add_argument("--latency-passes", type=int, default=2, help="passes of the c=1 blocks")
-    p.add_argument("--queue-capacity", type=int, default=8192, help="server --queue-capacity")
-    p.add_argument("--grace-s", type=float, default=10.0, help="server --grace-s")
-    p.add_argument("--timeout", type=float, default=120.0, help="deadline per call, seconds")
-    p.add_argument("--out", default="docs/benchmarks.md", help="report whose sections to replace")
     args = p.parse_args(argv)
-    parse_load_lists(p, args)
-    if args.duration <= 0 or args.warmup < 0 or args.workers < 1 or args.threads < 1:
-        p.error("--duration must be positive, --warmup not negative, --workers/--threads >= 1")
+    check_load_args(p, args)
     if args.repeats < 1:
         p.error("--repeats must be at least 1")
     return args

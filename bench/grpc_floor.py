@@ -32,11 +32,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import functools
 import json
 import multiprocessing
 import signal
 import sys
-import time
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -45,17 +45,17 @@ from typing import Any
 from bench.bench_lines import (
     LatencyJob,
     Level,
+    add_load_flags,
+    check_load_args,
     load_level,
     measure_latency_c1,
     measure_raw,
-    parse_load_lists,
     replace_model,
+    time_each,
 )
 from bench.common import (
-    DEFAULT_DATA,
     RESULTS_DIR,
     LineImage,
-    add_server_flags,
     exact_command,
     free_port,
     idle_threads,
@@ -168,21 +168,15 @@ def floor_latency_c1(address: str, paths: Sequence[str], model: str, passes: int
     requests = [ocr_pb2.RecognizeLinesRequest(images=[x], model=model) for x in images]
     empty = health_pb2.HealthCheckRequest()
     calls: list[float] = []
-    checks: list[float] = []
     with grpc.insecure_channel(address) as channel:
         stub = ocr_pb2_grpc.OcrServiceStub(channel)
         health = health_pb2_grpc.HealthStub(channel)
         for request in requests[:8]:  # warm up
             stub.RecognizeLines(request, timeout=30)
+        call = functools.partial(stub.RecognizeLines, timeout=30)
         for _ in range(passes):
-            for request in requests:
-                t0 = time.perf_counter()
-                stub.RecognizeLines(request, timeout=30)
-                calls.append((time.perf_counter() - t0) * 1e3)
-        for _ in requests:
-            t0 = time.perf_counter()
-            health.Check(empty, timeout=30)
-            checks.append((time.perf_counter() - t0) * 1e3)
+            calls += time_each(functools.partial(call, r) for r in requests)
+        checks = time_each(functools.partial(health.Check, empty, timeout=30) for _ in requests)
     return {
         "call_ms_p50": percentile(sorted(calls), 50),
         "call_ms_mean": sum(calls) / len(calls),
@@ -364,26 +358,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="The real server vs a gRPC server that does no OCR, same load, one run.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("--models", default="ppocr-v6-tiny,ppocr-v6-small", help="comma-separated")
+    add_load_flags(p, "ppocr-v6-tiny,ppocr-v6-small", "unary-1,stream", "64")
     p.add_argument("--model", default="", help="the model name the floor reports (--serve-floor)")
     p.add_argument("--serve-floor", type=int, default=0, metavar="PORT", help=argparse.SUPPRESS)
     p.add_argument("--hold-ms", type=float, default=0.0, help=argparse.SUPPRESS)
-    p.add_argument("--data", default=DEFAULT_DATA, help="evaluation set folder (repo-relative)")
-    p.add_argument("--modes", default="unary-1,stream", help="unary-K and/or stream")
-    p.add_argument("--concurrency", default="64", help="comma-separated levels")
-    p.add_argument("--duration", type=float, default=8.0, help="measured seconds per window")
-    p.add_argument("--warmup", type=float, default=2.0, help="warm-up seconds per window")
-    add_server_flags(p)
-    p.add_argument("--max-batch", type=int, default=16, help="lines per raw bucket batch")
-    p.add_argument("--latency-passes", type=int, default=2, help="passes of the c=1 blocks")
-    p.add_argument("--queue-capacity", type=int, default=8192, help="server --queue-capacity")
-    p.add_argument("--grace-s", type=float, default=10.0, help="server --grace-s")
-    p.add_argument("--timeout", type=float, default=120.0, help="deadline per call, seconds")
-    p.add_argument("--out", default="docs/benchmarks.md", help="report whose section to replace")
     args = p.parse_args(argv)
-    parse_load_lists(p, args)
-    if args.duration <= 0 or args.warmup < 0:
-        p.error("--duration must be positive and --warmup not negative")
+    check_load_args(p, args)
     return args
 
 
