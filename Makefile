@@ -53,6 +53,11 @@ bench-floor: models
 	$(VENV)/bin/ocr-models fetch ppocr-v6-small ppocr-v6-tiny
 	$(PY) -m bench.grpc_floor $(ARGS)
 
+# The event loop's own CPU per line (servicer, engine, batcher), without gRPC or inference.
+.PHONY: bench-loop
+bench-loop: setup
+	$(PY) -m bench.loop_cost $(ARGS)
+
 # Ten minutes of steady load at ~70 % of capacity; RSS growth and errors -> docs/reliability.md.
 .PHONY: soak
 soak: models
