@@ -120,20 +120,19 @@ def plan_batch(
     batch: list[PendingLine] = []
     rest: list[PendingLine] = []
     pixels = 0
-    full = False
-    for item in pending:
-        if item.bucket != bucket or full:
+    for index, item in enumerate(pending):
+        if item.bucket != bucket:
             rest.append(item)
             continue
         if batch and pixels + item.cost > max_pixels:
-            full = True
-            rest.append(item)
-            continue
+            rest.extend(pending[index:])  # full: the rest stays queued, in order
+            return batch, rest, True
         batch.append(item)
         pixels += item.cost
         if len(batch) >= max_lines or pixels >= max_pixels:
-            full = True
-    return batch, rest, full
+            rest.extend(pending[index + 1 :])
+            return batch, rest, True
+    return batch, rest, False
 
 
 def next_batch(

@@ -73,6 +73,19 @@ def test_plan_stops_at_max_pixels() -> None:
     assert full
 
 
+@pytest.mark.parametrize(
+    ("max_lines", "max_pixels"), [(2, 10**9), (16, 2 * 100 * HEIGHT + 1)], ids=["lines", "pixels"]
+)
+def test_a_full_plan_keeps_every_other_line_queued_in_arrival_order(
+    max_lines: int, max_pixels: int
+) -> None:
+    pending = [Item("a", 100), Item("b", 50), Item("c", 100), Item("d", 100), Item("e", 50)]
+    batch, rest, full = plan_batch(pending, 100, max_lines, max_pixels)  # type: ignore[arg-type]
+    assert names(batch) == ["a", "c"]
+    assert names(rest) == ["b", "d", "e"]
+    assert full
+
+
 def test_plan_runs_a_line_larger_than_max_pixels_alone() -> None:
     pending = [Item("huge", 4096), Item("next", 4096)]
     batch, rest, full = plan_batch(pending, 4096, 16, max_pixels=1000)  # type: ignore[arg-type]
