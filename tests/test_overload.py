@@ -221,10 +221,17 @@ def test_sigterm_under_load_answers_every_accepted_call(tmp_path) -> None:
                 t.join(120)
         assert sorted(int(a.id) for a in answers) == list(range(40))
         assert all(a.line.text == text.strip() for a in answers)
-        assert set(outcomes) <= {"OK", "UNAVAILABLE"}, set(outcomes)
-        assert outcomes.count("OK") > 0 and outcomes.count("UNAVAILABLE") == 6
+        # A call still queued inside gRPC, not yet handed to the servicer, when shutdown
+        # starts comes back CANCELLED instead of UNAVAILABLE: gRPC core's doing
+        # (grpc/grpc#41785; it failed this test once in a clean-clone CI run). The servicer
+        # never saw such a call; one it had accepted and not answered would log a
+        # cancellation.
+        assert set(outcomes) <= {"OK", "UNAVAILABLE", "CANCELLED"}, set(outcomes)
+        refused = outcomes.count("UNAVAILABLE") + outcomes.count("CANCELLED")
+        assert outcomes.count("OK") > 0 and refused == 6
         assert srv.process.wait(60) == 0
         assert "shutting down" in srv.log()
+        assert "cancelled by the client" not in srv.log()
     finally:
         if srv.process.poll() is None:
             stop_server(srv)
