@@ -203,6 +203,24 @@ class _Alone:
     expired: bool = False
 
 
+def _timed_run(
+    infer: Callable[[], list[LineText]], lines: int
+) -> tuple[list[LineText] | None, float, Exception | None]:
+    """Run one batch of ``lines`` on a worker thread: (results, seconds, error); never raises.
+
+    An error (or a result count that does not match) is returned, not raised: the loop
+    counts and logs it and fails that batch's lines with ``InferenceFailed``, nothing else.
+    """
+    t0 = time.perf_counter()
+    try:
+        results = infer()
+        if len(results) != lines:
+            raise RuntimeError(f"inference returned {len(results)} results for {lines}")
+    except Exception as exc:
+        return None, time.perf_counter() - t0, exc
+    return results, time.perf_counter() - t0, None
+
+
 #: Upper bounds (seconds) of the per-batch inference-time histogram; the last is infinite.
 INFERENCE_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, float("inf"))
 
@@ -417,15 +435,10 @@ class MicroBatcher:
             lines[0].bucket_width * self._height, self.limits
         ):
             return _Alone(lines)
-        assert self._infer_idle is not None
-        t0 = time.perf_counter()
-        try:
-            results = self._infer_idle(lines)
-            if len(results) != len(lines):
-                raise RuntimeError(f"inference returned {len(results)} results for {len(lines)}")
-        except Exception as exc:  # counted and logged on the loop; the caller gets InferenceFailed
-            return _Alone(lines, seconds=time.perf_counter() - t0, error=exc)
-        return _Alone(lines, results, time.perf_counter() - t0)
+        infer_idle = self._infer_idle
+        assert infer_idle is not None
+        results, seconds, error = _timed_run(lambda: infer_idle(lines), len(lines))
+        return _Alone(lines, results, seconds, error)
 
     def _alone_finished(self, done: Future[_Alone]) -> None:
         """On the loop: end the idle run ``recognize_alone`` started and count what it did."""
@@ -573,18 +586,15 @@ class MicroBatcher:
         if not lines:
             return _Ran([])
         pixels = [item.line for item in lines]
-        t0 = time.perf_counter()
-        try:
-            if alone:
-                assert self._infer_idle is not None
-                results = self._infer_idle(pixels)
-            else:
-                results = self._infer(self._thread_index.value, pixels)
-            if len(results) != len(lines):
-                raise RuntimeError(f"inference returned {len(results)} results for {len(lines)}")
-        except Exception as exc:  # settled on the loop: this batch's lines fail, nothing else
-            return _Ran(lines, now, time.perf_counter() - t0, error=exc)
-        return _Ran(lines, now, time.perf_counter() - t0, results=results)
+        if alone:
+            infer_idle = self._infer_idle
+            assert infer_idle is not None
+            results, seconds, error = _timed_run(lambda: infer_idle(pixels), len(lines))
+        else:
+            results, seconds, error = _timed_run(
+                lambda: self._infer(self._thread_index.value, pixels), len(lines)
+            )
+        return _Ran(lines, now, seconds, results, error)
 
     def _settle(self, batch: list[PendingLine], ran: _Ran, alone: bool) -> None:
         """On the loop: give every line of a taken batch its outcome and count it."""
