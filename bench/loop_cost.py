@@ -16,8 +16,8 @@ change worth 1 % of a line cannot be seen there. This measures only the loop:
   (``unary``) or one ``StreamRecognize`` stream each (``stream``);
 * each line is sent as its real file (``files``: decoded and resized as the server does)
   and as raw pixels (``raw``: no decode), so the decode's share shows as the difference;
-* the same callers against a servicer that answers at once with the same result
-  (``driver``) measure what the callers themselves cost on the loop, to subtract.
+* the same callers against ``grpc_floor``'s servicer, which answers at once with the same
+  result (``driver``), measure what the callers themselves cost on the loop, to subtract.
 
 Reading: the loop thread's CPU time (``time.thread_time``) over the window, per line.
 Alternate rounds (``--rounds``) and compare medians; the spread between rounds is small
@@ -39,10 +39,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from bench.common import DEFAULT_DATA, load_lines, repo_path
+from bench.grpc_floor import FLOOR_TEXT, floor_servicer
 
 MODES = ("unary", "stream")
 SOURCES = ("files", "raw", "driver")
-TEXT = "The quick brown fox jumps"
 
 
 @dataclass(frozen=True)
@@ -56,8 +56,8 @@ class Reading:
 class SleepingRecognizer:
     """Stands in for ``LineRecognizer``: sleeps ``seconds_per_line`` per line (GIL released).
 
-    Returns one fixed five-word ``LineText`` for every line, so the servicer builds result
-    messages of a typical size.
+    Returns one fixed ``LineText`` for every line, the same text and word boxes as
+    ``grpc_floor``'s fixed answer (``floor_line``), so both answer messages of one size.
     """
 
     name = "loop-cost"
@@ -69,8 +69,9 @@ class SleepingRecognizer:
 
         self.workers = workers
         self._seconds = seconds_per_line
-        words = tuple(Word(word, 0.97, 40 * i, 40 * i + 35) for i, word in enumerate(TEXT.split()))
-        self._result = LineText(TEXT, 0.97, words)
+        words = FLOOR_TEXT.split()
+        boxes = tuple(Word(w, 0.99, 48 * i, 48 * i + 40) for i, w in enumerate(words))
+        self._result = LineText(FLOOR_TEXT, 0.99, boxes)
 
     def infer(self, worker: int, lines: Sequence[Any]) -> list[Any]:
         time.sleep(self._seconds * len(lines))
@@ -97,27 +98,6 @@ class StandInContext:
 
     async def abort(self, code: Any, message: str) -> None:
         raise RuntimeError(f"the servicer failed a call: {code} {message}")
-
-
-class AnswerAtOnce:
-    """A servicer with the same two methods that answers every line at once (``driver``)."""
-
-    def __init__(self) -> None:
-        from ocr_client.proto.ocr.v1 import ocr_pb2
-
-        self._pb = ocr_pb2
-        self._line = ocr_pb2.LineResult(text=TEXT, confidence=0.97)
-
-    async def RecognizeLines(self, request: Any, context: Any) -> Any:
-        await asyncio.sleep(0)
-        return self._pb.RecognizeLinesResponse(results=[self._line], model="loop-cost")
-
-    async def StreamRecognize(self, requests: AsyncIterator[Any], context: Any) -> Any:
-        async for request in requests:
-            if request.WhichOneof("item") is None:
-                continue
-            await asyncio.sleep(0)
-            yield self._pb.StreamRecognizeResponse(id=request.id, line=self._line)
 
 
 def raw_request_images(data: Sequence[bytes]) -> list[Any]:
@@ -170,6 +150,7 @@ async def _callers(
         while not stop():
             await servicer.RecognizeLines(unary_requests[take()], context)
             done[0] += 1
+            await asyncio.sleep(0)  # grpc_floor's servicer never suspends: let the loop run
 
     async def stream() -> None:
         inbox: asyncio.Queue[Any] = asyncio.Queue()
@@ -185,6 +166,7 @@ async def _callers(
             if reply.WhichOneof("result") != "line":
                 raise RuntimeError(f"stream item failed: {reply}")
             done[0] += 1
+            await asyncio.sleep(0)
         inbox.put_nowait(None)
         async for _ in replies:
             pass
@@ -205,7 +187,7 @@ async def measure(
 
     engine = None
     if source == "driver":
-        servicer: Any = AnswerAtOnce()
+        servicer: Any = floor_servicer("loop-cost", hold_s=0.0)
     else:
         recognizer = SleepingRecognizer(args.infer_ms / 1000.0, args.workers)
         engine = OcrEngine(
@@ -261,7 +243,9 @@ def report(readings: Sequence[Reading], args: argparse.Namespace) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="bench.loop_cost", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m bench.loop_cost", description=__doc__.split("\n")[0]
+    )
     p.add_argument("--modes", default="unary,stream", help="comma list of unary, stream")
     p.add_argument("--concurrency", type=int, default=64, help="callers, one line each")
     p.add_argument("--duration", type=float, default=5.0, help="measured seconds per window")
