@@ -14,7 +14,10 @@ one machine:
   inference), loaded the same way, so its CPU per line is gRPC, protobuf and asyncio on
   both sides and nothing else;
 * at concurrency 1, every real line as a one-line call on the synchronous stub, back to
-  back, through both servers (and raw, in ``bench_lines``' alternating blocks).
+  back, through both servers (and raw, in ``bench_lines``' alternating blocks), and through
+  a floor whose every call waits on a thread for the raw inference's p50 first: what gRPC
+  and one hand-off to a thread and back cost a call that waits as long as a lone line's
+  inference (more than an instant answer: see the report).
 
 The report splits a line's CPU into load generator + floor server + raw inference + the
 rest (what this server itself adds: decode and resize, batching, hand-offs, argmax and CTC
@@ -37,8 +40,9 @@ import json
 import multiprocessing
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -88,20 +92,31 @@ def floor_line() -> Any:
     return ocr_pb2.LineResult(text=FLOOR_TEXT, confidence=0.99, words=words)
 
 
-def floor_servicer(model: str, hold_s: float) -> Any:
+def floor_servicer(model: str, hold_s: float, hold_on_thread: bool = False) -> Any:
     """An OcrService whose line calls cost gRPC and protobuf only (built here: lazy imports).
 
-    Each line's answer waits ``hold_s`` on the event loop first (no CPU), so the floor can
-    be held to the real server's rate; the c=1 check uses it without holding.
+    Each line's answer waits ``hold_s`` first, without CPU: on the event loop (an asyncio
+    sleep), so the floor can be held to the real server's rate under load, or with
+    ``hold_on_thread`` on one thread that sleeps while the loop awaits it, as the real
+    server awaits a lone line's inference on its idle thread (one thread: for the c=1
+    check, where calls come one at a time). The c=1 check also runs it without holding.
     """
     from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
 
     line = floor_line()
+    thread = ThreadPoolExecutor(1, thread_name_prefix="floor-hold") if hold_on_thread else None
+
+    async def hold() -> None:
+        if hold_s <= 0:
+            return
+        if thread is None:
+            await asyncio.sleep(hold_s)
+        else:
+            await asyncio.get_running_loop().run_in_executor(thread, time.sleep, hold_s)
 
     class FloorServicer(ocr_pb2_grpc.OcrServiceServicer):
         async def RecognizeLines(self, request: Any, context: Any) -> Any:
-            if hold_s > 0:
-                await asyncio.sleep(hold_s)
+            await hold()
             return ocr_pb2.RecognizeLinesResponse(results=[line] * len(request.images), model=model)
 
         async def StreamRecognize(
@@ -109,8 +124,7 @@ def floor_servicer(model: str, hold_s: float) -> Any:
         ) -> AsyncIterator[Any]:
             async for request in request_iterator:
                 if request.HasField("line"):
-                    if hold_s > 0:
-                        await asyncio.sleep(hold_s)
+                    await hold()
                     yield ocr_pb2.StreamRecognizeResponse(id=request.id, line=line)
 
         async def GetStats(self, request: Any, context: Any) -> Any:
@@ -120,7 +134,7 @@ def floor_servicer(model: str, hold_s: float) -> Any:
     return FloorServicer()
 
 
-async def serve_floor(port: int, model: str, hold_s: float) -> None:
+async def serve_floor(port: int, model: str, hold_s: float, hold_on_thread: bool = False) -> None:
     """Serve the floor on 127.0.0.1:``port`` (with grpc health) until SIGTERM or SIGINT."""
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -129,7 +143,9 @@ async def serve_floor(port: int, model: str, hold_s: float) -> None:
     from ocr_client.proto.ocr.v1 import ocr_pb2_grpc
 
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 << 20)])
-    ocr_pb2_grpc.add_OcrServiceServicer_to_server(floor_servicer(model, hold_s), server)
+    ocr_pb2_grpc.add_OcrServiceServicer_to_server(
+        floor_servicer(model, hold_s, hold_on_thread), server
+    )
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     server.add_insecure_port(f"127.0.0.1:{port}")
@@ -143,10 +159,11 @@ async def serve_floor(port: int, model: str, hold_s: float) -> None:
     await server.stop(1.0)
 
 
-def floor_command(port: int, model: str, hold_ms: float) -> list[str]:
+def floor_command(port: int, model: str, hold_ms: float, on_thread: bool = False) -> list[str]:
     return [
         *(sys.executable, "-m", "bench.grpc_floor", "--serve-floor", str(port)),
         *("--model", model, "--hold-ms", f"{hold_ms:.3f}"),
+        *(["--hold-on-thread"] if on_thread else []),
     ]
 
 
@@ -233,16 +250,25 @@ def measure_model(
             ]
         shutdowns = [server.shutdown]
 
-        def floor(hold_ms: float) -> Any:
+        def floor(hold_ms: float, on_thread: bool = False) -> Any:
             port = free_port()
             log = RESULTS_DIR / f"floor-{stamp}-{model}-floor-{len(shutdowns)}.log"
-            return running_process(floor_command(port, model, hold_ms), port, log, 5.0)
+            command = floor_command(port, model, hold_ms, on_thread)
+            return running_process(command, port, log, 5.0)
+
+        def floor_c1(address: str) -> dict[str, Any]:
+            return pool.submit(floor_latency_c1, address, paths, model, args.latency_passes).result(
+                timeout=900
+            )
 
         with floor(0.0) as quick:  # not held: back to back, as the server's c=1 blocks
-            result["floor_c1"] = pool.submit(
-                floor_latency_c1, quick.address, paths, model, args.latency_passes
-            ).result(timeout=900)
+            result["floor_c1"] = floor_c1(quick.address)
         shutdowns.append(quick.shutdown)
+        # Each call waits on a thread as long as a lone line's inference takes raw (p50).
+        hold_ms = result["server_c1"]["raw_ms_p50"]
+        with floor(hold_ms, on_thread=True) as waiting:
+            result["floor_c1_held"] = {**floor_c1(waiting.address), "hold_ms": hold_ms}
+        shutdowns.append(waiting.shutdown)
         result["floor"] = []
         for real in result["server"]:
             hold_ms = real["latency_ms"]["mean"]
@@ -313,16 +339,25 @@ def model_report(model: str, result: dict[str, Any]) -> list[str]:
         )
     c1 = result["server_c1"]
     f1 = result["floor_c1"]
+    held = result["floor_c1_held"]
+    held_extra = held["call_ms_p50"] - held["hold_ms"]
     out += [
         "",
         "Concurrency 1 (every line as a one-line call on the synchronous stub, back to back; "
-        "raw in alternating blocks as in `bench_lines`), p50 ms:",
+        "raw in alternating blocks as in `bench_lines`), p50 ms. *Floor, waiting* is the "
+        f"floor with every call first waiting {held['hold_ms']:.1f} ms (the raw p50) on a "
+        "thread the event loop awaits, as the real server awaits a lone line's inference; "
+        "its column is the call minus that wait: gRPC and one hand-off to a thread and "
+        "back, around a wait as long as the inference. *Server's own* is what is left of "
+        "*ocr-server - raw* beyond it (decode and resize, batch assembly, argmax, CTC "
+        "decoding, the result message).",
         "",
-        "| raw inference | ocr-server | ocr-server - raw | floor | empty call to the floor "
-        "(health Check) |",
-        "|---:|---:|---:|---:|---:|",
+        "| raw inference | ocr-server | ocr-server - raw | floor | floor, waiting (minus "
+        "the wait) | server's own | empty call to the floor (health Check) |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
         f"| {c1['raw_ms_p50']:.2f} | {c1['server_ms_p50']:.2f} | {c1['extra_ms_p50']:.2f} "
-        f"| {f1['call_ms_p50']:.2f} | {f1['empty_call_ms_p50']:.2f} |",
+        f"| {f1['call_ms_p50']:.2f} | {held_extra:.2f} | {c1['extra_ms_p50'] - held_extra:.2f} "
+        f"| {f1['empty_call_ms_p50']:.2f} |",
         "",
     ]
     return out
@@ -362,6 +397,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--model", default="", help="the model name the floor reports (--serve-floor)")
     p.add_argument("--serve-floor", type=int, default=0, metavar="PORT", help=argparse.SUPPRESS)
     p.add_argument("--hold-ms", type=float, default=0.0, help=argparse.SUPPRESS)
+    p.add_argument("--hold-on-thread", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     check_load_args(p, args)
     return args
@@ -370,7 +406,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve_floor:
-        asyncio.run(serve_floor(args.serve_floor, args.model or "floor", args.hold_ms / 1e3))
+        hold_s = args.hold_ms / 1e3
+        asyncio.run(
+            serve_floor(args.serve_floor, args.model or "floor", hold_s, args.hold_on_thread)
+        )
         return 0
     from ocr_core.registry import ModelRegistry
 
