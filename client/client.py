@@ -12,9 +12,10 @@ conversion are module-level functions both use, so the two cannot drift apart.
 
 Several servers: an address list (``"h1:50051,h2:50051"`` or ``["h1:50051", "h2:50051"]``)
 or a ``dns:///name:port`` target gives one channel that spreads calls over every server with
-gRPC's own ``round_robin`` load balancing, retries calls that fail with UNAVAILABLE before
-any server answered them, and skips servers whose health service says NOT_SERVING (starting
-or draining). See :func:`resolve_target` and :func:`scale_out_service_config`.
+gRPC's own ``round_robin`` load balancing, retries calls that fail with UNAVAILABLE (or
+CANCELLED by a server shutting down) before any server answered them, and skips servers
+whose health service says NOT_SERVING (starting or draining). See :func:`resolve_target`
+and :func:`scale_out_service_config`.
 """
 
 from __future__ import annotations
@@ -229,15 +230,20 @@ def scale_out_service_config(
     - ``healthCheckConfig``: the channel watches each server's ``grpc.health.v1`` status for
       ``ocr.v1.OcrService`` and sends no calls to one that is NOT_SERVING (still warming up,
       or draining after SIGTERM). A server without a health service counts as healthy.
-    - ``retryPolicy`` on UNAVAILABLE, with exponential backoff: a server that went away or
-      refused the call (shutting down) is retried on another. gRPC retries a call only until
-      it is *committed*: once a server has sent response headers, or the request outgrew the
-      retry buffer, a failure is final. So a stream is never replayed after results were
-      received from it; a StreamRecognize or RecognizeDocument call that failed before any
-      answer is replayed whole (all its buffered requests) on another server, which is safe
-      since nothing of it was delivered. Our server sends headers when it starts a call, so
-      a call that a server accepted and then lost (killed, not drained) fails with
-      UNAVAILABLE for the caller to retry; a SIGTERM drains calls in flight instead.
+    - ``retryPolicy`` on UNAVAILABLE (and CANCELLED, below), with exponential backoff: a
+      server that went away or refused the call (shutting down) is retried on another. gRPC
+      retries a call only until it is *committed*: once a server has sent response headers,
+      or the request outgrew the retry buffer, a failure is final. So a stream is never
+      replayed after results were received from it; a StreamRecognize or RecognizeDocument
+      call that failed before any answer is replayed whole (all its buffered requests) on
+      another server, which is safe since nothing of it was delivered. Our server sends
+      headers when it starts a call, so a call that a server accepted and then lost (killed,
+      not drained) fails with UNAVAILABLE for the caller to retry; a SIGTERM drains calls in
+      flight instead. CANCELLED is retried too: a server shutting down cancels the calls
+      gRPC has received but not yet handed to its handlers (grpc/grpc#41785), which come
+      back CANCELLED before any header. Our server never answers CANCELLED itself, and gRPC
+      never retries a call its own caller cancelled, so nothing the caller gave up on is
+      sent again.
     - Timeouts: ListModels and GetStats are cheap, so ``metadata_timeout_s`` caps them (a
       slow answer means a sick server). The OCR methods get none here: their deadline
       depends on the input (lines, pages) and every call of this client sends its own.
@@ -249,7 +255,7 @@ def scale_out_service_config(
         "initialBackoff": f"{initial_backoff_s:g}s",
         "maxBackoff": f"{max_backoff_s:g}s",
         "backoffMultiplier": 2,
-        "retryableStatusCodes": ["UNAVAILABLE"],
+        "retryableStatusCodes": ["UNAVAILABLE", "CANCELLED"],
     }
     return {
         "loadBalancingConfig": [{"round_robin": {}}],

@@ -2,7 +2,8 @@
 
 Unit tests pin how an address turns into a gRPC target and service config, and use small
 fake servers (real gRPC on loopback) to show the channel really balances, skips a server
-whose health says NOT_SERVING, and retries UNAVAILABLE on another server. The integration
+whose health says NOT_SERVING, and retries UNAVAILABLE and CANCELLED on another server
+(never a call its caller cancelled). The integration
 test starts three real servers, spreads single-line calls over all three, SIGTERMs one while
 four threads have calls in flight, and checks that every call came back right.
 """
@@ -22,7 +23,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from ocr_client import AsyncOcrClient, OcrClient, ServerUnavailable
+from ocr_client import AsyncOcrClient, OcrClient, ServerError, ServerUnavailable
 from ocr_client.client import (
     SCALE_OUT_RETRY_BUFFER_BYTES,
     SERVICE_NAME,
@@ -99,7 +100,7 @@ def test_balanced_channels_get_the_service_config() -> None:
     assert dict(options)["grpc.service_config"] == "{}"
 
 
-def test_service_config_names_real_methods_and_retries_only_unavailable() -> None:
+def test_service_config_names_real_methods_and_retries_unavailable_and_cancelled() -> None:
     config = scale_out_service_config()
     service = ocr_pb2.DESCRIPTOR.services_by_name["OcrService"]
     assert service.full_name == SERVICE_NAME
@@ -110,7 +111,7 @@ def test_service_config_names_real_methods_and_retries_only_unavailable() -> Non
             assert "method" not in name or name["method"] in methods
         retry = entry["retryPolicy"]
         assert 3 <= retry["maxAttempts"] <= 5
-        assert retry["retryableStatusCodes"] == ["UNAVAILABLE"]
+        assert retry["retryableStatusCodes"] == ["UNAVAILABLE", "CANCELLED"]
         assert retry["initialBackoff"].endswith("s") and retry["maxBackoff"].endswith("s")
     timeouts = {
         n.get("method", "*"): e.get("timeout") for e in config["methodConfig"] for n in e["name"]
@@ -124,20 +125,27 @@ def test_service_config_names_real_methods_and_retries_only_unavailable() -> Non
 
 
 class _NamedOcr(ocr_pb2_grpc.OcrServiceServicer):
-    """Answers ListModels with its own name, so a test sees which server a call reached;
-    ``fail`` makes every call fail with UNAVAILABLE before any response header."""
+    """Answers ListModels with its own name, so a test sees which server a call reached.
 
-    def __init__(self, name: str, fail: bool = False) -> None:
+    ``fail`` makes every call fail with that status before any response header; ``hold``,
+    while set, keeps every call waiting (``started`` is set once one has arrived)."""
+
+    def __init__(self, name: str) -> None:
         self.name = name
-        self.fail = fail
+        self.fail: grpc.StatusCode | None = None
+        self.hold: threading.Event | None = None
+        self.started = threading.Event()
         self.calls = 0
 
     def ListModels(
         self, request: ocr_pb2.ListModelsRequest, context: grpc.ServicerContext
     ) -> ocr_pb2.ListModelsResponse:
         self.calls += 1
-        if self.fail:
-            context.abort(grpc.StatusCode.UNAVAILABLE, f"{self.name} is going away")
+        self.started.set()
+        if self.hold is not None:
+            self.hold.wait(10)
+        if self.fail is not None:
+            context.abort(self.fail, f"{self.name} is going away")
         return ocr_pb2.ListModelsResponse(models=[ocr_pb2.ModelInfo(name=self.name)])
 
 
@@ -208,11 +216,14 @@ def test_a_server_that_is_not_serving_gets_no_calls(
             time.sleep(0.1)
 
 
-def test_unavailable_is_retried_on_another_server(
-    fakes: list[tuple[str, _NamedOcr, health.HealthServicer]],
+@pytest.mark.parametrize("code", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED])
+def test_a_refused_call_is_retried_on_another_server(
+    fakes: list[tuple[str, _NamedOcr, health.HealthServicer]], code: grpc.StatusCode
 ) -> None:
+    """UNAVAILABLE: a server going away. CANCELLED: a call gRPC received but had not yet
+    handed to the server when it shut down (grpc/grpc#41785)."""
     _, failing, _ = fakes[0]
-    failing.fail = True
+    failing.fail = code
     with OcrClient([a for a, _, _ in fakes], timeout=10) as client:
         client.wait_ready()
         seen = _names(client, 30)  # no call raises
@@ -220,18 +231,49 @@ def test_unavailable_is_retried_on_another_server(
     assert failing.calls > 0, "the failing server was tried, and its calls were retried"
 
 
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [(grpc.StatusCode.UNAVAILABLE, ServerUnavailable), (grpc.StatusCode.CANCELLED, ServerError)],
+)
 def test_without_several_addresses_nothing_is_retried(
     fakes: list[tuple[str, _NamedOcr, health.HealthServicer]],
+    code: grpc.StatusCode,
+    error: type[Exception],
 ) -> None:
     """The control for the test above: one address, no service config, the error shows."""
     address, failing, _ = fakes[0]
-    failing.fail = True
-    with (
-        OcrClient(address, timeout=10) as client,
-        pytest.raises(ServerUnavailable, match="going away"),
-    ):
+    failing.fail = code
+    with OcrClient(address, timeout=10) as client, pytest.raises(error, match="going away"):
         client.list_models()
     assert failing.calls == 1
+
+
+def test_a_call_its_caller_cancels_is_not_retried(
+    fakes: list[tuple[str, _NamedOcr, health.HealthServicer]],
+) -> None:
+    """CANCELLED is retryable in the service config; a caller's own cancel must still end
+    the call there (gRPC retries only statuses that come from a server)."""
+    _, target, options = _target_and_options([a for a, _, _ in fakes], [])
+    release = threading.Event()
+    for _, servicer, _ in fakes:
+        servicer.hold = release
+    try:
+        with grpc.insecure_channel(target, options=options) as channel:
+            grpc.channel_ready_future(channel).result(timeout=10)
+            call = ocr_pb2_grpc.OcrServiceStub(channel).ListModels.future(
+                ocr_pb2.ListModelsRequest(), timeout=10
+            )
+            deadline = time.monotonic() + 10
+            while not any(s.started.is_set() for _, s, _ in fakes):
+                assert time.monotonic() < deadline, "the call reached no server"
+                time.sleep(0.01)
+            assert call.cancel()
+            with pytest.raises(grpc.FutureCancelledError):
+                call.result()
+            time.sleep(1.0)  # past the retry policy's backoff (0.1 s, then 0.2 s)
+    finally:
+        release.set()
+    assert sum(s.calls for _, s, _ in fakes) == 1
 
 
 # --------------------------------------------------------------------------- real servers
