@@ -82,10 +82,13 @@ class BatchLimits:
     max_delay_s: float = 0.002
     queue_capacity: int = 1024
     #: Largest batch (padded pixels) the idle function runs; wider lone batches go to a
-    #: worker. The idle session's arena keeps its largest batch too: with no bound, lone
-    #: real lines grew a v6 small idle session by 128 MiB, with 48 x 1024 by 61 (of which
-    #: 38 is the session itself), which keeps 64 streams under 600 MB.
-    idle_max_pixels: int = 48 * 1024
+    #: worker. As large as any batch the workers run: since all of a recognizer's sessions
+    #: share one arena, the idle session running the widest lines costs no memory a worker
+    #: would not (v6 small in process, every real line alone then: 266-277 MiB with this
+    #: bound, 273 with 48 x 1024), and a lone wide line runs on every core (the real lines
+    #: over 48 x 1024: 37-39 instead of 66-70 ms p50). The bound was 48 x 1024 when each
+    #: session had an arena of its own, which the idle session's widest line grew by 128 MiB.
+    idle_max_pixels: int = 48 * 2048
 
 
 @dataclass(eq=False)
