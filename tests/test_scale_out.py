@@ -3,9 +3,9 @@
 Unit tests pin how an address turns into a gRPC target and service config, and use small
 fake servers (real gRPC on loopback) to show the channel really balances, skips a server
 whose health says NOT_SERVING, and retries UNAVAILABLE and CANCELLED on another server
-(never a call its caller cancelled). The integration
-test starts three real servers, spreads single-line calls over all three, SIGTERMs one while
-four threads have calls in flight, and checks that every call came back right.
+(never a call its caller cancelled). The integration test starts three real servers,
+spreads single-line calls over all three, SIGTERMs one while four threads have calls in
+flight, and checks that every call came back right.
 """
 
 from __future__ import annotations
