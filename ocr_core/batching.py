@@ -82,13 +82,15 @@ class BatchLimits:
     max_delay_s: float = 0.002
     queue_capacity: int = 1024
     #: Largest batch (padded pixels) the idle function runs; wider lone batches go to a
-    #: worker. As large as any batch the workers run: since all of a recognizer's sessions
-    #: share one arena, the idle session running the widest lines costs no memory a worker
-    #: would not (v6 small in process, every real line alone then: 266-277 MiB with this
-    #: bound, 273 with 48 x 1024), and a lone wide line runs on every core (the real lines
-    #: over 48 x 1024: 37-39 instead of 66-70 ms p50). The bound was 48 x 1024 when each
-    #: session had an arena of its own, which the idle session's widest line grew by 128 MiB.
-    idle_max_pixels: int = 48 * 2048
+    #: worker. By default as large as the widest line a 48 px model takes (4096 px, see
+    #: ``WidthBuckets``): since all of a recognizer's sessions share one arena, the idle
+    #: session running the widest lines costs no memory a worker would not, and a lone
+    #: wide line runs on every core. v6 small in process: every real line alone, then
+    #: 266-277 MiB RSS against 273 with a 48 x 1024 bound, the real lines over 1024 px
+    #: 37-39 instead of 66-70 ms p50; rendered lines of 2441-4057 px, 398-404 MiB against
+    #: 401-402 on a worker, 105-106 instead of 192-196 ms. The bound was 48 x 1024 when
+    #: each session had an arena of its own, which the idle session's widest line grew.
+    idle_max_pixels: int = 48 * 4096
 
 
 @dataclass(eq=False)
