@@ -587,7 +587,7 @@ def measure_latency_c1(job: LatencyJob) -> dict[str, Any]:
     Runs in the load process. Each pass sends every line as a one-line call, back to back
     (a closed loop of one caller, as a client at concurrency 1 does), then runs the same
     lines raw, back to back, on a session laid out as the server runs that lone line (its
-    idle session: ``idle_threads`` threads, spinning only inside a run, up to
+    idle session: ``idle_threads`` threads, spinning only inside a run, within
     ``BatchLimits.idle_max_pixels``; otherwise one worker session), same options, on the
     same prepared tensor the server would build, timing ``run`` only. Passes alternate the
     two blocks, so machine drift (these machines are noisy) hits both sides alike, and
@@ -603,7 +603,7 @@ def measure_latency_c1(job: LatencyJob) -> dict[str, Any]:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
-    from ocr_core.batching import BatchLimits
+    from ocr_core.batching import BatchLimits, within_idle_bound
     from ocr_core.engine import RequestLimits
     from ocr_core.images import decode_image
     from ocr_core.preprocess import WidthBuckets, assemble_batch, prepare_line
@@ -626,11 +626,11 @@ def measure_latency_c1(job: LatencyJob) -> dict[str, Any]:
         )
         for x in images
     ]
-    # The session the server runs each lone line on: its idle session up to the batcher's
+    # The session the server runs each lone line on: its idle session within the batcher's
     # default bound, a worker session beyond it.
-    idle_max_pixels = BatchLimits().idle_max_pixels
+    limits = BatchLimits()
     lone_sessions = [
-        idle_session if t.shape[2] * t.shape[3] <= idle_max_pixels else worker_session
+        idle_session if within_idle_bound(t.shape[2] * t.shape[3], limits) else worker_session
         for t in tensors
     ]
     requests = [
@@ -983,11 +983,15 @@ def _idle_layout(settings: dict[str, Any]) -> str:
 
     idle = settings.get("idle_threads", 0)
     if SessionConfig(intra_op_threads=settings["threads"], idle_threads=idle).has_idle_session:
+        bound = BatchLimits().idle_max_pixels
+        beyond = (
+            "at any width (`idle_max_pixels` unset)"
+            if bound is None
+            else f"up to {bound} padded pixels (`idle_max_pixels`), on a worker session beyond"
+        )
         return (
             f"a lone line runs on the idle session: {idle} intra-op threads, spinning only "
-            "inside a run "
-            f"(`--idle-threads`), up to {BatchLimits().idle_max_pixels} padded pixels "
-            "(`idle_max_pixels`), on a worker session beyond"
+            f"inside a run (`--idle-threads`), {beyond}"
         )
     return "no idle session: a lone line runs on one worker session"
 

@@ -9,8 +9,8 @@ change worth 1 % of a line cannot be seen there. This measures only the loop:
 * the real ``OcrServicer``, ``OcrEngine`` and ``MicroBatcher`` run in this process, called
   directly (no gRPC: a stand-in context gives the handlers what they read from a call);
 * the recognizer is a stand-in that sleeps ``--infer-ms`` per line with the GIL released,
-  as ONNX Runtime runs, on the batcher's worker threads, and answers every line with one
-  fixed five-word result; so batching, hand-offs and result messages work as in the
+  as ONNX Runtime runs, on the batcher's worker threads, and answers every line with
+  ``grpc_floor``'s fixed result; so batching, hand-offs and result messages work as in the
   server while the cores stay free;
 * ``--concurrency`` callers keep one line each in flight: one-line ``RecognizeLines`` calls
   (``unary``) or one ``StreamRecognize`` stream each (``stream``);

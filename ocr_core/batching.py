@@ -18,11 +18,11 @@ A batch holds lines of one width bucket only (see ``preprocess``), so results do
 on batch-mates. Choosing a batch is a pure function (``next_batch``, then ``runs_on_idle``)
 tested without a loop.
 
-A batch that is all the batcher has (nothing running, nothing left queued, at most
-``idle_max_pixels``) runs on the idle inference function when one is given: a session with
-every core the workers own, so a lone request is not held to one core while the others sit
-idle. No other batch starts while it runs (its threads already use those cores); lines that
-arrive meanwhile wait for it.
+A batch that is all the batcher has (nothing running, nothing left queued, within
+``idle_max_pixels`` if that is set) runs on the idle inference function when one is given:
+a session with every core the workers own, so a lone request is not held to one core while
+the others sit idle. No other batch starts while it runs (its threads already use those
+cores); lines that arrive meanwhile wait for it.
 
 ``recognize_alone`` is the same idle run reached sooner: a request that finds the batcher
 idle is decoded, resized and recognised in one hop on the idle thread, instead of going
@@ -81,16 +81,15 @@ class BatchLimits:
     max_pixels: int = 48 * 2048
     max_delay_s: float = 0.002
     queue_capacity: int = 1024
-    #: Largest batch (padded pixels) the idle function runs; wider lone batches go to a
-    #: worker. By default as large as the widest line a 48 px model takes (4096 px, see
-    #: ``WidthBuckets``): since all of a recognizer's sessions share one arena, the idle
-    #: session running the widest lines costs no memory a worker would not, and a lone
-    #: wide line runs on every core. v6 small in process: every real line alone, then
-    #: 266-277 MiB RSS against 273 with a 48 x 1024 bound, the real lines over 1024 px
-    #: 37-39 instead of 66-70 ms p50; rendered lines of 2441-4057 px, 398-404 MiB against
-    #: 401-402 on a worker, 105-106 instead of 192-196 ms. The bound was 48 x 1024 when
-    #: each session had an arena of its own, which the idle session's widest line grew.
-    idle_max_pixels: int = 48 * 4096
+    #: Largest batch (padded pixels) the idle function runs, wider lone batches going to a
+    #: worker; None (the default): no bound, so no lone batch is held to one core. Since
+    #: all of a recognizer's sessions share one arena, the idle session running the widest
+    #: lines costs no memory a worker would not. v6 small in process: every real line
+    #: alone, then 266-277 MiB RSS against 273 with a 48 x 1024 bound, the real lines over
+    #: 1024 px 37-39 instead of 66-70 ms p50; rendered lines of 2441-4057 px, 398-404 MiB
+    #: against 401-402 on a worker, 105-106 instead of 192-196 ms. The bound was 48 x 1024
+    #: when each session had an arena of its own, which the idle session's widest line grew.
+    idle_max_pixels: int | None = None
 
 
 @dataclass(eq=False)
@@ -171,14 +170,14 @@ def runs_on_idle(
     """Whether a planned batch runs on the idle function, if the batcher has one.
 
     It does when nothing runs (``idle``), nothing is left queued (``rest``) and the batch is
-    at most ``limits.idle_max_pixels``.
+    within ``limits.idle_max_pixels`` (if set).
     """
     return idle and not rest and within_idle_bound(sum(item.cost for item in batch), limits)
 
 
 def within_idle_bound(padded_pixels: int, limits: BatchLimits) -> bool:
     """Whether a batch of ``padded_pixels`` is small enough for the idle function."""
-    return padded_pixels <= limits.idle_max_pixels
+    return limits.idle_max_pixels is None or padded_pixels <= limits.idle_max_pixels
 
 
 @dataclass

@@ -452,7 +452,13 @@ async def test_two_workers_run_batches_concurrently() -> None:
 # ---------------------------------------------------------------- the idle function
 
 
-def idle_batcher(workers: int = 2) -> tuple[MicroBatcher, FakeInference, FakeInference]:
+#: The idle bound (line width at ``HEIGHT``) of ``idle_batcher``; the default has none.
+IDLE_BOUND = 1024
+
+
+def idle_batcher(
+    workers: int = 2, idle_max_pixels: int | None = IDLE_BOUND * HEIGHT
+) -> tuple[MicroBatcher, FakeInference, FakeInference]:
     """A batcher whose worker sessions and idle session are separate fakes."""
     narrow = FakeInference()
     wide = FakeInference(gate=threading.Event())
@@ -461,7 +467,7 @@ def idle_batcher(workers: int = 2) -> tuple[MicroBatcher, FakeInference, FakeInf
         narrow,
         workers,
         HEIGHT,
-        BatchLimits(max_delay_s=0.0),
+        BatchLimits(max_delay_s=0.0, idle_max_pixels=idle_max_pixels),
         infer_idle=lambda lines: wide(-1, lines),
     )
     return batcher, narrow, wide
@@ -549,9 +555,22 @@ async def test_a_failing_idle_run_fails_its_lines_and_the_batcher_goes_on(via: s
     assert batcher.stats().failed_batches == 1
 
 
+async def test_by_default_a_lone_line_of_any_width_runs_on_the_idle_function() -> None:
+    assert BatchLimits().idle_max_pixels is None
+    batcher, narrow, wide = idle_batcher(idle_max_pixels=None)
+    wide.gate.set()
+    batcher.start()
+    try:
+        result = await asyncio.wait_for(batcher.recognize([line(4096)]), timeout=10)
+    finally:
+        await batcher.aclose()
+    assert result[0].text == "4096"
+    assert narrow.batches == [] and wide.batches == [[4096]]
+
+
 async def test_a_lone_batch_wider_than_the_idle_bound_runs_on_a_worker_session() -> None:
     batcher, narrow, wide = idle_batcher()
-    bound = batcher.limits.idle_max_pixels // HEIGHT
+    bound = IDLE_BOUND
     wide.gate.set()
     batcher.start()
     try:
@@ -648,7 +667,7 @@ async def test_prepare_errors_reach_the_caller_and_the_batcher_goes_on() -> None
 async def test_alone_lines_too_wide_for_the_idle_run_go_through_the_queue_prepared_once() -> None:
     batcher, narrow, wide = idle_batcher()
     wide.gate.set()
-    bound = batcher.limits.idle_max_pixels // HEIGHT
+    bound = IDLE_BOUND
     prepare, prepare_threads = preparing(bound + 16)
     batcher.start()
     try:
