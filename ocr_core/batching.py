@@ -19,7 +19,7 @@ on batch-mates. Choosing a batch is a pure function (``next_batch``, then ``runs
 tested without a loop.
 
 A batch that is all the batcher has (nothing running, nothing left queued, within
-``idle_max_pixels`` if that is set) runs on the idle inference function when one is given:
+``idle_max_pixels``) runs on the idle inference function when one is given:
 a session with every core the workers own, so a lone request is not held to one core while
 the others sit idle. No other batch starts while it runs (its threads already use those
 cores); lines that arrive meanwhile wait for it.
@@ -82,14 +82,18 @@ class BatchLimits:
     max_delay_s: float = 0.002
     queue_capacity: int = 1024
     #: Largest batch (padded pixels) the idle function runs, wider lone batches going to a
-    #: worker; None (the default): no bound, so no lone batch is held to one core. Since
-    #: all of a recognizer's sessions share one arena, the idle session running the widest
-    #: lines costs no memory a worker would not. v6 small in process: every real line
-    #: alone, then 266-277 MiB RSS against 273 with a 48 x 1024 bound, the real lines over
-    #: 1024 px 37-39 instead of 66-70 ms p50; rendered lines of 2441-4057 px, 398-404 MiB
-    #: against 401-402 on a worker, 105-106 instead of 192-196 ms. The bound was 48 x 1024
-    #: when each session had an arena of its own, which the idle session's widest line grew.
-    idle_max_pixels: int | None = None
+    #: worker; None: no bound. An idle run holds every core, so a line arriving meanwhile
+    #: waits for all of it: the bound caps that wait at a default batch's pixels (~40 ms of
+    #: v6 small on 2 cores). v6 small under light mixed load (one caller sending the 16 real
+    #: lines over 1024 px at height 48, another the other 66, pausing 0-200 / 0-40 ms
+    #: between calls; 30 s, twice): at 48 x 2048 the wide caller's mean 65-68 ms instead of
+    #: 102-103 at 48 x 1024, the narrow one's 27-28 instead of 23-24 (p95 67-70 against
+    #: 44-46). With no bound and a rendered 4057 px line as the wide caller's: its p50 153
+    #: instead of 265-270 ms, but the narrow caller's mean 69 instead of 38-39 (p95 179-183
+    #: against 105-108). Memory does not depend on the bound (all of a recognizer's
+    #: sessions share one arena: 4057 px lines alone 398-404 MiB RSS on the idle session,
+    #: 401-402 on a worker).
+    idle_max_pixels: int | None = 48 * 2048
 
 
 @dataclass(eq=False)

@@ -452,7 +452,7 @@ async def test_two_workers_run_batches_concurrently() -> None:
 # ---------------------------------------------------------------- the idle function
 
 
-#: The idle bound (line width at ``HEIGHT``) of ``idle_batcher``; the default has none.
+#: The idle bound (line width at ``HEIGHT``) of ``idle_batcher`` (the default is 2048).
 IDLE_BOUND = 1024
 
 
@@ -555,8 +555,22 @@ async def test_a_failing_idle_run_fails_its_lines_and_the_batcher_goes_on(via: s
     assert batcher.stats().failed_batches == 1
 
 
-async def test_by_default_a_lone_line_of_any_width_runs_on_the_idle_function() -> None:
-    assert BatchLimits().idle_max_pixels is None
+async def test_by_default_a_lone_line_up_to_a_full_batch_runs_on_the_idle_function() -> None:
+    limits = BatchLimits()
+    assert limits.idle_max_pixels == limits.max_pixels == 2048 * HEIGHT
+    batcher, narrow, wide = idle_batcher(idle_max_pixels=limits.idle_max_pixels)
+    wide.gate.set()
+    batcher.start()
+    try:
+        edge = await asyncio.wait_for(batcher.recognize([line(2000, 2048)]), timeout=10)
+        over = await asyncio.wait_for(batcher.recognize([line(2100, 2112)]), timeout=10)
+    finally:
+        await batcher.aclose()
+    assert edge[0].text == "2000" and over[0].text == "2100"
+    assert wide.batches == [[2000]] and narrow.batches == [[2100]]
+
+
+async def test_with_no_idle_bound_a_lone_line_of_any_width_runs_on_the_idle_function() -> None:
     batcher, narrow, wide = idle_batcher(idle_max_pixels=None)
     wide.gate.set()
     batcher.start()
