@@ -136,6 +136,17 @@ def server_limits(config: ServerConfig) -> ocr_pb2.ServerLimits:
     )
 
 
+def batch_limits(config: ServerConfig) -> BatchLimits:
+    """The batcher's bounds from the server flags (``--idle-max-pixels 0``: no idle bound)."""
+    return BatchLimits(
+        max_lines=config.max_batch_lines,
+        max_pixels=config.max_batch_pixels,
+        max_delay_s=config.max_delay_ms / 1000.0,
+        queue_capacity=config.queue_capacity,
+        idle_max_pixels=config.idle_max_pixels or None,
+    )
+
+
 async def serve(
     config: ServerConfig,
     *,
@@ -159,12 +170,7 @@ async def serve(
     engine = OcrEngine(
         recognizers,
         default,
-        BatchLimits(
-            max_lines=config.max_batch_lines,
-            max_pixels=config.max_batch_pixels,
-            max_delay_s=config.max_delay_ms / 1000.0,
-            queue_capacity=config.queue_capacity,
-        ),
+        batch_limits(config),
         RequestLimits(
             max_lines_per_request=config.max_lines_per_request,
             max_image_pixels=config.max_image_pixels,

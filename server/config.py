@@ -38,6 +38,8 @@ class ServerConfig:
     threads: int = 1
     #: Threads of the recognizer's idle session (lone batches); None = workers x threads.
     idle_threads: int | None = None
+    #: Widest lone batch (padded pixels) the idle session runs; 0 = no bound.
+    idle_max_pixels: int = 48 * 2048
     #: Batcher threads on CPUs of their own: auto|on|off (``ocr_core.cpus``).
     pin_workers: str = "auto"
     graph_optimization: str = "all"
@@ -122,6 +124,14 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "(a lone request uses every core the sessions own); auto = workers x threads, "
         "0 or <= --threads = no such session",
         type=_auto_or_int,
+    )
+    add(
+        "--idle-max-pixels",
+        d.idle_max_pixels,
+        "widest lone batch (padded pixels) the idle session runs; wider ones run on one "
+        "worker session. Lines that arrive during an idle run wait for it, so this caps "
+        "that wait; 0 = no bound",
+        type=int,
     )
     add(
         "--pin-workers",
@@ -295,6 +305,7 @@ def parse_config(
         workers=a.workers,
         threads=a.threads,
         idle_threads=a.idle_threads,
+        idle_max_pixels=a.idle_max_pixels,
         pin_workers=a.pin_workers,
         graph_optimization=a.graph_optimization,
         max_batch_lines=a.max_batch_lines,
@@ -353,6 +364,8 @@ def _validate(parser: argparse.ArgumentParser, c: ServerConfig) -> None:
         parser.error(
             f"--loop-decode-max-pixels must not be negative, got {c.loop_decode_max_pixels}"
         )
+    if c.idle_max_pixels < 0:
+        parser.error(f"--idle-max-pixels must not be negative, got {c.idle_max_pixels}")
     if c.idle_threads is not None and c.idle_threads < 0:
         parser.error(f"--idle-threads must be auto or at least 0, got {c.idle_threads}")
     if c.pin_workers not in PIN_MODES:

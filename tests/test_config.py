@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from ocr_core.batching import BatchLimits
+from ocr_server.app import batch_limits
 from ocr_server.config import ServerConfig, _default_workers, parse_config
 
 
@@ -168,6 +170,28 @@ def test_idle_threads_is_auto_or_a_count(
     argv: list[str], env: dict[str, str], expected: int | None
 ) -> None:
     assert parse_config(argv, env=env).idle_threads == expected
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "expected"),
+    [
+        ([], {}, BatchLimits().idle_max_pixels),
+        (["--idle-max-pixels", "49152"], {}, 49152),
+        ([], {"OCR_IDLE_MAX_PIXELS": "196608"}, 196608),
+        (["--idle-max-pixels", "0"], {}, None),
+    ],
+)
+def test_idle_bound_from_flag_or_env_with_0_for_none(
+    argv: list[str], env: dict[str, str], expected: int | None
+) -> None:
+    assert batch_limits(parse_config(argv, env=env)).idle_max_pixels == expected
+
+
+def test_a_negative_idle_bound_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        parse_config(["--idle-max-pixels", "-1"], env={})
+    assert exc.value.code == 2
+    assert "--idle-max-pixels must not be negative" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
