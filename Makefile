@@ -58,6 +58,11 @@ bench-floor: models
 bench-loop: setup
 	$(PY) -m bench.loop_cost $(ARGS)
 
+# Two callers under light load, wide and narrow lines: what each --idle-max-pixels costs.
+.PHONY: bench-mixed
+bench-mixed: models
+	$(PY) -m bench.mixed_callers $(ARGS)
+
 # Ten minutes of steady load at ~70 % of capacity; RSS growth and errors -> docs/reliability.md.
 .PHONY: soak
 soak: models
