@@ -60,6 +60,7 @@ from bench.common import (
     repo_path,
     repo_relative,
     running_server,
+    server_batch_limits,
     update_markdown_section,
 )
 
@@ -165,7 +166,7 @@ def make_sessions(
 
 
 def bucket_batches(lines: Sequence[Any], max_lines: int, max_pixels: int, height: int) -> list:
-    """Group prepared lines by bucket width into batches within the server's default limits.
+    """Group prepared lines by bucket width into batches within the server's batch limits.
 
     Same rule as the micro-batcher: only one bucket per batch, at most ``max_lines`` lines
     and ``max_pixels`` padded pixels (a single line over the pixel budget still runs alone).
@@ -262,7 +263,6 @@ def run_raw(
 
 def measure_raw(model_path: Path, height: int, lines: Sequence[LineImage], args: Any) -> dict:
     """Both raw modes (batch 1 and bucket-batched); the better one is the raw limit."""
-    from ocr_core.batching import BatchLimits
     from ocr_core.engine import RequestLimits
     from ocr_core.images import decode_image
     from ocr_core.preprocess import WidthBuckets, assemble_batch, prepare_line
@@ -279,7 +279,8 @@ def measure_raw(model_path: Path, height: int, lines: Sequence[LineImage], args:
     sessions = make_sessions(model_path, args.workers, args.threads, args.graph_optimization)
     input_name = sessions[0].get_inputs()[0].name
     single = [feed([p]) for p in prepared]
-    batches = bucket_batches(prepared, args.max_batch, BatchLimits().max_pixels, height)
+    max_batch_pixels = server_batch_limits(args).max_pixels
+    batches = bucket_batches(prepared, args.max_batch, max_batch_pixels, height)
     batched = [feed(b) for b in batches]
     # The first two modes use every session (the server's layout) and decide the raw limit;
     # the third runs one session alone, the latency a lone request could get at best, which
@@ -566,6 +567,7 @@ class LatencyJob:
     height: int
     threads: int
     idle_threads: int  # the server's idle session; <= threads: it has none
+    idle_max_pixels: int | None  # the server's idle bound (None: none)
     graph_optimization: str
     passes: int
     timeout_s: float
@@ -627,8 +629,8 @@ def measure_latency_c1(job: LatencyJob) -> dict[str, Any]:
         for x in images
     ]
     # The session the server runs each lone line on: its idle session within the batcher's
-    # default bound, a worker session beyond it.
-    limits = BatchLimits()
+    # bound, a worker session beyond it.
+    limits = BatchLimits(idle_max_pixels=job.idle_max_pixels)
     lone_sessions = [
         idle_session if within_idle_bound(t.shape[2] * t.shape[3], limits) else worker_session
         for t in tensors
@@ -983,11 +985,12 @@ def _idle_layout(settings: dict[str, Any]) -> str:
 
     idle = settings.get("idle_threads", 0)
     if SessionConfig(intra_op_threads=settings["threads"], idle_threads=idle).has_idle_session:
-        bound = BatchLimits().idle_max_pixels
+        # Results written before the bound was recorded ran with the then default.
+        bound = settings.get("idle_max_pixels", BatchLimits().idle_max_pixels)
         beyond = (
-            "at any width (`idle_max_pixels` unset)"
+            "at any width (`--idle-max-pixels 0`)"
             if bound is None
-            else f"up to {bound} padded pixels (`idle_max_pixels`), on a worker session beyond"
+            else f"up to {bound} padded pixels (`--idle-max-pixels`), on a worker session beyond"
         )
         return (
             f"a lone line runs on the idle session: {idle} intra-op threads, spinning only "
@@ -1061,8 +1064,8 @@ def write_markdown(path: Path, model: str, result: dict[str, Any], plot: Path | 
         "`prepare_line`, `WidthBuckets()`, `assemble_batch`); only `InferenceSession.run` is "
         "timed, one Python thread per session, each taking the next input from a shared "
         "cycle. Bucket-batched groups the lines of one bucket width into batches within the "
-        "server's default batch limits. The last row runs one session alone (latency "
-        "reference; not part of the limit).",
+        "server's batch pixel bound and `--max-batch` lines. The last row runs one session "
+        "alone (latency reference; not part of the limit).",
         "",
         *raw_table(summary),
         "",
@@ -1256,6 +1259,7 @@ def run_repeat(
                         spec.input_height,
                         args.threads,
                         idle_threads(args),
+                        server_batch_limits(args).idle_max_pixels,
                         args.graph_optimization,
                         args.latency_passes,
                         args.timeout,
@@ -1345,6 +1349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "workers": args.workers,
                 "threads": args.threads,
                 "idle_threads": idle_threads(args),
+                "idle_max_pixels": server_batch_limits(args).idle_max_pixels,
                 "graph_optimization": args.graph_optimization,
                 "max_batch": args.max_batch,
                 "duration_s": args.duration,

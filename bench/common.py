@@ -236,6 +236,19 @@ def idle_threads(args: Any) -> int:
     return resolve_idle_threads(args.idle_threads, args.workers, args.threads)
 
 
+def server_batch_limits(args: Any) -> Any:
+    """The ``BatchLimits`` a server started with these benchmark flags uses.
+
+    Read with the server's own flag parser from ``args.server_args`` (extra flags such as
+    ``--max-batch-pixels`` or ``--idle-max-pixels``; environment variables ignored), so the
+    raw references that follow the batcher's bounds follow the server actually measured.
+    """
+    from ocr_server.app import batch_limits
+    from ocr_server.config import parse_config
+
+    return batch_limits(parse_config(shlex.split(args.server_args), env={}))
+
+
 def server_command(args: Any, port: int, grace_s: float) -> list[str]:
     """The ``ocr-server`` command line: the installed script next to this interpreter.
 

@@ -69,6 +69,7 @@ from bench.common import (
     repo_path,
     running_process,
     running_server,
+    server_batch_limits,
     update_markdown_section,
 )
 
@@ -239,7 +240,8 @@ def measure_model(
         with running_server(server_args, log, args.grace_s) as server:
             job = LatencyJob(
                 server.address, paths, model, str(spec.recognizer_path), spec.input_height,
-                args.threads, idle_threads(args), args.graph_optimization,
+                args.threads, idle_threads(args), server_batch_limits(args).idle_max_pixels,
+                args.graph_optimization,
                 args.latency_passes, args.timeout,
             )  # fmt: skip
             result["server_c1"] = pool.submit(measure_latency_c1, job).result(timeout=900)
