@@ -29,7 +29,10 @@ import time
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ocr_core.batching import BatchLimits
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = REPO_ROOT / "bench" / "results"
@@ -236,7 +239,7 @@ def idle_threads(args: Any) -> int:
     return resolve_idle_threads(args.idle_threads, args.workers, args.threads)
 
 
-def server_batch_limits(args: Any) -> Any:
+def server_batch_limits(args: Any) -> BatchLimits:
     """The ``BatchLimits`` a server started with these benchmark flags uses.
 
     Read with the server's own flag parser from ``args.server_args`` (extra flags such as
