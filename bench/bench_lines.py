@@ -980,13 +980,11 @@ def analysis(model: str, result: dict[str, Any]) -> str:
 
 def _idle_layout(settings: dict[str, Any]) -> str:
     """How the server runs a lone line, in words, from a result's settings."""
-    from ocr_core.batching import BatchLimits
     from ocr_core.sessions import SessionConfig
 
     idle = settings.get("idle_threads", 0)
     if SessionConfig(intra_op_threads=settings["threads"], idle_threads=idle).has_idle_session:
-        # Results written before the bound was recorded ran with the then default.
-        bound = settings.get("idle_max_pixels", BatchLimits().idle_max_pixels)
+        bound = settings["idle_max_pixels"]
         beyond = (
             "at any width (`--idle-max-pixels 0`)"
             if bound is None

@@ -110,14 +110,13 @@ def rendered_line(repeats: int) -> bytes:
 
 
 def image_size(data: bytes) -> tuple[int, int]:
-    """(width, height) of an encoded image."""
-    import cv2
-    import numpy as np
+    """(width, height) an encoded image's header declares (the server's own reader)."""
+    from ocr_core.images import declared_size
 
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ValueError("undecodable image")
-    return img.shape[1], img.shape[0]
+    size = declared_size(data)
+    if size is None:
+        raise ValueError("not an image file the server reads")
+    return size
 
 
 def run_callers(
@@ -258,20 +257,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     lines = [x.data for x in load_lines(repo_path(args.data), "bench.mixed_callers")]
     plans = {s: callers_for(s, lines, args) for s in args.scenarios}
-    drawn = round(width_at(image_size(rendered_line(args.rendered_repeats)), args.height))
-    wide_note = (
-        f"real: A sends the {len(plans['real']['A'][0]) if 'real' in plans else 0} real lines "
-        f"wider than {args.split_width} px at height {args.height}, B the others; rendered: A "
-        f"one drawn line ({drawn} px at height {args.height}), B every real line"
-    )
-    server_args = args.server_args
+    notes = []
+    if "real" in plans:
+        notes.append(
+            f"real: A sends the {len(plans['real']['A'][0])} real lines wider than "
+            f"{args.split_width} px at height {args.height}, B the others"
+        )
+    if "rendered" in plans:
+        drawn = width_at(image_size(plans["rendered"]["A"][0][0]), args.height)
+        notes.append(
+            f"rendered: A one drawn line ({drawn:.0f} px at height {args.height}), "
+            "B every real line"
+        )
     windows: list[Window] = []
     for round_no in range(1, args.rounds + 1):
         for scenario in args.scenarios:
             for bound in args.bounds:
-                args.server_args = f"{server_args} --idle-max-pixels {bound}".strip()
+                server_args = f"{args.server_args} --idle-max-pixels {bound}".strip()
+                server_flags = argparse.Namespace(**{**vars(args), "server_args": server_args})
                 log = RESULTS_DIR / f"mixed-callers-{scenario}-{bound}.log"
-                with running_server(args, log, grace_s=5.0) as server:
+                with running_server(server_flags, log, grace_s=5.0) as server:
                     stats = run_callers(
                         server.address, plans[scenario], args.warmup, args.duration, args.seed
                     )
@@ -283,8 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     flush=True,
                 )
                 windows.append(window)
-    args.server_args = server_args
-    text = report(windows, args, wide_note)
+    text = report(windows, args, "; ".join(notes))
     print(text)
     if args.out:
         Path(args.out).write_text(text + "\n")

@@ -19,10 +19,10 @@ on batch-mates. Choosing a batch is a pure function (``next_batch``, then ``runs
 tested without a loop.
 
 A batch that is all the batcher has (nothing running, nothing left queued, within
-``idle_max_pixels``) runs on the idle inference function when one is given:
-a session with every core the workers own, so a lone request is not held to one core while
-the others sit idle. No other batch starts while it runs (its threads already use those
-cores); lines that arrive meanwhile wait for it.
+``idle_max_pixels``) runs on the idle inference function when one is given: a session with
+every core the workers own, so a lone request is not held to one core while the others sit
+idle. No other batch starts while it runs (its threads already use those cores); lines that
+arrive meanwhile wait for it.
 
 ``recognize_alone`` is the same idle run reached sooner: a request that finds the batcher
 idle is decoded, resized and recognised in one hop on the idle thread, instead of going
