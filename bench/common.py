@@ -198,12 +198,10 @@ def cpu_description(cpuinfo: str) -> str:
     )
     flags = set(fields.get("flags", "").split())
     features = " ".join(f for f in CPU_FEATURES if f in flags)
-    parts = [name]
-    if numbers:
-        parts.append(numbers)
+    details = [numbers] if numbers else []
     if "flags" in fields:
-        parts.append(features or "no AVX2")
-    return "; ".join(parts) if len(parts) == 1 else f"{name} ({'; '.join(parts[1:])})"
+        details.append(features or "no AVX2")
+    return f"{name} ({'; '.join(details)})" if details else name
 
 
 def machine_info() -> dict[str, Any]:
