@@ -210,7 +210,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--wide-pause-ms", type=float, default=100.0, help="caller A's mean pause")
     p.add_argument("--narrow-pause-ms", type=float, default=20.0, help="caller B's mean pause")
     p.add_argument("--split-width", type=int, default=1024, help="real: A gets lines wider")
-    p.add_argument("--height", type=int, default=48, help="the model's input height")
     p.add_argument("--rendered-repeats", type=int, default=5, help="pangrams in the drawn line")
     p.add_argument("--seed", type=int, default=1, help="seed of the callers' pauses")
     p.add_argument("--data", default=DEFAULT_DATA, help="folder with manifest.jsonl and lines/")
@@ -225,7 +224,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--bounds takes a comma list of integers >= 0 (0 = no bound)")
     if not args.scenarios or any(s not in SCENARIOS for s in args.scenarios):
         p.error(f"--scenarios takes a comma list of {', '.join(SCENARIOS)}")
-    for name in ("rounds", "split_width", "height", "rendered_repeats"):
+    for name in ("rounds", "split_width", "rendered_repeats"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1")
     if args.duration <= 0 or args.warmup < 0 or min(args.wide_pause_ms, args.narrow_pause_ms) < 0:
@@ -234,12 +233,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def callers_for(
-    scenario: str, lines: list[bytes], args: argparse.Namespace
+    scenario: str, lines: list[bytes], height: int, args: argparse.Namespace
 ) -> dict[str, tuple[list[bytes], float]]:
-    """Caller A (wide) and B (narrow): their images and mean pauses in seconds."""
+    """Caller A (wide) and B (narrow) for a model of input ``height``: images, mean pauses (s)."""
     if scenario == "real":
         wide_idx, narrow_idx = split_by_width(
-            [image_size(d) for d in lines], args.height, args.split_width
+            [image_size(d) for d in lines], height, args.split_width
         )
         if not wide_idx or not narrow_idx:
             raise SystemExit(
@@ -254,20 +253,22 @@ def callers_for(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from ocr_core.registry import ModelRegistry
+
     args = parse_args(argv)
     lines = [x.data for x in load_lines(repo_path(args.data), "bench.mixed_callers")]
-    plans = {s: callers_for(s, lines, args) for s in args.scenarios}
+    height = ModelRegistry.from_files().resolve(args.model).input_height
+    plans = {s: callers_for(s, lines, height, args) for s in args.scenarios}
     notes = []
     if "real" in plans:
         notes.append(
             f"real: A sends the {len(plans['real']['A'][0])} real lines wider than "
-            f"{args.split_width} px at height {args.height}, B the others"
+            f"{args.split_width} px at height {height}, B the others"
         )
     if "rendered" in plans:
-        drawn = width_at(image_size(plans["rendered"]["A"][0][0]), args.height)
+        drawn = width_at(image_size(plans["rendered"]["A"][0][0]), height)
         notes.append(
-            f"rendered: A one drawn line ({drawn:.0f} px at height {args.height}), "
-            "B every real line"
+            f"rendered: A one drawn line ({drawn:.0f} px at height {height}), B every real line"
         )
     windows: list[Window] = []
     for round_no in range(1, args.rounds + 1):
