@@ -261,21 +261,30 @@ def run_raw(
     )
 
 
-def measure_raw(model_path: Path, height: int, lines: Sequence[LineImage], args: Any) -> dict:
-    """Both raw modes (batch 1 and bucket-batched); the better one is the raw limit."""
+def prepare_lines(images: Sequence[bytes], height: int) -> list[Any]:
+    """The line images as the server prepares them: decoded, resized to ``height``, bucketed."""
     from ocr_core.engine import RequestLimits
     from ocr_core.images import decode_image
-    from ocr_core.preprocess import WidthBuckets, assemble_batch, prepare_line
+    from ocr_core.preprocess import WidthBuckets, prepare_line
 
     buckets = WidthBuckets()
     max_pixels = RequestLimits().max_image_pixels  # the server's default limit
-    prepared = [prepare_line(decode_image(x.data, max_pixels), height, buckets) for x in lines]
+    return [prepare_line(decode_image(x, max_pixels), height, buckets) for x in images]
 
-    def feed(batch: list[Any]) -> tuple[Any, int, int, int]:
-        content = sum(p.width for p in batch) * height
-        padded = len(batch) * batch[0].bucket_width * height - content
-        return assemble_batch(batch, height), len(batch), content, padded
 
+def raw_feed(batch: list[Any], height: int) -> tuple[Any, int, int, int]:
+    """One raw run's input: (tensor, lines, content pixels, padding pixels) of ``batch``."""
+    from ocr_core.preprocess import assemble_batch
+
+    content = sum(p.width for p in batch) * height
+    padded = len(batch) * batch[0].bucket_width * height - content
+    return assemble_batch(batch, height), len(batch), content, padded
+
+
+def measure_raw(model_path: Path, height: int, lines: Sequence[LineImage], args: Any) -> dict:
+    """Both raw modes (batch 1 and bucket-batched); the better one is the raw limit."""
+    prepared = prepare_lines([x.data for x in lines], height)
+    feed = functools.partial(raw_feed, height=height)
     sessions = make_sessions(model_path, args.workers, args.threads, args.graph_optimization)
     input_name = sessions[0].get_inputs()[0].name
     single = [feed([p]) for p in prepared]

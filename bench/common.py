@@ -390,6 +390,35 @@ def running_server(
         yield server
 
 
+#: Run as ``python -c CONFINE CPUS PROGRAM ARGS...``: restrict this process to the CPUs
+#: (comma-separated), then become PROGRAM. Affinity set before exec is inherited by every
+#: thread the program starts, which setting it on a running server's pid would not be.
+CONFINE = (
+    "import os, sys; "
+    "os.sched_setaffinity(0, [int(c) for c in sys.argv[1].split(',')]); "
+    "os.execv(sys.argv[2], sys.argv[2:])"
+)
+
+
+def confined(command: Sequence[str], cpus: Collection[int]) -> list[str]:
+    """``command`` run on ``cpus`` only (``command[0]`` must be a path, as ``server_command``'s)."""
+    return [sys.executable, "-c", CONFINE, ",".join(str(c) for c in sorted(cpus)), *command]
+
+
+def start_process(command: list[str], port: int, log_path: Path) -> Server:
+    """Start a gRPC server ``command`` that listens on ``port``; its output goes to ``log_path``.
+
+    Does not wait for it: ``wait_serving`` does, so several can start at once.
+    """
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+        )
+    print(f"server pid {proc.pid} on 127.0.0.1:{port}, log {log_path}", flush=True)
+    return Server(proc, f"127.0.0.1:{port}", command)
+
+
 @contextlib.contextmanager
 def running_process(
     command: list[str],
@@ -399,15 +428,9 @@ def running_process(
     health_timeout_s: float = HEALTH_TIMEOUT_S,
 ) -> Iterator[Server]:
     """Any gRPC server ``command`` listening on ``port`` with grpc health, as ``running_server``."""
-    address = f"127.0.0.1:{port}"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-        )
-    server = Server(proc, address, command)
+    server = start_process(command, port, log_path)
+    proc, address = server.proc, server.address
     try:
-        print(f"server pid {proc.pid} on {address}, log {log_path}", flush=True)
         server.ready_s = wait_serving(proc, address, health_timeout_s)
         print(f"server SERVING after {server.ready_s:.1f} s", flush=True)
         yield server
