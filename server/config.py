@@ -60,6 +60,8 @@ class ServerConfig:
     metrics_port: int = 0
     max_concurrent_rpcs: int = 1000
     reuse_port: bool = False
+    #: Server processes sharing the port (``ocr_server.supervisor``); 1 = this one serves.
+    processes: int = 1
     max_connection_age_s: float = 0.0
     tls_cert: Path | None = None
     tls_key: Path | None = None
@@ -223,6 +225,15 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "bigger machines; the kernel spreads connections across them)",
     )
     add(
+        "--processes",
+        d.processes,
+        "server processes sharing --port (with SO_REUSEPORT), each on its own share of the "
+        "CPUs with its own sessions; --workers counts per process (default: its share). "
+        "One Python process keeps only ~8 cores busy with a fast model; clients need several "
+        "connections to reach every process (README)",
+        type=int,
+    )
+    add(
         "--max-connection-age-s",
         d.max_connection_age_s,
         "close client connections after this many seconds (0 = never), so clients "
@@ -325,6 +336,7 @@ def parse_config(
         metrics_port=a.metrics_port,
         max_concurrent_rpcs=a.max_concurrent_rpcs,
         reuse_port=_bool(a.reuse_port),
+        processes=a.processes,
         max_connection_age_s=a.max_connection_age_s,
         tls_cert=a.tls_cert,
         tls_key=a.tls_key,
@@ -356,6 +368,7 @@ def _validate(parser: argparse.ArgumentParser, c: ServerConfig) -> None:
         "--max-pages-in-flight": c.max_pages_in_flight,
         "--max-document-pages": c.max_document_pages,
         "--max-concurrent-rpcs": c.max_concurrent_rpcs,
+        "--processes": c.processes,
     }
     for flag, value in positive.items():
         if value < 1:
@@ -376,6 +389,10 @@ def _validate(parser: argparse.ArgumentParser, c: ServerConfig) -> None:
         parser.error("--max-delay-ms and --grace-s must not be negative")
     if not 0 <= c.metrics_port <= 65535:
         parser.error(f"--metrics-port must be in 0..65535, got {c.metrics_port}")
+    if c.processes > 1 and c.port == 0:
+        parser.error("--processes needs a fixed --port: the processes share it")
+    if c.processes > 1 and c.metrics_port and c.metrics_port + c.processes - 1 > 65535:
+        parser.error("--metrics-port: each process serves metrics on the next port up")
     if not 320 <= c.page_max_side <= 4096:
         parser.error(f"--page-max-side must be in 320..4096, got {c.page_max_side}")
     if c.log_format not in ("text", "json"):

@@ -1,4 +1,5 @@
-"""``ocr-server``: parse flags/env, configure logging, serve until SIGTERM or SIGINT."""
+"""``ocr-server``: parse flags/env, configure logging, serve until SIGTERM or SIGINT
+(or, with ``--processes N``, supervise N server processes that share the port)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,15 @@ from ocr_server.app import ListenError, serve
 from ocr_server.config import parse_config
 from ocr_server.logs import configure_logging
 from ocr_server.security import SecurityConfigError
+from ocr_server.supervisor import supervise
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     config = parse_config(argv)
     configure_logging(config.log_level, config.log_format)
+    if config.processes > 1:
+        return supervise(config, argv)
     try:
         asyncio.run(serve(config))
     except (OcrError, SecurityConfigError, ListenError) as exc:  # say why, no traceback

@@ -1,0 +1,149 @@
+"""``ocr-server --processes N``: N real server processes on one port, each on its own CPUs,
+stopped together by one signal, and stopped together when one of them dies."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ocr_client import OcrClient
+from ocr_server.config import parse_config
+from ocr_server.supervisor import child_command, cpu_shares
+from tests.conftest import REPO_ROOT, free_port, png, render_line, run_server_to_exit
+
+USABLE = sorted(os.sched_getaffinity(0))
+
+
+def test_cpus_are_split_into_contiguous_shares() -> None:
+    assert cpu_shares(list(range(16)), 4) == [list(range(i, i + 4)) for i in (0, 4, 8, 12)]
+    assert cpu_shares([0, 1, 2, 5, 6], 2) == [[0, 1, 2], [5, 6]]
+    assert cpu_shares([3], 1) == [[3]]
+    with pytest.raises(ValueError, match="--processes 3 needs at least 3 CPUs"):
+        cpu_shares([0, 1], 3)
+
+
+def test_a_child_gets_the_same_flags_one_process_the_shared_port_and_its_metrics_port() -> None:
+    argv = ["--port", "50051", "--processes", "4", "--metrics-port", "9100"]
+    config = parse_config(argv, env={})
+    command = child_command(argv, config, 2)
+    assert command[:3] == [sys.executable, "-m", "ocr_server.main"]
+    child = parse_config(command[3:], env={"OCR_PROCESSES": "4"})
+    settings = (child.processes, child.reuse_port, child.port, child.metrics_port)
+    assert settings == (1, True, 50051, 9102)
+    no_metrics = child_command(["--processes", "2"], parse_config(["--processes", "2"], env={}), 1)
+    assert "--metrics-port" not in no_metrics
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--processes", "0"], "--processes must be at least 1"),
+        (["--processes", "2", "--port", "0"], "--processes needs a fixed --port"),
+        (["--processes", "3", "--metrics-port", "65534"], "each process serves metrics"),
+    ],
+)
+def test_bad_process_settings_are_refused(argv: list[str], message: str) -> None:
+    with pytest.raises(SystemExit):
+        parse_config(argv, env={})
+    result = run_server_to_exit(*argv)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_more_processes_than_cpus_is_refused_with_the_count() -> None:
+    result = run_server_to_exit("--processes", str(len(USABLE) + 1), "--port", str(free_port()))
+    assert result.returncode == 1
+    assert f"needs at least {len(USABLE) + 1} CPUs" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def _children(pid: int) -> list[int]:
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    return [int(x) for x in text.split()]
+
+
+def _cpus_of(pid: int) -> str:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Cpus_allowed_list:"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError("no Cpus_allowed_list")
+
+
+def _start(port: int, log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("wb") as log:
+        return subprocess.Popen(
+            [
+                *(sys.executable, "-m", "ocr_server.main", "--host", "127.0.0.1"),
+                *("--port", str(port), "--processes", "2"),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+        )
+
+
+def _wait_serving(log_path: Path, count: int) -> None:
+    deadline = time.monotonic() + 120
+    while log_path.read_text(errors="replace").count("serving ocr.v1.OcrService") < count:
+        assert time.monotonic() < deadline, log_path.read_text(errors="replace")
+        time.sleep(0.2)
+
+
+def _gone(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(len(USABLE) < 2, reason="needs 2 usable CPUs")
+def test_two_processes_serve_on_their_own_cpus_and_stop_on_one_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "server.log"
+    supervisor = _start(port, log)
+    try:
+        _wait_serving(log, 2)
+        children = _children(supervisor.pid)
+        assert len(children) == 2
+        assert [_cpus_of(pid) for pid in children] == [str(USABLE[0]), str(USABLE[1])]
+        line = png(render_line("two processes"))
+        seen = []
+        for _ in range(24):  # fresh connections: the kernel picks a process for each
+            with OcrClient(f"127.0.0.1:{port}", timeout=60) as client:
+                assert client.recognize_line(line).text == "two processes"
+                seen.append(client.get_stats().batchers[0].lines_enqueued)
+        # Each process counts its own lines from the same start, so two processes that both
+        # answered show the same count twice; one process alone would count 24 distinct.
+        assert len(set(seen)) < len(seen), seen
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(60) == 0, log.read_text()
+        assert all(_gone(pid) for pid in children)
+        assert log.read_text().count("stopped") >= 2
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(len(USABLE) < 2, reason="needs 2 usable CPUs")
+def test_a_process_that_dies_stops_the_others_and_the_supervisor_fails(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    supervisor = _start(free_port(), log)
+    try:
+        _wait_serving(log, 2)
+        first, second = _children(supervisor.pid)
+        os.kill(first, signal.SIGKILL)
+        assert supervisor.wait(60) == 1
+        text = log.read_text()
+        assert f"(pid {first}) exited with status -9; stopping the others" in text
+        assert _gone(second)
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
