@@ -267,6 +267,35 @@ async def _drive(job: LoadJob, images: Sequence[bytes]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- one layout
 
 
+@dataclass(frozen=True)
+class Target:
+    """What a layout's load goes to: its distinct addresses, and the pids that serve them."""
+
+    addresses: tuple[str, ...]
+    pids: tuple[int, ...]
+
+
+def _settings(model: str, workers: int, server_args: str) -> SimpleNamespace:
+    return SimpleNamespace(
+        model=model,
+        workers=workers,
+        threads=1,
+        idle_threads=0,  # a saturated server never uses it; keeps memory alike across layouts
+        pin_workers="auto",
+        graph_optimization="all",
+        server_args=f"--queue-capacity 8192 {server_args}".strip(),
+    )
+
+
+def _stop_all(servers: Sequence[Server]) -> None:
+    """SIGTERM every server at once: one after the other, 16 shutdowns add up to seconds."""
+    with ThreadPoolExecutor(max(1, len(servers))) as stopping:
+        for server, shutdown in zip(
+            servers, stopping.map(lambda s: stop_server(s.proc, 10.0), servers), strict=True
+        ):
+            server.shutdown = shutdown
+
+
 @contextlib.contextmanager
 def layout_servers(
     model: str,
@@ -275,22 +304,14 @@ def layout_servers(
     stamp: str,
     confine: bool = True,
     shared_port: bool = False,
-) -> Iterator[list[Server]]:
+) -> Iterator[Target]:
     """One server per CPU set, ``workers`` sessions each, started together, all SERVING.
 
     ``confine``: each process runs on its CPU set only (else anywhere, as a plain
     ``ocr-server`` would). ``shared_port``: all listen on one port with ``--reuse-port``
     and the kernel spreads connections, as README's "One process per core" recipe does.
     """
-    settings = SimpleNamespace(
-        model=model,
-        workers=workers,
-        threads=1,
-        idle_threads=0,  # a saturated server never uses it; keeps memory alike across layouts
-        pin_workers="auto",
-        graph_optimization="all",
-        server_args="--queue-capacity 8192" + (" --reuse-port" if shared_port else ""),
-    )
+    settings = _settings(model, workers, "--reuse-port" if shared_port else "")
     servers: list[Server] = []
     one_port = free_port()
     try:
@@ -303,27 +324,47 @@ def layout_servers(
             servers.append(start_process(command, port, log))
         for server in servers:
             server.ready_s = wait_serving(server.proc, server.address, 120.0)
-        yield servers
+        yield Target(
+            tuple(dict.fromkeys(s.address for s in servers)), tuple(s.pid for s in servers)
+        )
     finally:
-        # All at once: one after the other, 16 servers' shutdowns add up to many seconds.
-        with ThreadPoolExecutor(max(1, len(servers))) as stopping:
-            for server, shutdown in zip(
-                servers, stopping.map(lambda s: stop_server(s.proc, 10.0), servers), strict=True
-            ):
-                server.shutdown = shutdown
+        _stop_all(servers)
+
+
+@contextlib.contextmanager
+def supervised_server(
+    model: str, processes: int, workers: int, cpus: Sequence[int], stamp: str
+) -> Iterator[Target]:
+    """One ``ocr-server --processes P`` on ``cpus``: its children split them and the port."""
+    settings = _settings(model, workers, f"--processes {processes}")
+    port = free_port()
+    log = RESULTS_DIR / f"scaling-{stamp}-supervised-{processes}x{workers}.log"
+    server = start_process(confined(server_command(settings, port, 10.0), cpus), port, log)
+    try:
+        server.ready_s = wait_serving(server.proc, server.address, 120.0)
+        deadline = time.monotonic() + 120.0
+        while log.read_text(errors="replace").count("serving ocr.v1.OcrService") < processes:
+            if time.monotonic() > deadline or server.proc.poll() is not None:
+                raise RuntimeError(f"not every server process is SERVING; see {log}")
+            time.sleep(0.2)
+        pid = server.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        # --processes 1 serves from this very process: there is no supervisor.
+        yield Target((server.address,), tuple(int(c) for c in children) or (pid,))
+    finally:
+        _stop_all([server])
 
 
 def measure_window(
-    servers: Sequence[Any],
+    target: Target,
     paths: Sequence[str],
     mode: str,
     args: argparse.Namespace,
     pool: ProcessPoolExecutor,
 ) -> dict[str, Any]:
     """One window of ``mode`` over every server: lines/s, CPU per line, latency, memory."""
-    # One address per port (a shared port is one), each opened ``--channels`` times.
-    addresses = tuple(dict.fromkeys(s.address for s in servers)) * args.channels
-    pids = [s.pid for s in servers]
+    addresses = target.addresses * args.channels  # each port opened ``--channels`` times
+    pids = target.pids
     start_at = time.time() + 2.0  # time for the load processes to start and connect
     jobs = [
         LoadJob(
@@ -397,6 +438,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         dest="confine",
         action="store_false",
         help="let each server process run on any CPU (unpinned unless it has them all)",
+    )
+    p.add_argument(
+        "--supervised",
+        action="store_true",
+        help="each layout PxW as one `ocr-server --processes P --workers W`",
     )
     p.add_argument("--rounds", type=int, default=1, help="the raw limit and every layout again")
     p.add_argument("--concurrency", type=int, default=256, help="calls or streams in flight")
@@ -472,11 +518,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 cpu_sets = [
                     args.server_cpus[i * workers : (i + 1) * workers] for i in range(processes)
                 ]
-                with layout_servers(
-                    args.model, workers, cpu_sets, stamp, args.confine, args.shared_port
-                ) as servers:
+                servers = (
+                    supervised_server(args.model, processes, workers, args.server_cpus, stamp)
+                    if args.supervised
+                    else layout_servers(
+                        args.model, workers, cpu_sets, stamp, args.confine, args.shared_port
+                    )
+                )
+                with servers as target:
                     for mode in args.mode_list:
-                        f = measure_window(servers, paths, mode, args, pool)
+                        f = measure_window(target, paths, mode, args, pool)
                         row = {
                             "round": round_,
                             "layout": f"{processes}x{workers}",
@@ -503,6 +554,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "load_cpus": args.load_cpu_list,
         "confined": args.confine,
         "shared_port": args.shared_port,
+        "supervised": args.supervised,
         "channels": args.channels,
         "raw": raws,
         "rows": rows,

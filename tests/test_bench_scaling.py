@@ -94,3 +94,13 @@ def test_a_load_process_reports_refused_calls_as_errors(
         figures = scaling.run_load(job)
         assert figures["lines"] == 0
         assert figures["errors"], mode
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 usable CPUs")
+def test_a_supervised_layout_is_measured_on_its_server_processes() -> None:
+    cpus = sorted(os.sched_getaffinity(0))[:2]
+    with scaling.supervised_server("", 2, 1, cpus, "test") as target:
+        assert len(target.addresses) == 1
+        assert len(set(target.pids)) == 2
+        for pid in target.pids:  # the children, not the supervisor, which holds no model
+            assert Path(f"/proc/{pid}/cmdline").read_bytes().count(b"--processes\x001") == 1
