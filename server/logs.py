@@ -28,6 +28,8 @@ class _JsonFormatter(logging.Formatter):
             "level": record.levelname,
             "logger": record.name,
             "request_id": getattr(record, "request_id", "-"),
+            # Which server process: with --processes N several write to the same stream.
+            "pid": record.process,
             "msg": record.getMessage(),
         }
         for key in ("method", "status", "duration_ms", "lines", "model", "peer"):
