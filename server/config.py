@@ -229,7 +229,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         d.processes,
         "server processes sharing --port (with SO_REUSEPORT), each on its own share of the "
         "CPUs with its own sessions; --workers counts per process (default: its share). "
-        "One Python process keeps only ~8 cores busy with a fast model; clients need several "
+        "One Python process keeps only 6-9 cores busy with a fast model; clients need several "
         "connections to reach every process (README)",
         type=int,
     )
