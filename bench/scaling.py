@@ -245,7 +245,7 @@ async def _drive(job: LoadJob, images: Sequence[bytes]) -> dict[str, Any]:
             await asyncio.sleep(max(0.0, mark - time.time()))
             cpu.append(time.process_time())
 
-    await asyncio.gather(*(c.channel_ready() for c in channels))
+    await asyncio.wait_for(asyncio.gather(*(c.channel_ready() for c in channels)), 30)
     await asyncio.sleep(max(0.0, job.start_at - time.time()))
     caller = stream_caller if job.mode == "stream" else unary_caller
     try:
