@@ -101,6 +101,26 @@ def load_recognizers(
     return recognizers, page_models, default
 
 
+#: Inference threads beyond which one process's GIL, not its cores, limits a fast model: on
+#: 16 cores one v6 tiny process kept 6-9 busy, 2 x 8 was still GIL-bound one line per call
+#: (docs/benchmarks.md, "Line recognition on 16 cores").
+GIL_BOUND_THREADS = 8
+
+
+def processes_hint(inference_threads: int, cpus: int) -> str | None:
+    """What a server process says at start when it runs more inference threads (all models')
+    on more CPUs than one GIL keeps busy; None when it does not."""
+    if inference_threads <= GIL_BOUND_THREADS or cpus <= GIL_BOUND_THREADS:
+        return None
+    share = 4
+    return (
+        f"{inference_threads} inference threads in one process on {cpus} CPUs: with a fast "
+        "model (v6 tiny) one process keeps only 6-9 cores busy; "
+        f"--processes {cpus // share} (about {share} cores each) gives each its own GIL, for "
+        "clients that open several connections (README, 'Several processes on a bigger machine')"
+    )
+
+
 def pin_plan(
     config: ServerConfig, recognizers: dict[str, LineRecognizer]
 ) -> dict[str, list[int]] | None:
@@ -167,6 +187,11 @@ async def serve(
     tokens = load_tokens(config.auth_tokens_file, config.auth_tokens)
     recognizers, page_models, default = await asyncio.to_thread(load_recognizers, config)
     worker_cpus = pin_plan(config, recognizers)
+    hint = processes_hint(
+        sum(r.workers for r in recognizers.values()) * config.threads, len(usable_cpus())
+    )
+    if hint is not None:
+        log.info("%s", hint)
     engine = OcrEngine(
         recognizers,
         default,

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from ocr_client import OcrClient
+from ocr_server.app import processes_hint
 from ocr_server.config import parse_config
 from ocr_server.supervisor import child_command, cpu_shares
 from tests.conftest import REPO_ROOT, free_port, png, render_line, run_server_to_exit
@@ -147,3 +148,11 @@ def test_a_process_that_dies_stops_the_others_and_the_supervisor_fails(tmp_path:
     finally:
         if supervisor.poll() is None:
             supervisor.kill()
+
+
+def test_a_process_with_more_inference_threads_than_its_gil_feeds_suggests_processes() -> None:
+    assert processes_hint(8, 16) is None
+    assert processes_hint(12, 2) is None  # many threads on few CPUs: more processes cannot help
+    hint = processes_hint(16, 16)
+    assert hint is not None
+    assert "--processes 4" in hint and "several" in hint
