@@ -90,7 +90,9 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
 
     def add(flag: str, default: object, help_: str, **kw: object) -> None:
-        env_value = env.get(_env_name(flag))
+        # An empty variable counts as unset (templates often write VAR: ""); read as a value
+        # it would turn OCR_MODEL_DIR= into the working directory, OCR_PORT= into an error.
+        env_value = env.get(_env_name(flag)) or None
         parser.add_argument(
             flag,
             default=env_value if env_value is not None else default,

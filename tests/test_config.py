@@ -225,3 +225,10 @@ def test_env_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     config = parse_config([])
     assert config.port == 50999
     assert config.extra_models == ("m1",)
+
+
+def test_empty_environment_variables_count_as_unset() -> None:
+    config = parse_config([], env={"OCR_MODEL_DIR": "", "OCR_PORT": "", "OCR_REUSE_PORT": ""})
+    assert config.model_dir is None  # not Path(""), the working directory
+    assert config.port == ServerConfig().port
+    assert config.reuse_port is False
