@@ -23,10 +23,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import itertools
 import json
 import os
 import socket
 import threading
+import time
 from collections.abc import (
     AsyncGenerator,
     AsyncIterable,
@@ -377,6 +379,23 @@ def _open_channel(
     return grpc_module.insecure_channel(target, options=options, **kwargs)
 
 
+def _check_connections(connections: int) -> int:
+    if connections < 1:
+        raise ValueError(f"connections must be at least 1, got {connections}")
+    return connections
+
+
+def _connection_options(
+    options: Sequence[tuple[str, Any]], connections: int
+) -> list[tuple[str, Any]]:
+    """``options`` for one of ``connections`` channels: with several, each channel gets a
+    subchannel pool of its own, so each opens its own connection (channels to the same
+    target otherwise share one)."""
+    if connections == 1:
+        return list(options)
+    return [*options, ("grpc.use_local_subchannel_pool", 1)]
+
+
 _HEALTH_STATUS_NAMES = {
     v.number: v.name for v in health_pb2.HealthCheckResponse.ServingStatus.DESCRIPTOR.values
 }
@@ -587,21 +606,39 @@ class OcrClient:
         options: Sequence[tuple[str, Any]] = (),
         credentials: grpc.ChannelCredentials | None = None,
         token: str | None = None,
+        connections: int = 1,
     ) -> None:
         """``address``: one ``host:port``, or several servers (a list, a comma-separated
         string, or a ``dns:///name:port`` target), see :func:`resolve_target`.
         ``credentials``: TLS (see :func:`ocr_client.tls_credentials`); ``token``: a bearer
-        token sent with every call, for servers started with auth tokens."""
+        token sent with every call, for servers started with auth tokens.
+        ``connections``: channels to open, each with its own connection, calls going to
+        them in turn; for a server started with ``--processes``, whose processes share
+        connections (not calls) as the kernel spreads them (8 or more for 4 processes)."""
         self._timeout = _check_timeout(timeout)
         self.address, self.target, opts = _target_and_options(address, options)
-        # The channel itself (closed by close(), watched by wait_ready); the stubs call
+        count = _check_connections(connections)
+        # The channels themselves (closed by close(), watched by wait_ready); the stubs call
         # through the token interceptor when there is a token.
-        self._channel = _open_channel(grpc, self.target, credentials, opts)
-        calls = self._channel
-        if token:
-            calls = grpc.intercept_channel(self._channel, BearerTokenInterceptor(token))
-        self._stub = ocr_pb2_grpc.OcrServiceStub(calls)
-        self._health = health_pb2_grpc.HealthStub(calls)
+        self._channels = [
+            _open_channel(grpc, self.target, credentials, _connection_options(opts, count))
+            for _ in range(count)
+        ]
+        stubs = []
+        for channel in self._channels:
+            calls = channel
+            if token:
+                calls = grpc.intercept_channel(channel, BearerTokenInterceptor(token))
+            stubs.append((ocr_pb2_grpc.OcrServiceStub(calls), health_pb2_grpc.HealthStub(calls)))
+        self._next_stubs = itertools.cycle(stubs)  # next() is atomic: safe across threads
+
+    @property
+    def _stub(self) -> Any:
+        return next(self._next_stubs)[0]
+
+    @property
+    def _health(self) -> Any:
+        return next(self._next_stubs)[1]
 
     def __enter__(self) -> Self:
         return self
@@ -610,8 +647,9 @@ class OcrClient:
         self.close()
 
     def close(self) -> None:
-        """Close the channel; calls in flight are cancelled."""
-        self._channel.close()
+        """Close the channels; calls in flight are cancelled."""
+        for channel in self._channels:
+            channel.close()
 
     def _deadline(self, timeout: float | None) -> float:
         return self._timeout if timeout is None else _check_timeout(timeout)
@@ -622,13 +660,15 @@ class OcrClient:
         Raises :class:`~ocr_client.ServerUnavailable` when it is not within the timeout.
         """
         seconds = self._deadline(timeout)
-        future = grpc.channel_ready_future(self._channel)
-        try:
-            future.result(timeout=seconds)
-        except grpc.FutureTimeoutError:
-            raise _not_ready(self.address, seconds) from None
-        finally:
-            future.cancel()  # stops watching the channel's connectivity
+        end = time.monotonic() + seconds
+        for channel in self._channels:
+            future = grpc.channel_ready_future(channel)
+            try:
+                future.result(timeout=max(0.0, end - time.monotonic()))
+            except grpc.FutureTimeoutError:
+                raise _not_ready(self.address, seconds) from None
+            finally:
+                future.cancel()  # stops watching the channel's connectivity
 
     def recognize_lines(
         self,
@@ -868,16 +908,18 @@ class AsyncOcrClient:
         options: Sequence[tuple[str, Any]] = (),
         credentials: grpc.ChannelCredentials | None = None,
         token: str | None = None,
+        connections: int = 1,
     ) -> None:
-        """``address``, ``credentials`` and ``token`` as for :class:`OcrClient` (host names
-        in a list are resolved here, before any event loop runs)."""
+        """``address``, ``credentials``, ``token`` and ``connections`` as for
+        :class:`OcrClient` (host names in a list are resolved here, before any event loop
+        runs)."""
         self._interceptors = [AsyncBearerTokenInterceptor(token)] if token else []
         self._timeout = _check_timeout(timeout)
         self.address, self.target, self._options = _target_and_options(address, options)
+        self._connections = _check_connections(connections)
         self._credentials = credentials
-        self._channel: grpc.aio.Channel | None = None
-        self._stub: Any = None
-        self._health: Any = None
+        self._channels: list[grpc.aio.Channel] = []
+        self._next_stubs: Iterator[tuple[Any, Any]] = iter(())
         self._closed = False
 
     async def __aenter__(self) -> Self:
@@ -888,31 +930,43 @@ class AsyncOcrClient:
         await self.close()
 
     async def close(self) -> None:
-        """Close the channel; calls in flight are cancelled."""
+        """Close the channels; calls in flight are cancelled."""
         self._closed = True
-        if self._channel is not None:
-            channel, self._channel = self._channel, None
+        channels, self._channels = self._channels, []
+        for channel in channels:
             await channel.close()
 
-    def _open(self) -> grpc.aio.Channel:
-        """The channel, made with its stubs on first use (inside the running loop)."""
+    def _open(self) -> list[grpc.aio.Channel]:
+        """The channels, made with their stubs on first use (inside the running loop)."""
         if self._closed:
             raise ValueError("the AsyncOcrClient is closed")
-        if self._channel is None:
-            self._channel = _open_channel(
-                grpc.aio,
-                self.target,
-                self._credentials,
-                self._options,
-                interceptors=self._interceptors,
+        if not self._channels:
+            options = _connection_options(self._options, self._connections)
+            self._channels = [
+                _open_channel(
+                    grpc.aio,
+                    self.target,
+                    self._credentials,
+                    options,
+                    interceptors=self._interceptors,
+                )
+                for _ in range(self._connections)
+            ]
+            self._next_stubs = itertools.cycle(
+                [
+                    (ocr_pb2_grpc.OcrServiceStub(c), health_pb2_grpc.HealthStub(c))
+                    for c in self._channels
+                ]
             )
-            self._stub = ocr_pb2_grpc.OcrServiceStub(self._channel)
-            self._health = health_pb2_grpc.HealthStub(self._channel)
-        return self._channel
+        return self._channels
 
     def _get_stub(self) -> Any:
         self._open()
-        return self._stub
+        return next(self._next_stubs)[0]
+
+    @property
+    def _health(self) -> Any:
+        return next(self._next_stubs)[1]
 
     def _deadline(self, timeout: float | None) -> float:
         return self._timeout if timeout is None else _check_timeout(timeout)
@@ -921,9 +975,9 @@ class AsyncOcrClient:
         """Wait until the channel is connected; :class:`~ocr_client.ServerUnavailable`
         when it is not within the timeout."""
         seconds = self._deadline(timeout)
-        channel = self._open()
+        channels = self._open()
         try:
-            await asyncio.wait_for(channel.channel_ready(), seconds)
+            await asyncio.wait_for(asyncio.gather(*(c.channel_ready() for c in channels)), seconds)
         except TimeoutError:
             raise _not_ready(self.address, seconds) from None
 

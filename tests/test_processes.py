@@ -3,16 +3,21 @@ stopped together by one signal, and stopped together when one of them dies."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from ocr_client import OcrClient
+from ocr_client import AsyncOcrClient, OcrClient
 from ocr_server.app import processes_hint
 from ocr_server.config import parse_config
 from ocr_server.supervisor import child_command, cpu_shares
@@ -76,12 +81,12 @@ def _cpus_of(pid: int) -> str:
     raise AssertionError("no Cpus_allowed_list")
 
 
-def _start(port: int, log_path: Path) -> subprocess.Popen[bytes]:
+def _start(port: int, log_path: Path, *extra: str) -> subprocess.Popen[bytes]:
     with log_path.open("wb") as log:
         return subprocess.Popen(
             [
                 *(sys.executable, "-m", "ocr_server.main", "--host", "127.0.0.1"),
-                *("--port", str(port), "--processes", "2"),
+                *("--port", str(port), "--processes", "2", *extra),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -96,6 +101,28 @@ def _wait_serving(log_path: Path, count: int) -> None:
         time.sleep(0.2)
 
 
+def _two_free_ports() -> int:
+    """A port P with P + 1 free too (child i serves metrics on P + i)."""
+    for _ in range(50):
+        port = free_port()
+        with contextlib.suppress(OSError), socket.socket() as probe:
+            probe.bind(("127.0.0.1", port + 1))
+            return port
+    raise RuntimeError("no two consecutive free ports")
+
+
+def _lines_recognized(metrics_port: int) -> float:
+    url = f"http://127.0.0.1:{metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == "ocr_lines_recognized_total"
+    )
+
+
 def _gone(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
@@ -107,8 +134,9 @@ def _gone(pid: int) -> bool:
 @pytest.mark.skipif(len(USABLE) < 2, reason="needs 2 usable CPUs")
 def test_two_processes_serve_on_their_own_cpus_and_stop_on_one_sigterm(tmp_path: Path) -> None:
     port = free_port()
+    metrics = _two_free_ports()
     log = tmp_path / "server.log"
-    supervisor = _start(port, log)
+    supervisor = _start(port, log, "--metrics-port", str(metrics))
     try:
         _wait_serving(log, 2)
         children = _children(supervisor.pid)
@@ -123,6 +151,33 @@ def test_two_processes_serve_on_their_own_cpus_and_stop_on_one_sigterm(tmp_path:
         # Each process counts its own lines from the same start, so two processes that both
         # answered show the same count twice; one process alone would count 24 distinct.
         assert len(set(seen)) < len(seen), seen
+
+        # Child i serves its own metrics on the metrics port + i. One connection reaches one
+        # process; a client with 16 connections reaches both (all 16 on one: 2 in 65536).
+        def counts() -> list[float]:
+            return [_lines_recognized(metrics + i) for i in range(2)]
+
+        before = counts()
+        with OcrClient(f"127.0.0.1:{port}", timeout=60) as client:
+            for _ in range(8):
+                assert client.recognize_line(line).text == "two processes"
+        grew = [b - a for a, b in zip(before, counts(), strict=True)]
+        assert sorted(grew) == [0, 8], grew
+        before = counts()
+        with OcrClient(f"127.0.0.1:{port}", timeout=60, connections=16) as client:
+            client.wait_ready()
+            for _ in range(32):
+                assert client.recognize_line(line).text == "two processes"
+        grew = [b - a for a, b in zip(before, counts(), strict=True)]
+        assert sum(grew) == 32 and min(grew) > 0, grew
+
+        async def pooled() -> list[str]:
+            async with AsyncOcrClient(f"127.0.0.1:{port}", timeout=60, connections=4) as client:
+                await client.wait_ready()
+                results = await asyncio.gather(*(client.recognize_line(line) for _ in range(8)))
+                return [r.text for r in results]
+
+        assert asyncio.run(pooled()) == ["two processes"] * 8
         supervisor.send_signal(signal.SIGTERM)
         assert supervisor.wait(60) == 0, log.read_text()
         assert all(_gone(pid) for pid in children)
@@ -156,3 +211,10 @@ def test_a_process_with_more_inference_threads_than_its_gil_feeds_suggests_proce
     hint = processes_hint(16, 16)
     assert hint is not None
     assert "--processes 4" in hint and "several" in hint
+
+
+def test_a_client_refuses_fewer_than_one_connection() -> None:
+    with pytest.raises(ValueError, match="connections must be at least 1"):
+        OcrClient("127.0.0.1:1", connections=0)
+    with pytest.raises(ValueError, match="connections must be at least 1"):
+        AsyncOcrClient("127.0.0.1:1", connections=0)
