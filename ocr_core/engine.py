@@ -56,6 +56,11 @@ class RequestLimits:
 #: decodes and resizes in ~0.4 ms), and the bound keeps one decode on the loop near a
 #: millisecond. docs/benchmarks.md has the measurements.
 LOOP_DECODE_MAX_PIXELS = 64 * 1024
+#: Most inference threads (all models') with which ``--loop-decode-max-pixels auto`` decodes
+#: on the loop: measured on 2 (loop decode pays) and 16 (it costs a fifth of the lines and
+#: the stream tail); 4 is the largest layout measured with every core busy (4 x 4 on 16
+#: cores), i.e. cores, not the loop, the limit.
+LOOP_DECODE_MAX_THREADS = 4
 
 
 @dataclass

@@ -31,7 +31,7 @@ from ocr_core.pages import PageModels, PageOptions
 from ocr_core.recognizer import LineRecognizer, SessionConfig
 from ocr_core.registry import ModelRegistry, ModelSpec
 from ocr_core.sessions import PooledModel, resolve_idle_threads
-from ocr_server.config import ServerConfig
+from ocr_server.config import ServerConfig, loop_decode_bound
 from ocr_server.metrics import ServerMetrics
 from ocr_server.security import TokenAuthInterceptor, load_tokens, server_credentials
 from ocr_server.servicer import OcrServicer, add_to_server
@@ -102,7 +102,7 @@ def load_recognizers(
 
 
 #: Inference threads beyond which one process's GIL, not its cores, limits a fast model: on
-#: 16 cores one v6 tiny process kept 6-9 busy, 2 x 8 was still GIL-bound one line per call
+#: 16 cores one v6 tiny process kept 6-10 busy, 2 x 8 was still GIL-bound one line per call
 #: (docs/benchmarks.md, "Line recognition on 16 cores").
 GIL_BOUND_THREADS = 8
 
@@ -115,7 +115,7 @@ def processes_hint(inference_threads: int, cpus: int) -> str | None:
     share = 4
     return (
         f"{inference_threads} inference threads in one process on {cpus} CPUs: with a fast "
-        "model (v6 tiny) one process keeps only 6-9 cores busy; "
+        "model (v6 tiny) one process keeps only 6-10 cores busy; "
         f"--processes {cpus // share} (about {share} cores each) gives each its own GIL, for "
         "clients that open several connections (README, 'Several processes on a bigger machine')"
     )
@@ -187,9 +187,19 @@ async def serve(
     tokens = load_tokens(config.auth_tokens_file, config.auth_tokens)
     recognizers, page_models, default = await asyncio.to_thread(load_recognizers, config)
     worker_cpus = pin_plan(config, recognizers)
-    hint = processes_hint(
-        sum(r.workers for r in recognizers.values()) * config.threads, len(usable_cpus())
+    inference_threads = sum(r.workers for r in recognizers.values()) * config.threads
+    loop_decode = loop_decode_bound(config.loop_decode_max_pixels, inference_threads)
+    log.info(
+        "--loop-decode-max-pixels %d%s: %s",
+        loop_decode,
+        f" (auto, {inference_threads} inference threads)"
+        if config.loop_decode_max_pixels is None
+        else "",
+        "every image decodes on the preprocessing threads"
+        if loop_decode == 0
+        else "small one-image calls decode on the event loop while the batcher is busy",
     )
+    hint = processes_hint(inference_threads, len(usable_cpus()))
     if hint is not None:
         log.info("%s", hint)
     engine = OcrEngine(
@@ -204,7 +214,7 @@ async def serve(
             max_pages_in_flight=config.max_pages_in_flight,
         ),
         preprocess_threads=max(2, config.workers),
-        loop_decode_max_pixels=config.loop_decode_max_pixels,
+        loop_decode_max_pixels=loop_decode,
         page_models=page_models,
         worker_cpus=worker_cpus,
     )

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ocr_core.cpus import PIN_MODES
-from ocr_core.engine import LOOP_DECODE_MAX_PIXELS
+from ocr_core.engine import LOOP_DECODE_MAX_PIXELS, LOOP_DECODE_MAX_THREADS
 
 
 def _default_workers() -> int:
@@ -49,7 +49,8 @@ class ServerConfig:
     queue_capacity: int = 1024
     max_lines_per_request: int = 256
     max_image_pixels: int = 16_000_000
-    loop_decode_max_pixels: int = LOOP_DECODE_MAX_PIXELS
+    #: None = auto (``loop_decode_bound``): on the loop with few inference threads only.
+    loop_decode_max_pixels: int | None = None
     max_line_width: int = 4096
     max_message_bytes: int = 64 * 1024 * 1024
     stream_max_in_flight: int = 64
@@ -173,10 +174,12 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add("--max-image-pixels", d.max_image_pixels, "most decoded pixels per image", type=int)
     add(
         "--loop-decode-max-pixels",
-        d.loop_decode_max_pixels,
+        "auto",
         "a one-image call this small (pixels) that finds the batcher busy is decoded on the "
-        "event loop, cheaper than a hand-off to the preprocessing threads; 0 = never",
-        type=int,
+        "event loop, cheaper than a hand-off to the preprocessing threads while the cores, not "
+        f"the loop, are the limit; 0 = never; auto = {LOOP_DECODE_MAX_PIXELS} with up to "
+        f"{LOOP_DECODE_MAX_THREADS} inference threads, else 0",
+        type=_auto_or_int,
     )
     add(
         "--max-line-width",
@@ -231,7 +234,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         d.processes,
         "server processes sharing --port (with SO_REUSEPORT), each on its own share of the "
         "CPUs with its own sessions; --workers counts per process (default: its share). "
-        "One Python process keeps only 6-9 cores busy with a fast model; clients need several "
+        "One Python process keeps only 6-10 cores busy with a fast model; clients need several "
         "connections to reach every process (README)",
         type=int,
     )
@@ -272,6 +275,21 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "turn off gRPC server reflection",
     )
     return parser
+
+
+def loop_decode_bound(configured: int | None, inference_threads: int) -> int:
+    """``--loop-decode-max-pixels`` resolved: ``auto`` decodes small images on the event loop
+    only while the process runs at most ``LOOP_DECODE_MAX_THREADS`` inference threads.
+
+    Why: decoding on the loop saves the hand-off's CPU, which pays while the cores are the
+    limit (+4-10 % lines/s for v6 tiny on 2 cores). With many inference threads the one loop
+    thread is the limit instead: on 16 cores, one v6 tiny process streamed 876 lines/s with
+    every decode on the pool against 699-706 with small ones on the loop, and its p99 fell
+    from 5.6-6.2 s to 0.4 s (docs/benchmarks.md, "Line recognition on 16 cores").
+    """
+    if configured is not None:
+        return configured
+    return LOOP_DECODE_MAX_PIXELS if inference_threads <= LOOP_DECODE_MAX_THREADS else 0
 
 
 def _auto_or_int(value: str | int | None) -> int | None:
@@ -375,7 +393,7 @@ def _validate(parser: argparse.ArgumentParser, c: ServerConfig) -> None:
     for flag, value in positive.items():
         if value < 1:
             parser.error(f"{flag} must be at least 1, got {value}")
-    if c.loop_decode_max_pixels < 0:
+    if c.loop_decode_max_pixels is not None and c.loop_decode_max_pixels < 0:
         parser.error(
             f"--loop-decode-max-pixels must not be negative, got {c.loop_decode_max_pixels}"
         )

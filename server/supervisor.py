@@ -1,8 +1,8 @@
 """``ocr-server --processes N``: N server processes on one port, each on its own CPUs.
 
 Why: one Python process has one GIL for its event loop and for the Python around every
-inference run. On 16 cores a v6 tiny server kept only 6-9 of them busy and answered
-0.23-0.52x of the raw ONNX Runtime limit, where processes of 2-4 cores each reached 0.65-0.91x
+inference run. On 16 cores a v6 tiny server kept only 6-10 of them busy and answered
+0.23-0.58x of the raw ONNX Runtime limit, where processes of 2-4 cores each reached 0.65-0.91x
 (docs/benchmarks.md, "Line recognition on 16 cores"). Several processes used to mean a shell
 loop with ``--reuse-port``; this does it with the CPUs split between them and one process
 for an orchestrator to start, signal and watch.
