@@ -304,6 +304,7 @@ def layout_servers(
     stamp: str,
     confine: bool = True,
     shared_port: bool = False,
+    server_args: str = "",
 ) -> Iterator[Target]:
     """One server per CPU set, ``workers`` sessions each, started together, all SERVING.
 
@@ -311,7 +312,7 @@ def layout_servers(
     ``ocr-server`` would). ``shared_port``: all listen on one port with ``--reuse-port``
     and the kernel spreads connections, as README's "One process per core" recipe does.
     """
-    settings = _settings(model, workers, "--reuse-port" if shared_port else "")
+    settings = _settings(model, workers, server_args + (" --reuse-port" if shared_port else ""))
     servers: list[Server] = []
     one_port = free_port()
     try:
@@ -333,10 +334,15 @@ def layout_servers(
 
 @contextlib.contextmanager
 def supervised_server(
-    model: str, processes: int, workers: int, cpus: Sequence[int], stamp: str
+    model: str,
+    processes: int,
+    workers: int,
+    cpus: Sequence[int],
+    stamp: str,
+    server_args: str = "",
 ) -> Iterator[Target]:
     """One ``ocr-server --processes P`` on ``cpus``: its children split them and the port."""
-    settings = _settings(model, workers, f"--processes {processes}")
+    settings = _settings(model, workers, f"{server_args} --processes {processes}")
     port = free_port()
     log = RESULTS_DIR / f"scaling-{stamp}-supervised-{processes}x{workers}.log"
     server = start_process(confined(server_command(settings, port, 10.0), cpus), port, log)
@@ -444,6 +450,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         action="store_true",
         help="each layout PxW as one `ocr-server --processes P --workers W`",
     )
+    p.add_argument("--server-args", default="", help="extra ocr-server flags (one string)")
     p.add_argument("--rounds", type=int, default=1, help="the raw limit and every layout again")
     p.add_argument("--concurrency", type=int, default=256, help="calls or streams in flight")
     p.add_argument("--duration", type=float, default=10.0, help="measured seconds per window")
@@ -519,10 +526,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                     args.server_cpus[i * workers : (i + 1) * workers] for i in range(processes)
                 ]
                 servers = (
-                    supervised_server(args.model, processes, workers, args.server_cpus, stamp)
+                    supervised_server(
+                        args.model, processes, workers, args.server_cpus, stamp, args.server_args
+                    )
                     if args.supervised
                     else layout_servers(
-                        args.model, workers, cpu_sets, stamp, args.confine, args.shared_port
+                        args.model,
+                        workers,
+                        cpu_sets,
+                        stamp,
+                        args.confine,
+                        args.shared_port,
+                        args.server_args,
                     )
                 )
                 with servers as target:
@@ -555,6 +570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "confined": args.confine,
         "shared_port": args.shared_port,
         "supervised": args.supervised,
+        "server_args": args.server_args,
         "channels": args.channels,
         "raw": raws,
         "rows": rows,
