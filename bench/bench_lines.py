@@ -261,30 +261,32 @@ def run_raw(
     )
 
 
-def prepare_lines(images: Sequence[bytes], height: int) -> list[Any]:
-    """The line images as the server prepares them: decoded, resized to ``height``, bucketed."""
+def measure_raw(
+    model_path: Path,
+    height: int,
+    lines: Sequence[LineImage],
+    args: Any,
+    latency_reference: bool = True,
+) -> dict:
+    """Both raw modes (batch 1 and bucket-batched); the better one is the raw limit.
+
+    ``latency_reference`` adds a third run, one session alone (see below); ``args`` holds
+    ``workers``, ``threads``, ``graph_optimization``, ``max_batch``, ``warmup``, ``duration``
+    and ``server_args``.
+    """
     from ocr_core.engine import RequestLimits
     from ocr_core.images import decode_image
-    from ocr_core.preprocess import WidthBuckets, prepare_line
+    from ocr_core.preprocess import WidthBuckets, assemble_batch, prepare_line
 
     buckets = WidthBuckets()
     max_pixels = RequestLimits().max_image_pixels  # the server's default limit
-    return [prepare_line(decode_image(x, max_pixels), height, buckets) for x in images]
+    prepared = [prepare_line(decode_image(x.data, max_pixels), height, buckets) for x in lines]
 
+    def feed(batch: list[Any]) -> tuple[Any, int, int, int]:
+        content = sum(p.width for p in batch) * height
+        padded = len(batch) * batch[0].bucket_width * height - content
+        return assemble_batch(batch, height), len(batch), content, padded
 
-def raw_feed(batch: list[Any], height: int) -> tuple[Any, int, int, int]:
-    """One raw run's input: (tensor, lines, content pixels, padding pixels) of ``batch``."""
-    from ocr_core.preprocess import assemble_batch
-
-    content = sum(p.width for p in batch) * height
-    padded = len(batch) * batch[0].bucket_width * height - content
-    return assemble_batch(batch, height), len(batch), content, padded
-
-
-def measure_raw(model_path: Path, height: int, lines: Sequence[LineImage], args: Any) -> dict:
-    """Both raw modes (batch 1 and bucket-batched); the better one is the raw limit."""
-    prepared = prepare_lines([x.data for x in lines], height)
-    feed = functools.partial(raw_feed, height=height)
     sessions = make_sessions(model_path, args.workers, args.threads, args.graph_optimization)
     input_name = sessions[0].get_inputs()[0].name
     single = [feed([p]) for p in prepared]
@@ -294,11 +296,12 @@ def measure_raw(model_path: Path, height: int, lines: Sequence[LineImage], args:
     # The first two modes use every session (the server's layout) and decide the raw limit;
     # the third runs one session alone, the latency a lone request could get at best, which
     # is what a server call at concurrency 1 should be compared with.
-    runs = (
+    runs = [
         ("batch-1", single, sessions),
         (f"bucket-batched (<= {args.max_batch})", batched, sessions),
-        ("batch-1, one session (latency reference)", single, sessions[:1]),
-    )
+    ]
+    if latency_reference:
+        runs.append(("batch-1, one session (latency reference)", single, sessions[:1]))
     results = []
     for mode, feeds, used in runs:
         print(f"raw {mode}: {args.warmup:g} s warm-up + {args.duration:g} s ...", flush=True)
@@ -363,7 +366,7 @@ def load_level(level: Level) -> dict[str, Any]:
     return asyncio.run(_drive(level, [Path(p).read_bytes() for p in level.paths]))
 
 
-def _reset_peak_rss(pid: int) -> bool:
+def reset_peak_rss(pid: int) -> bool:
     """Reset the server's VmHWM (peak RSS) so the next reading covers this window only.
 
     Writing "5" to /proc/<pid>/clear_refs does that (Linux >= 4.0, same user); where it is
@@ -374,6 +377,31 @@ def _reset_peak_rss(pid: int) -> bool:
         return True
     except OSError:
         return False
+
+
+def load_requests(images: Sequence[bytes], mode: str, model: str) -> tuple[list[Any], list[int]]:
+    """Every request of one pass over ``images`` in ``mode``, and the lines in each.
+
+    ``stream``: one ``StreamRecognizeRequest`` item per line (the model goes in the stream's
+    first message); ``unary-K``: ``RecognizeLinesRequest``s of K consecutive lines. Built
+    before a window, so the load process spends its CPU on gRPC only.
+    """
+    from ocr_client.proto.ocr.v1 import ocr_pb2
+
+    groups = cycle_groups(len(images), lines_per_call(mode))
+    if mode == "stream":
+        requests: list[Any] = [
+            ocr_pb2.StreamRecognizeRequest(id=str(i), line=ocr_pb2.Image(data=images[i]))
+            for i in range(len(images))
+        ]
+    else:
+        requests = [
+            ocr_pb2.RecognizeLinesRequest(
+                images=[ocr_pb2.Image(data=images[i]) for i in group], model=model
+            )
+            for group in groups
+        ]
+    return requests, [len(g) for g in groups]
 
 
 async def _drive(level: Level, images: Sequence[bytes]) -> dict[str, Any]:
@@ -388,21 +416,7 @@ async def _drive(level: Level, images: Sequence[bytes]) -> dict[str, Any]:
 
     from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
 
-    per_call = lines_per_call(level.mode)
-    groups = cycle_groups(len(images), per_call)
-    if level.mode == "stream":
-        requests: list[Any] = [
-            ocr_pb2.StreamRecognizeRequest(id=str(i), line=ocr_pb2.Image(data=images[i]))
-            for i in range(len(images))
-        ]
-    else:
-        requests = [
-            ocr_pb2.RecognizeLinesRequest(
-                images=[ocr_pb2.Image(data=images[i]) for i in group], model=level.model
-            )
-            for group in groups
-        ]
-    sizes = [len(g) for g in groups]
+    requests, sizes = load_requests(images, level.mode, level.model)
     calls: list[Call] = []
     cursor = 0
     snapshots: list[tuple[float, Any, float, float, float]] = []
@@ -473,7 +487,7 @@ async def _drive(level: Level, images: Sequence[bytes]) -> dict[str, Any]:
 
         async def sampler() -> None:
             await asyncio.sleep(max(0.0, m0 - time.perf_counter()))
-            rss_reset.append(_reset_peak_rss(level.server_pid))
+            rss_reset.append(reset_peak_rss(level.server_pid))
             await snapshot()
             await asyncio.sleep(max(0.0, m1 - time.perf_counter()))
             await snapshot()

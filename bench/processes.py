@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
+from bench.bench_lines import load_requests
 from bench.common import (
     DEFAULT_DATA,
     RESULTS_DIR,
@@ -56,14 +57,8 @@ async def drive(
         for i in range(2 * len(addresses))
     ]
     stubs = [ocr_pb2_grpc.OcrServiceStub(c) for c in channels]
-    unary = [
-        ocr_pb2.RecognizeLinesRequest(images=[ocr_pb2.Image(data=x)], model=args.model)
-        for x in images
-    ]
-    items = [
-        ocr_pb2.StreamRecognizeRequest(id=str(i), line=ocr_pb2.Image(data=x))
-        for i, x in enumerate(images)
-    ]
+    unary, _ = load_requests(images, "unary-1", args.model)
+    items, _ = load_requests(images, "stream", args.model)
     cursor = 0
     end = time.perf_counter() + args.warmup + args.duration
 

@@ -29,7 +29,6 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
-import functools
 import json
 import multiprocessing
 import os
@@ -37,24 +36,16 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from bench.bench_lines import (
-    _reset_peak_rss,
-    bucket_batches,
-    cycle_groups,
-    lines_per_call,
-    make_sessions,
-    prepare_lines,
-    raw_feed,
-    run_raw,
-)
+from bench.bench_lines import lines_per_call, load_requests, measure_raw, reset_peak_rss
 from bench.common import (
     DEFAULT_DATA,
     RESULTS_DIR,
+    LineImage,
     Server,
     confined,
     exact_command,
@@ -66,7 +57,6 @@ from bench.common import (
     proc_cpu_seconds,
     proc_status_kib,
     repo_path,
-    server_batch_limits,
     server_command,
     start_process,
     stop_server,
@@ -111,33 +101,25 @@ def split_evenly(total: int, parts: int) -> list[int]:
 
 
 def raw_limit(
-    model_path: str, height: int, paths: Sequence[str], cpus: Sequence[int], args: Any
+    model_path: str, height: int, lines: Sequence[LineImage], cpus: Sequence[int], args: Any
 ) -> dict[str, Any]:
-    """In a spawned process: one 1-thread session per CPU of ``cpus``, confined to them.
+    """In a spawned process: ``bench_lines``' raw limit with one 1-thread session per CPU of
+    ``cpus``, confined to them.
 
     The process confines itself before it makes any thread, so the sessions' threads stay
     on those CPUs as the servers' do.
     """
     os.sched_setaffinity(0, cpus)
-
-    prepared = prepare_lines([Path(p).read_bytes() for p in paths], height)
-    feed = functools.partial(raw_feed, height=height)
-    sessions = make_sessions(Path(model_path), len(cpus), 1, "all")
-    input_name = sessions[0].get_inputs()[0].name
-    limits = server_batch_limits(SimpleNamespace(server_args=""))
-    runs = (
-        ("batch-1", [feed([p]) for p in prepared]),
-        (
-            "bucket-batched (<= 16)",
-            [feed(b) for b in bucket_batches(prepared, 16, limits.max_pixels, height)],
-        ),
+    layout = SimpleNamespace(
+        workers=len(cpus),
+        threads=1,
+        graph_optimization="all",
+        max_batch=16,
+        warmup=args.warmup,
+        duration=args.duration,
+        server_args="",  # the server's default batch bounds
     )
-    results = [
-        run_raw(sessions, input_name, feeds, args.warmup, args.duration, mode)
-        for mode, feeds in runs
-    ]
-    best = max(results, key=lambda r: r.lines_per_s)
-    return {"modes": [asdict(r) for r in results], "limit_lines_per_s": best.lines_per_s}
+    return measure_raw(Path(model_path), height, lines, layout, latency_reference=False)
 
 
 # --------------------------------------------------------------------------- load processes
@@ -177,22 +159,7 @@ async def _drive(job: LoadJob, images: Sequence[bytes]) -> dict[str, Any]:
 
     from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
 
-    per_call = lines_per_call(job.mode)
-    if job.mode == "stream":
-        requests: list[Any] = [
-            ocr_pb2.StreamRecognizeRequest(id=str(i), line=ocr_pb2.Image(data=x))
-            for i, x in enumerate(images)
-        ]
-        sizes = [1] * len(images)
-    else:
-        groups = cycle_groups(len(images), per_call)
-        requests = [
-            ocr_pb2.RecognizeLinesRequest(
-                images=[ocr_pb2.Image(data=images[i]) for i in g], model=job.model
-            )
-            for g in groups
-        ]
-        sizes = [len(g) for g in groups]
+    requests, sizes = load_requests(images, job.mode, job.model)
     # A local subchannel pool each, so the channels are separate connections.
     options = [("grpc.use_local_subchannel_pool", 1), ("grpc.max_receive_message_length", 64 << 20)]
     channels = [grpc.aio.insecure_channel(a, options=options) for a in job.addresses]
@@ -392,7 +359,7 @@ def measure_window(
     m0 = start_at + args.warmup
     time.sleep(max(0.0, m0 - time.time()))
     for pid in pids:
-        _reset_peak_rss(pid)
+        reset_peak_rss(pid)
     before = (time.time(), [proc_cpu_seconds(p) for p in pids], machine_busy_seconds())
     time.sleep(max(0.0, m0 + args.duration - time.time()))
     after = (time.time(), [proc_cpu_seconds(p) for p in pids], machine_busy_seconds())
@@ -509,7 +476,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     raw_limit,
                     str(spec.recognizer_path),
                     spec.input_height,
-                    paths,
+                    lines,
                     args.server_cpus,
                     args,
                 ).result()
