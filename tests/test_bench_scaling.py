@@ -75,9 +75,8 @@ def test_a_load_process_counts_only_lines_ending_in_its_window(
     assert figures["errors"] == []
     assert figures["lines"] >= 1
     assert len(figures["call_ms"]) >= 1
-    # Lines counted end inside the 1 s window; a 3-caller closed loop cannot exceed what
-    # the whole run could have done.
-    assert figures["lines"] <= len(figures["call_ms"]) * (2 if mode == "unary-2" else 1)
+    # Only calls that end inside the 1 s window count: those of the 0.3 s warm-up do not.
+    assert len(figures["call_ms"]) < figures["calls_answered"]
     assert figures["cpu_s"] > 0
     assert time.time() - t0 >= 1.3
 
