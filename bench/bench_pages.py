@@ -1193,7 +1193,8 @@ def write_markdown(path: Path, result: dict[str, Any], pages: Sequence[Page]) ->
         "",
         "Same model files, not the same pipeline: the server (page defaults) first finds the "
         "page's rotation (0/90/180/270, with the page orientation model above) and reads it "
-        "upright, detects on the page scaled to at most 1600 px on its longer side and cuts "
+        "upright, detects on the page scaled to at most 1024 px (`--page-max-side`) on its "
+        "longer side and cuts "
         "the line crops from the full-resolution page; RapidOCR 3.10 has no page-rotation "
         "stage (a page photographed sideways is read sideways), shrinks a page to at most "
         "2000 px (and cuts its crops from that), then scales it up for detection where needed "

@@ -445,7 +445,8 @@ def _build_parser() -> argparse.ArgumentParser:
         "--max-side",
         type=_int_in(320, 4096),
         metavar="N",
-        help="longest side pages are scaled to for text detection (server default: 1600)",
+        help="longest side pages are scaled to for text detection (default: the server's "
+        "--page-max-side, 1024 unless set)",
     )
     p_pages.add_argument(
         "--no-rotation",
