@@ -1,6 +1,7 @@
 """``ocr-client``: recognise line images or pages, list models, or dump batcher stats.
 
     ocr-client lines line1.png line2.png            # path<TAB>text per image
+    ocr-client lines crops/*.png --connections 8    # calls spread over 8 connections
     ocr-client lines line.png --json --model NAME   # results with confidences and words
     ocr-client pages scan.pdf page.png -f hocr -o out.hocr   # pages: txt, json, hocr, alto
     ocr-client models [--json]
@@ -9,6 +10,8 @@
 
 The server address comes from ``--address``, else ``$OCR_ADDRESS``, else localhost:50051;
 several servers are ``h1:50051,h2:50051`` or ``dns:///name:50051`` (calls are balanced).
+``--connections N`` (lines, pages) opens N connections and spreads the work over them, for
+a server started with ``--processes`` (whose processes each take whole connections).
 Expected failures (a server error, a missing file) print one ``error: ...`` line to stderr
 and exit 1, without a traceback; usage errors exit 2. ``health`` exits 0 (SERVING),
 1 (any other answer) or 2 (no answer: unreachable or timed out), for container and
@@ -21,13 +24,15 @@ import argparse
 import dataclasses
 import json
 import os
+import queue
 import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 from google.protobuf import json_format
 
@@ -46,6 +51,9 @@ from ocr_client.errors import DeadlineExceeded, OcrClientError, ServerUnavailabl
 
 # The server's default max_lines_per_request; bigger inputs are sent as several calls.
 MAX_IMAGES_PER_CALL = 256
+# More connections than this gain nothing against any server layout this project measured
+# (4 per process of `ocr-server --processes`); the cap catches typos like 1000.
+MAX_CONNECTIONS = 64
 # Confidences are float32 on the wire; more digits than this are noise in a report.
 _CONFIDENCE_DIGITS = 4
 # A health check must answer well within a container HEALTHCHECK's own timeout.
@@ -53,6 +61,9 @@ HEALTH_TIMEOUT_S = 5.0
 # Exit statuses of `health`: a probe needs "serving", "answered: not serving" and "no answer"
 # apart (2 is also argparse's usage error, which a fixed HEALTHCHECK line never makes).
 EXIT_SERVING, EXIT_NOT_SERVING, EXIT_UNREACHABLE = 0, 1, 2
+
+
+_T = TypeVar("_T")
 
 
 class _CliError(Exception):
@@ -115,16 +126,23 @@ def _line_json(image: str, line: LineResult) -> dict[str, Any]:
 def _cmd_lines(args: argparse.Namespace) -> int:
     paths: list[str] = args.images
     _check_files(paths)
-    model = ""
-    lines: list[LineResult] = []
+    # With several connections the images are split evenly, so that every connection (and
+    # so every server process behind one) gets a share, and the calls run at once.
+    per_call = min(MAX_IMAGES_PER_CALL, -(-len(paths) // args.connections))
+    chunks = _chunks(paths, per_call)
     with _client(args) as client:
-        for chunk in _chunks(paths, MAX_IMAGES_PER_CALL):
+
+        def recognize(chunk: Sequence[str]) -> tuple[str, list[LineResult]]:
             # _recognize is recognize_lines plus the model name the server reports.
-            ran, chunk_lines = client._recognize(
-                chunk, model=args.model, color_order="rgb", timeout=None
-            )
-            model = model or ran
-            lines.extend(chunk_lines)
+            return client._recognize(chunk, model=args.model, color_order="rgb", timeout=None)
+
+        pool = ThreadPoolExecutor(max_workers=min(args.connections, len(chunks)))
+        try:
+            answers = list(pool.map(recognize, chunks))
+        finally:
+            pool.shutdown(cancel_futures=True)  # after a failure, send no more chunks
+    model = next((ran for ran, _ in answers if ran), "")
+    lines = [line for _, chunk_lines in answers for line in chunk_lines]
     if args.json:
         results = [_line_json(p, r) for p, r in zip(paths, lines, strict=True)]
         doc = {"model": model, "results": results}
@@ -135,6 +153,40 @@ def _cmd_lines(args: argparse.Namespace) -> int:
         for p, r in zip(paths, lines, strict=True):
             print(f"{p}\t{r.text}")
     return 0
+
+
+def _merged(streams: Sequence[Iterator[_T]]) -> Iterator[_T]:
+    """The items of several blocking streams as they arrive, each read on its own thread;
+    the first failure is raised. One stream is read directly, on the caller's thread.
+
+    A reader left blocked when this ends early (a failure) is released by closing the
+    client, which cancels its call; readers are daemon threads, so none keeps the CLI up.
+    """
+    if len(streams) == 1:
+        yield from streams[0]
+        return
+    inbox: queue.Queue[tuple[_T | None, BaseException | None]] = queue.Queue()
+
+    def read(stream: Iterator[_T]) -> None:
+        try:
+            for item in stream:
+                inbox.put((item, None))
+        except BaseException as exc:  # raised again on the caller's thread
+            inbox.put((None, exc))
+        else:
+            inbox.put((None, None))
+
+    for stream in streams:
+        threading.Thread(target=read, args=(stream,), daemon=True).start()
+    running = len(streams)
+    while running:
+        item, error = inbox.get()
+        if error is not None:
+            raise error
+        if item is None:
+            running -= 1
+        else:
+            yield item
 
 
 class _Window:
@@ -279,16 +331,35 @@ def _cmd_pages(args: argparse.Namespace) -> int:
                 for _ in range(missing):
                     progress.advance(failed=True)
 
+    every_page = items()
+    take = threading.Lock()
+
+    def shared() -> Iterator[Page]:
+        """One stream's pages: the next page of any file, whichever stream asks first.
+        ``items`` runs under the lock: one page at a time is numbered, before it is sent."""
+        while True:
+            with take:
+                page = next(every_page, None)
+            if page is None:
+                return
+            yield page
+
+    streams = max(1, min(args.connections, total))
     results: dict[int, tuple[str, PageResult]] = {}
-    # --timeout is per page: the one stream carries every page.
+    # --timeout is per page: a stream may carry every page.
     deadline = args.timeout * max(total, 1)
     with _client(args) as client:
-        stream = client.stream_recognize(
-            items(),
-            model=args.model,
-            ordered=args.ordered,
-            page_options=_page_options(args),
-            timeout=deadline,
+        stream = _merged(
+            [
+                client.stream_recognize(
+                    shared() if streams > 1 else every_page,
+                    model=args.model,
+                    ordered=args.ordered,
+                    page_options=_page_options(args),
+                    timeout=deadline,
+                )
+                for _ in range(streams)
+            ]
         )
         try:
             for result in stream:
@@ -374,7 +445,13 @@ def _client(args: argparse.Namespace) -> OcrClient:
     if args.tls or args.ca or args.cert or args.key:
         credentials = tls_credentials(args.ca, args.cert, args.key)
     token = os.environ.get("OCR_TOKEN") or None
-    return OcrClient(args.address, timeout=args.timeout, credentials=credentials, token=token)
+    return OcrClient(
+        args.address,
+        timeout=args.timeout,
+        credentials=credentials,
+        token=token,
+        connections=getattr(args, "connections", 1),
+    )
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -404,13 +481,27 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="deadline of each call in seconds (default: %(default)s)",
     )
+    # For the commands that carry many images: `ocr-server --processes N` gives each of its
+    # processes whole connections, so one connection reaches one process.
+    spread = argparse.ArgumentParser(add_help=False)
+    spread.add_argument(
+        "--connections",
+        type=_int_in(1, MAX_CONNECTIONS),
+        default=1,
+        metavar="N",
+        help="open N connections and spread the work over them (lines: up to N calls at "
+        "once; pages: N streams); for a server started with --processes, about 4 per "
+        "process (default: %(default)s)",
+    )
     parser = argparse.ArgumentParser(
         prog="ocr-client", description="Client of the OCR gRPC service."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p_lines = sub.add_parser(
-        "lines", parents=[common], help="recognise text-line images (one line of text each)"
+        "lines",
+        parents=[common, spread],
+        help="recognise text-line images (one line of text each)",
     )
     p_lines.add_argument("images", nargs="+", metavar="IMG", help="image files")
     p_lines.add_argument("--json", action="store_true", help="print results as JSON")
@@ -419,10 +510,11 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p_pages = sub.add_parser(
         "pages",
-        parents=[common],
+        parents=[common, spread],
         help="recognise pages: images, multi-page TIFF, PDF",
         description=(
-            "Recognise every page of the files on one stream and write them in input order. "
+            "Recognise every page of the files on one stream (N with --connections N) and "
+            "write them in input order. "
             "PNG/JPEG/BMP/WebP/TIFF pages are sent as they are; multi-page TIFF and PDF are "
             f"split here, which needs the extra: {documents.EXTRA_HINT}. "
             "A page that fails is reported on stderr and the others are still written; "

@@ -116,6 +116,8 @@ class FakeOcr(ocr_pb2_grpc.OcrServiceServicer):
     def __init__(self) -> None:
         self.deadlines: list[float | None] = []
         self.recognize_requests: list[ocr_pb2.RecognizeLinesRequest] = []
+        #: The client end (address:port) of each RecognizeLines call: one per connection.
+        self.recognize_peers: list[str] = []
         self.stream_requests: list[ocr_pb2.StreamRecognizeRequest] = []
         self.stream_cancelled = threading.Event()
         self.page_requests: list[ocr_pb2.RecognizePageRequest] = []
@@ -135,6 +137,7 @@ class FakeOcr(ocr_pb2_grpc.OcrServiceServicer):
         self, request: ocr_pb2.RecognizeLinesRequest, context: grpc.ServicerContext
     ) -> ocr_pb2.RecognizeLinesResponse:
         self.recognize_requests.append(request)
+        self.recognize_peers.append(context.peer())
         self._enter(context, request.model)
         results = []
         for i, image in enumerate(request.images):
@@ -778,6 +781,38 @@ def test_cli_lines_are_chunked(
     assert [len(r.images) for r in fake.servicer.recognize_requests] == [256, 44]
 
 
+def test_cli_lines_split_evenly_over_connections_and_kept_in_order(
+    fake: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = _write_images(tmp_path, *range(1, 11))
+    assert cli.main(["lines", *paths, "--connections", "4", "--address", fake.address]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"{p}\t{n} bytes" for n, p in enumerate(paths, start=1)]
+    assert sorted(len(r.images) for r in fake.servicer.recognize_requests) == [1, 3, 3, 3]
+    assert len(set(fake.servicer.recognize_peers)) == 4  # one call on each connection
+    fake.servicer.recognize_requests.clear()
+    paths = _write_images(tmp_path, *([1] * 300))
+    assert cli.main(["lines", *paths, "--connections", "2", "--address", fake.address]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 300
+    assert [len(r.images) for r in fake.servicer.recognize_requests] == [150, 150]
+
+
+def test_cli_lines_failure_on_several_connections_is_one_error(
+    fake: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = _write_images(tmp_path, *([1] * 8))
+    args = ["lines", *paths, "--connections", "3", "--model", "fail:UNAVAILABLE"]
+    assert cli.main([*args, "--address", fake.address]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == "error: fake says UNAVAILABLE (UNAVAILABLE)\n"
+    for bad in ("0", "65", "x"):
+        with pytest.raises(SystemExit) as info:
+            cli.main(["lines", paths[0], "--connections", bad])
+        assert info.value.code == 2
+    capsys.readouterr()
+
+
 def test_cli_address_from_environment(
     fake: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -962,6 +997,7 @@ class PagesFake(ocr_pb2_grpc.OcrServiceServicer):
 
     def __init__(self) -> None:
         self.calls = 0
+        self.peers: list[str] = []
         self.received: list[ocr_pb2.StreamRecognizeRequest] = []
         self.answered: list[str] = []
         self.max_in_flight = 0
@@ -983,7 +1019,9 @@ class PagesFake(ocr_pb2_grpc.OcrServiceServicer):
         request_iterator: Iterator[ocr_pb2.StreamRecognizeRequest],
         context: grpc.ServicerContext,
     ) -> Iterator[ocr_pb2.StreamRecognizeResponse]:
-        self.calls += 1
+        with self._lock:
+            self.calls += 1
+            self.peers.append(context.peer())
         inbox: queue.Queue[ocr_pb2.StreamRecognizeRequest | None] = queue.Queue()
 
         def read() -> None:
@@ -1087,6 +1125,36 @@ def test_cli_pages_streams_every_page_on_one_call_in_input_order(
     assert options.page_options.HasField("correct_page_rotation")
     assert not options.page_options.correct_page_rotation
     assert not options.page_options.correct_line_rotation
+
+
+def test_cli_pages_on_several_connections_come_back_in_input_order(
+    pages_fake: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    png, tif, pdf = _documents(tmp_path)
+    args = ["pages", png, tif, pdf, png, "--format", "json", "--connections", "3"]
+    assert cli.main([*args, "--address", pages_fake.address]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert [(p["source"], p["pageIndex"]) for p in doc["pages"]] == [
+        (png, 0),
+        (tif, 0),
+        (tif, 1),
+        (tif, 2),
+        (pdf, 0),
+        (pdf, 1),
+        (png, 0),
+    ]
+    texts = [p["result"]["text"] for p in doc["pages"]]
+    assert texts[1:4] == [f"raw {30 + i}x10x1 COLOR_ORDER_UNSPECIFIED 0{i}" for i in range(3)]
+    assert texts[0] == texts[6] == f"{Path(png).stat().st_size} bytes"
+    servicer: PagesFake = pages_fake.servicer  # type: ignore[assignment]
+    assert servicer.calls == 3 and len(set(servicer.peers)) == 3  # 3 streams, 3 connections
+    assert sorted(r.id for r in servicer.received) == sorted(
+        [f"{png}#1", f"{tif}#1", f"{tif}#2", f"{tif}#3", f"{pdf}#1", f"{pdf}#2", f"{png}#1"]
+    )
+    # More connections than pages: one stream per page.
+    assert cli.main(["pages", png, "--connections", "8", "--address", pages_fake.address]) == 0
+    assert capsys.readouterr().out == f"{Path(png).stat().st_size} bytes\n\f"
+    assert servicer.calls == 4
 
 
 def test_cli_pages_reports_failed_pages_and_writes_the_others(

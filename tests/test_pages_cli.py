@@ -97,6 +97,22 @@ def test_pages_of_every_file_come_back_in_order(
     assert tops == sorted(tops)
 
 
+def test_pages_on_several_streams_come_back_in_order(
+    server: ServerProcess, inputs: dict[str, Path]
+) -> None:
+    files = [str(inputs[k]) for k in ("tif", "png", "pdf")]
+    proc = _pages_cli(server, *files, "-f", "json", "--connections", "3")
+    assert proc.returncode == 0, proc.stderr.decode()
+    pages = json.loads(proc.stdout)["pages"]
+    assert [(p["source"], p["pageIndex"]) for p in pages] == [
+        (files[0], 0),
+        (files[0], 1),
+        (files[1], 0),
+        (files[2], 0),
+    ]
+    assert [_lines(p["result"]["text"]) for p in pages] == [*TIFF_PAGES, PNG_LINES, PDF_LINES]
+
+
 def test_pages_text_output_is_form_feed_separated(
     server: ServerProcess, inputs: dict[str, Path], tmp_path: Path
 ) -> None:

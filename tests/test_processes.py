@@ -171,6 +171,30 @@ def test_two_processes_serve_on_their_own_cpus_and_stop_on_one_sigterm(tmp_path:
         grew = [b - a for a, b in zip(before, counts(), strict=True)]
         assert sum(grew) == 32 and min(grew) > 0, grew
 
+        # The CLI as a user runs it: 32 line files over 16 connections reach both processes.
+        files = []
+        for i in range(32):
+            files.append(tmp_path / f"line{i}.png")
+            files[-1].write_bytes(line)
+        before = counts()
+        cli = subprocess.run(
+            [
+                *(sys.executable, "-m", "ocr_client.cli", "lines", *map(str, files)),
+                "--address",
+                f"127.0.0.1:{port}",
+                "--connections",
+                "16",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert cli.returncode == 0, cli.stderr
+        assert cli.stdout.splitlines() == [f"{f}\ttwo processes" for f in files]
+        grew = [b - a for a, b in zip(before, counts(), strict=True)]
+        assert sum(grew) == 32 and min(grew) > 0, grew
+
         async def pooled() -> list[str]:
             async with AsyncOcrClient(f"127.0.0.1:{port}", timeout=60, connections=4) as client:
                 await client.wait_ready()
