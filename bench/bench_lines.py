@@ -1238,6 +1238,8 @@ def check_load_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> Non
         p.error("need at least one model, one mode and one concurrency level (each >= 1)")
     if args.duration <= 0 or args.warmup < 0 or args.workers < 1 or args.threads < 1:
         p.error("--duration must be positive, --warmup not negative, --workers/--threads >= 1")
+    if args.latency_passes < 1:
+        p.error("--latency-passes must be at least 1 (the concurrency-1 check is a target)")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

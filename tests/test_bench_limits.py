@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import argparse
 
-from bench.bench_lines import _idle_layout
+import pytest
+
+from bench.bench_lines import _idle_layout, parse_args
 from bench.common import server_batch_limits
 from ocr_core.batching import BatchLimits
 
@@ -36,3 +38,16 @@ def test_the_report_names_the_idle_bound_that_ran() -> None:
     assert "at any width" in _idle_layout({**settings, "idle_max_pixels": None})
     assert "up to 49152 padded pixels" in _idle_layout({**settings, "idle_max_pixels": 49152})
     assert "no idle session" in _idle_layout({"threads": 1, "idle_threads": 0})
+
+
+def test_bench_lines_refuses_bad_load_flags_with_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A run that would only fail after minutes (no concurrency-1 passes: a division by
+    zero at the report) is refused before anything starts."""
+    assert parse_args([]).latency_passes == 2
+    for bad in (["--latency-passes", "0"], ["--concurrency", "0"], ["--modes", "unary-0"]):
+        with pytest.raises(SystemExit) as info:
+            parse_args(bad)
+        assert info.value.code == 2
+    assert "--latency-passes must be at least 1" in capsys.readouterr().err
