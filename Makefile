@@ -58,6 +58,11 @@ bench-floor: models
 bench-loop: setup
 	$(PY) -m bench.loop_cost $(ARGS)
 
+# CPU per page by stage of the page pipeline, in process (detection, classifiers, recognition).
+.PHONY: bench-page-cost
+bench-page-cost: models
+	$(PY) -m bench.page_cost $(ARGS)
+
 # Two callers under light load, wide and narrow lines: what each --idle-max-pixels costs.
 .PHONY: bench-mixed
 bench-mixed: models
