@@ -9,7 +9,9 @@ by the mean probability inside it, then grown back ("unclipped") by area / perim
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -24,6 +26,12 @@ STRIDE = 32
 #: Pages whose shorter side is below this are scaled up (within ``max_side``): small
 #: screenshots otherwise give regions too thin for the probability map.
 MIN_SHORT_SIDE = 736
+#: Detector inputs up to this many pixels keep their buffers in the session's arena for the
+#: next page; a larger one (a client's max_side above the default, or a server started with
+#: a larger --page-max-side) hands the arena's unused memory back after its run, so that one
+#: large request does not hold its peak for good. 1280 x 1280: the default 1024 and the
+#: previous default 1280 stay warm.
+ARENA_KEEP_PIXELS = 1280 * 1280
 #: Regions whose shorter side is below this many pixels of the probability map are noise.
 MIN_REGION_SIDE = 3
 #: A region filling less of its minimum-area rectangle than this is a curved line (a bent
@@ -101,7 +109,11 @@ class TextDetector(PooledModel):
     """A DB detector run from the engine's worker threads (one session per running thread)."""
 
     INPUT_SHAPE = "[1, 3, H, W]"
-    MEMORY_ARENA = False  # every page size is a new input shape
+    # Every page size is a new input shape: no per-shape memory patterns, but an arena, so
+    # that each run reuses the buffers of the one before instead of faulting in fresh pages
+    # (in process on a thread, the 12 real pages at 1024 px: 1.38-1.53 s instead of
+    # 1.76-1.82 s; a loaded server read 5 % more pages/s; docs/benchmarks.md, Levers).
+    MEMORY_PATTERN = False
 
     def probability_map(self, image_bgr: np.ndarray, max_side: int) -> np.ndarray:
         """The detector's text probability for every pixel of the resized page (HxW float32)."""
@@ -112,7 +124,8 @@ class TextDetector(PooledModel):
         # (x / 255 - 0.5) / 0.5, the PP-OCRv6 detector's normalisation, written in place.
         np.multiply(resized.transpose(2, 0, 1), 2.0 / 255.0, out=tensor[0])
         tensor -= 1.0
-        output = self.run(tensor)
+        large = self.MEMORY_ARENA and new_h * new_w > ARENA_KEEP_PIXELS
+        output = self.run(tensor, _shrink_arena() if large else None)
         if output.ndim != 4 or output.shape[2:] != (new_h, new_w):
             raise RuntimeError(f"detector output shape {output.shape} for input {tensor.shape}")
         return output[0, 0]
@@ -263,3 +276,13 @@ def _unclip(box: np.ndarray, ratio: float) -> np.ndarray | None:
     if len(paths) != 1:  # an offset never splits a convex box; anything else is degenerate
         return None
     return np.array(paths[0], dtype=np.float32).reshape(-1, 1, 2)
+
+
+@functools.cache
+def _shrink_arena() -> Any:
+    """Run options that give the CPU arena's unused memory back to the system after a run."""
+    import onnxruntime as ort
+
+    options = ort.RunOptions()
+    options.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return options

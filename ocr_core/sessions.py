@@ -89,6 +89,7 @@ def create_session(
     memory_arena: bool = True,
     threads: int | None = None,
     shared_arena: bool = False,
+    memory_pattern: bool = True,
 ) -> Any:
     """One CPU session for the ONNX file at ``path``; ``what`` names it in errors.
 
@@ -108,10 +109,13 @@ def create_session(
     Two v6 small worker sessions and an idle session, after every real line alone and a
     batch on each worker: 399 instead of 456 MiB, at the same speed.
 
-    ``memory_arena=False`` for models whose input size changes from run to run by a lot
-    (the page detector): ONNX Runtime's CPU arena keeps the largest buffers it ever needed
-    for each shape, which grew a page server past 2.7 GiB; plain allocation costs nothing
-    noticeable next to a detector run.
+    ``memory_pattern=False`` for models whose input size changes from run to run (the page
+    detector): a memory pattern is one block planned per input shape, and the arena keeps
+    every shape's block (a page server grew past 2.7 GiB that way). Without patterns the
+    arena hands out each tensor's buffer and reuses freed ones whatever the next shape.
+    ``memory_arena=False`` gives every buffer back after each run; the next run's buffers
+    are then fresh pages the kernel must fault in and zero (~20,000 faults per page on the
+    detector, a fifth of its time; see ``TextDetector``).
     """
     import onnxruntime as ort
 
@@ -123,6 +127,7 @@ def create_session(
     options = ort.SessionOptions()
     options.intra_op_num_threads = config.intra_op_threads if threads is None else threads
     options.enable_cpu_mem_arena = memory_arena
+    options.enable_mem_pattern = memory_pattern
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = {
@@ -161,11 +166,16 @@ class SessionPool:
 
     @classmethod
     def load(
-        cls, path: Path, config: SessionConfig, what: str, memory_arena: bool = True
+        cls,
+        path: Path,
+        config: SessionConfig,
+        what: str,
+        memory_arena: bool = True,
+        memory_pattern: bool = True,
     ) -> SessionPool:
         return cls(
             [
-                create_session(path, config, what, memory_arena)
+                create_session(path, config, what, memory_arena, memory_pattern=memory_pattern)
                 for _ in range(max(1, config.workers))
             ]
         )
@@ -188,8 +198,9 @@ class PooledModel:
 
     #: The input the model must have, as shown in the load error.
     INPUT_SHAPE = "[N, 3, H, W]"
-    #: See ``create_session``: off for models whose input size varies a lot between runs.
+    #: See ``create_session``: patterns off for models whose input size varies between runs.
     MEMORY_ARENA = True
+    MEMORY_PATTERN = True
 
     def __init__(self, sessions: SessionPool, input_name: str) -> None:
         self._sessions = sessions
@@ -198,7 +209,7 @@ class PooledModel:
     @classmethod
     def load(cls, path: Path, config: SessionConfig, what: str) -> Self:
         """Build the sessions and check the model has one 3-channel image input."""
-        pool = SessionPool.load(path, config, what, cls.MEMORY_ARENA)
+        pool = SessionPool.load(path, config, what, cls.MEMORY_ARENA, cls.MEMORY_PATTERN)
         inputs = pool.first.get_inputs()  # type: ignore[attr-defined]
         if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[1] != 3:
             shapes = [(i.name, i.shape) for i in inputs]
@@ -207,7 +218,7 @@ class PooledModel:
             )
         return cls(pool, str(inputs[0].name))
 
-    def run(self, tensor: np.ndarray) -> np.ndarray:
+    def run(self, tensor: np.ndarray, run_options: Any = None) -> np.ndarray:
         """The model's first output for ``tensor``, on a session no other thread is using."""
         with self._sessions.session() as session:
-            return np.asarray(session.run(None, {self._input_name: tensor})[0])
+            return np.asarray(session.run(None, {self._input_name: tensor}, run_options)[0])
