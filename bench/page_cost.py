@@ -25,10 +25,11 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import functools
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +51,7 @@ STAGES = (
 
 
 class StageClock:
-    """Adds up the thread CPU of named stages; ``wrap`` times a method of one object."""
+    """Adds up the thread CPU of named stages; ``timing`` times a method of one object."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = collections.defaultdict(float)
@@ -62,10 +63,15 @@ class StageClock:
         finally:
             self.seconds[stage] += time.thread_time() - start
 
-    def wrap(self, owner: object, method: str, stage: str) -> None:
-        """Time every call of ``owner.method`` (that object only) as ``stage``."""
-        call = getattr(owner, method)
-        setattr(owner, method, functools.partial(self.time, stage, call))
+    @contextlib.contextmanager
+    def timing(self, owner: object, method: str, stage: str) -> Iterator[None]:
+        """Time every call of ``owner.method`` (that object only) as ``stage`` while open;
+        afterwards the object calls its class's method again, so passes do not stack."""
+        setattr(owner, method, functools.partial(self.time, stage, getattr(owner, method)))
+        try:
+            yield
+        finally:
+            delattr(owner, method)
 
 
 def load_pipeline(model: str, model_dir: Path | None) -> tuple[Any, Any]:
@@ -96,49 +102,43 @@ def measure_pass(
     from ocr_core.preprocess import WidthBuckets, prepare_line
 
     clock = StageClock()
-    if page_models.page_orientation is not None:
-        clock.wrap(page_models.page_orientation, "upright_rotation", "page orientation")
-    if page_models.line_orientation is not None:
-        clock.wrap(page_models.line_orientation, "upside_down", "line classifier")
-    # detect() calls probability_map(): its own time is the regions' minus the model's.
-    clock.wrap(page_models.detector, "probability_map", "detection: resize and model")
-    clock.wrap(page_models.detector, "detect", "detection: regions")
+    timed = [
+        (page_models.page_orientation, "upright_rotation", "page orientation"),
+        (page_models.line_orientation, "upside_down", "line classifier"),
+        # detect() calls probability_map(): its own time is the regions' minus the model's.
+        (page_models.detector, "probability_map", "detection: resize and model"),
+        (page_models.detector, "detect", "detection: regions"),
+    ]
     limits, batch = RequestLimits(), BatchLimits()
     buckets = WidthBuckets(max_width=limits.max_line_width)
     options = PageOptions()
     height = recognizer.input_height
     found_lines = 0
-    for data in pages:
-        image = clock.time("decode", decode_image, data, limits.max_image_pixels)
-        found, crops = clock.time("find_lines", find_lines, image, page_models, options)
-        lines = [
-            _Indexed(i, clock.time("line resize", prepare_line, c, height, buckets, True))
-            for i, c in enumerate(crops)
-        ]
-        found_lines += len(lines)
-        texts: list[Any] = [None] * len(lines)
-        for group in bucket_batches(lines, batch.max_lines, batch.max_pixels, height):
-            results = clock.time("recognition", recognizer.infer, 0, [g.line for g in group])
-            for g, result in zip(group, results, strict=True):
-                texts[g.index] = result
-        clock.time("page assembly", assemble_page, found, texts, options)
+    with contextlib.ExitStack() as stack:
+        for owner, method, stage in timed:
+            if owner is not None:
+                stack.enter_context(clock.timing(owner, method, stage))
+        for data in pages:
+            image = clock.time("decode", decode_image, data, limits.max_image_pixels)
+            found, crops = clock.time("find_lines", find_lines, image, page_models, options)
+            lines = [
+                clock.time("line resize", prepare_line, c, height, buckets, True) for c in crops
+            ]
+            found_lines += len(lines)
+            # Batches group the lines by bucket; each result goes back to its line's place.
+            texts: dict[int, Any] = {}
+            for group in bucket_batches(lines, batch.max_lines, batch.max_pixels, height):
+                results = clock.time("recognition", recognizer.infer, 0, group)
+                texts.update(zip(map(id, group), results, strict=True))
+            ordered = [texts[id(line)] for line in lines]
+            clock.time("page assembly", assemble_page, found, ordered, options)
     seconds = clock.seconds
     seconds["detection: regions"] -= seconds["detection: resize and model"]
-    inside = ("page orientation", "detection: resize and model", "detection: regions")
-    inside += ("line classifier",)
+    inside = [stage for _, _, stage in timed]
     seconds["crops and the rest of find_lines"] = seconds.pop("find_lines") - sum(
         seconds[s] for s in inside
     )
     return {stage: seconds[stage] for stage in STAGES}, found_lines
-
-
-class _Indexed:
-    """A prepared line and its place on the page (``bucket_batches`` reads the width)."""
-
-    def __init__(self, index: int, line: Any) -> None:
-        self.index = index
-        self.line = line
-        self.bucket_width = line.bucket_width
 
 
 def report(passes: Sequence[dict[str, float]], pages: int, lines: int, model: str) -> str:
