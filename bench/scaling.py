@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime as dt
+import itertools
 import json
 import multiprocessing
 import os
@@ -62,6 +63,7 @@ from bench.common import (
     stop_server,
     wait_serving,
 )
+from ocr_core.cpus import usable_cpus
 
 
 def parse_cpus(text: str) -> list[int]:
@@ -169,16 +171,11 @@ async def _drive(job: LoadJob, images: Sequence[bytes]) -> dict[str, Any]:
     done: list[tuple[float, float, int]] = []  # (end wall time, seconds, lines)
     errors: list[str] = []
     cpu: list[float] = []
-    cursor = 0
-
-    def take() -> int:
-        nonlocal cursor
-        cursor += 1
-        return cursor
+    turns = itertools.count(1)  # one cursor over the pass for every caller
 
     async def unary_caller(stub: Any) -> None:
         while time.time() < m1:
-            k = take() % len(requests)
+            k = next(turns) % len(requests)
             t0 = time.perf_counter()
             try:
                 await stub.RecognizeLines(requests[k], timeout=job.timeout_s)
@@ -194,7 +191,7 @@ async def _drive(job: LoadJob, images: Sequence[bytes]) -> dict[str, Any]:
         )
         while time.time() < m1:
             t0 = time.perf_counter()
-            await call.write(requests[take() % len(requests)])
+            await call.write(requests[next(turns) % len(requests)])
             reply = await call.read()
             if reply is grpc.aio.EOF:
                 errors.append("stream ended")
@@ -427,7 +424,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--data", default=DEFAULT_DATA, help="evaluation set folder (repo-relative)")
     args = p.parse_args(argv)
     try:
-        usable = sorted(os.sched_getaffinity(0))
+        usable = usable_cpus()
         everything = parse_cpus(args.cpus) if args.cpus else usable
         args.load_cpu_list = parse_cpus(args.load_cpus) if args.load_cpus else []
         args.server_cpus = [c for c in everything if c not in args.load_cpu_list]
