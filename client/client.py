@@ -964,8 +964,8 @@ class AsyncOcrClient:
         self._open()
         return next(self._next_stubs)[0]
 
-    @property
-    def _health(self) -> Any:
+    def _get_health(self) -> Any:
+        self._open()
         return next(self._next_stubs)[1]
 
     def _deadline(self, timeout: float | None) -> float:
@@ -1133,10 +1133,9 @@ class AsyncOcrClient:
 
     async def check_health(self, service: str = "", timeout: float | None = None) -> str:  # noqa: ASYNC109
         """See :meth:`OcrClient.check_health`."""
-        self._open()
         request = health_pb2.HealthCheckRequest(service=service)
         try:
-            response = await self._health.Check(request, timeout=self._deadline(timeout))
+            response = await self._get_health().Check(request, timeout=self._deadline(timeout))
         except grpc.RpcError as err:
             return _health_failure(err)
         return _health_status(response.status)
