@@ -47,8 +47,14 @@ class ListenError(OSError):
 SERVICE_NAME = ocr_pb2.DESCRIPTOR.services_by_name["OcrService"].full_name
 
 
-def load_page_models(spec: ModelSpec, sessions: SessionConfig) -> PageModels | None:
-    """The detector and classifiers of ``spec``, or None for a recognizer-only model."""
+def load_page_models(
+    spec: ModelSpec, sessions: SessionConfig, page_max_side: int = DetectionOptions.max_side
+) -> PageModels | None:
+    """The detector and classifiers of ``spec``, or None for a recognizer-only model.
+
+    ``page_max_side`` is the server's default detection size, which the detector keeps
+    its buffers for (``TextDetector.load``).
+    """
     if spec.detector_path is None:
         return None
 
@@ -56,7 +62,9 @@ def load_page_models(spec: ModelSpec, sessions: SessionConfig) -> PageModels | N
         return cls.load(path, sessions, f"model {spec.name!r} {role}") if path else None
 
     return PageModels(
-        detector=TextDetector.load(spec.detector_path, sessions, f"model {spec.name!r} detector"),
+        detector=TextDetector.load(
+            spec.detector_path, sessions, f"model {spec.name!r} detector", page_max_side
+        ),
         line_orientation=optional(LineOrientation, spec.line_classifier_path, "line classifier"),
         page_orientation=optional(PageOrientation, spec.page_orientation_path, "page orientation"),
     )
@@ -83,7 +91,7 @@ def load_recognizers(
     for name in names:
         spec = registry.resolve(name, fetch_missing=config.fetch_missing)
         recognizers[name] = LineRecognizer.load(spec, sessions)
-        pages = load_page_models(spec, sessions)
+        pages = load_page_models(spec, sessions, config.page_max_side)
         if pages is not None:
             page_models[name] = pages
         log.info(

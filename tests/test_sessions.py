@@ -3,7 +3,8 @@
 The idle session (several intra-op threads) spins its pool threads inside a run and must
 stop when the run returns: ONNX Runtime's default keeps them spinning afterwards, which
 takes a core from the worker sessions that run next. The page detector keeps its buffers
-from page to page (an arena without per-shape patterns) and gives a large page's back.
+from page to page (an arena without per-shape patterns) up to the server's own default
+size, and gives a larger page's back.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 from ocr_core.detection import ARENA_KEEP_PIXELS, TextDetector, detector_input_size
 from ocr_core.registry import ModelRegistry
 from ocr_core.sessions import SessionConfig, create_session
+from ocr_server.app import load_page_models
 
 pytestmark = pytest.mark.integration
 
@@ -74,3 +76,23 @@ def test_the_detector_reuses_its_buffers_and_gives_back_a_large_pages() -> None:
     faults(large)
     # Measured: 297 -> 175 MiB; kept in the arena it would stay at ~790.
     assert _rss_mib() - before < 100
+
+
+def test_the_detector_keeps_the_buffers_of_the_servers_own_max_side() -> None:
+    # A server started with --page-max-side above the bound runs every page at that size:
+    # giving the buffers back after each would fault them in again on every page.
+    spec = ModelRegistry.from_files().resolve("ppocr-v6-small")
+    models = load_page_models(spec, SessionConfig(workers=1), page_max_side=2048)
+    assert models is not None
+    detector = models.detector
+    page = np.full((2500, 2000, 3), 255, np.uint8)
+    page[200:260, 100:1800] = 0
+    assert np.prod(detector_input_size(*page.shape[:2], 2048)) > ARENA_KEEP_PIXELS
+
+    def faults() -> int:
+        before = resource.getrusage(resource.RUSAGE_THREAD).ru_minflt
+        detector.probability_map(page, 2048)
+        return resource.getrusage(resource.RUSAGE_THREAD).ru_minflt - before
+
+    first = faults()
+    assert faults() < first / 10
