@@ -20,7 +20,7 @@ import pyclipper
 
 from ocr_core.errors import InvalidInput
 from ocr_core.geometry import Band, order_corners
-from ocr_core.sessions import PooledModel, SessionConfig, SessionPool
+from ocr_core.sessions import PooledModel, SessionConfig
 
 #: Side lengths of the detector input must be multiples of this (the network's stride).
 STRIDE = 32
@@ -115,12 +115,9 @@ class TextDetector(PooledModel):
     # (in process on a thread, the 12 real pages at 1024 px: 1.38-1.53 s instead of
     # 1.76-1.82 s; a loaded server read 5 % more pages/s; docs/benchmarks.md, Levers).
     MEMORY_PATTERN = False
-
-    def __init__(
-        self, sessions: SessionPool, input_name: str, keep_pixels: int = ARENA_KEEP_PIXELS
-    ) -> None:
-        super().__init__(sessions, input_name)
-        self.keep_pixels = keep_pixels
+    #: Inputs up to this many pixels keep their buffers; ``load`` raises it to the server's
+    #: default max side squared.
+    keep_pixels: int = ARENA_KEEP_PIXELS
 
     @classmethod
     def load(
