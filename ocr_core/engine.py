@@ -25,6 +25,7 @@ import numpy as np
 from ocr_core.batching import BatchLimits, MicroBatcher
 from ocr_core.cpus import PinSwitch
 from ocr_core.ctc import LineText
+from ocr_core.detection import DetectionOptions
 from ocr_core.documents import Document, DocumentLimits, open_document
 from ocr_core.errors import InvalidInput, ModelNotFound, OcrError, TooLarge, Unsupported
 from ocr_core.images import RawPixels, declared_size, decode_image, raw_to_bgr
@@ -61,6 +62,15 @@ LOOP_DECODE_MAX_PIXELS = 64 * 1024
 #: the stream tail); 4 is the largest layout measured with every core busy (4 x 4 on 16
 #: cores), i.e. cores, not the loop, the limit.
 LOOP_DECODE_MAX_THREADS = 4
+
+
+#: How ``warm_up`` reads its blank page: detection at the smallest max side (320 x 320).
+#: What warming up is for, every session's first run, happens at any size; at the default
+#: size the blank page is scaled up to 736 x 736, and the detector's arena kept those
+#: buffers (70-80 MiB more, v6 small) in a server that may never read a page. A first real
+#: page is no slower after the small warm-up: in process, 184-185 ms against 199-206 ms
+#: after the 736 one (docs/benchmarks.md, "Levers measured").
+WARM_UP_PAGE_OPTIONS = PageOptions(DetectionOptions(max_side=320))
 
 
 @dataclass
@@ -165,7 +175,7 @@ class OcrEngine:
             if served.pages is not None:
                 page = np.full((256, 256, 3), 255, dtype=np.uint8)
                 await loop.run_in_executor(
-                    self._pool, find_lines, page, served.pages, PageOptions()
+                    self._pool, find_lines, page, served.pages, WARM_UP_PAGE_OPTIONS
                 )
 
     async def aclose(self) -> None:
