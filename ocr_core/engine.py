@@ -65,7 +65,7 @@ LOOP_DECODE_MAX_THREADS = 4
 
 
 #: How ``warm_up`` reads its blank page: detection at the smallest max side (320 x 320).
-#: What warming up is for, every session's first run, happens at any size; at the default
+#: What warming up is for, a session's slow first run, happens at any size; at the default
 #: size the blank page is scaled up to 736 x 736, and the detector's arena kept those
 #: buffers (70-80 MiB more, v6 small) in a server that may never read a page. A first real
 #: page is no slower after the small warm-up: in process, 184-185 ms against 199-206 ms
