@@ -352,7 +352,7 @@ def _cmd_pages(args: argparse.Namespace) -> int:
         stream = _merged(
             [
                 client.stream_recognize(
-                    shared() if streams > 1 else every_page,
+                    shared(),
                     model=args.model,
                     ordered=args.ordered,
                     page_options=_page_options(args),
