@@ -1084,6 +1084,11 @@ def _documents(tmp_path: Path) -> list[str]:
     return [str(png), str(tif), str(pdf)]
 
 
+def _document_pages(png: str, tif: str, pdf: str) -> list[tuple[str, int]]:
+    """(file, page index) of every page of ``_documents``' files, in input order."""
+    return [(png, 0), (tif, 0), (tif, 1), (tif, 2), (pdf, 0), (pdf, 1)]
+
+
 def test_cli_pages_streams_every_page_on_one_call_in_input_order(
     pages_fake: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -1094,14 +1099,7 @@ def test_cli_pages_streams_every_page_on_one_call_in_input_order(
     captured = capsys.readouterr()
     assert captured.err == ""  # stderr is no terminal: no progress bar
     doc = json.loads(captured.out)
-    assert [(p["source"], p["pageIndex"]) for p in doc["pages"]] == [
-        (png, 0),
-        (tif, 0),
-        (tif, 1),
-        (tif, 2),
-        (pdf, 0),
-        (pdf, 1),
-    ]
+    assert [(p["source"], p["pageIndex"]) for p in doc["pages"]] == _document_pages(png, tif, pdf)
     texts = [p["result"]["text"] for p in doc["pages"]]
     assert texts == [
         f"{Path(png).stat().st_size} bytes",  # an image goes as its file
@@ -1115,7 +1113,7 @@ def test_cli_pages_streams_every_page_on_one_call_in_input_order(
     servicer: PagesFake = pages_fake.servicer  # type: ignore[assignment]
     assert servicer.calls == 1
     sent_ids = [r.id for r in servicer.received]
-    assert sent_ids == [f"{png}#1", f"{tif}#1", f"{tif}#2", f"{tif}#3", f"{pdf}#1", f"{pdf}#2"]
+    assert sent_ids == [f"{source}#{index + 1}" for source, index in _document_pages(png, tif, pdf)]
     assert servicer.answered != sent_ids  # answers came out of order...
     assert 2 <= servicer.max_in_flight <= 3  # ...with at most --max-in-flight pages out
     assert all(r.WhichOneof("item") == "page" for r in servicer.received)
@@ -1134,22 +1132,15 @@ def test_cli_pages_on_several_connections_come_back_in_input_order(
     args = ["pages", png, tif, pdf, png, "--format", "json", "--connections", "3"]
     assert cli.main([*args, "--address", pages_fake.address]) == 0
     doc = json.loads(capsys.readouterr().out)
-    assert [(p["source"], p["pageIndex"]) for p in doc["pages"]] == [
-        (png, 0),
-        (tif, 0),
-        (tif, 1),
-        (tif, 2),
-        (pdf, 0),
-        (pdf, 1),
-        (png, 0),
-    ]
+    expected = [*_document_pages(png, tif, pdf), (png, 0)]
+    assert [(p["source"], p["pageIndex"]) for p in doc["pages"]] == expected
     texts = [p["result"]["text"] for p in doc["pages"]]
     assert texts[1:4] == [f"raw {30 + i}x10x1 COLOR_ORDER_UNSPECIFIED 0{i}" for i in range(3)]
     assert texts[0] == texts[6] == f"{Path(png).stat().st_size} bytes"
     servicer: PagesFake = pages_fake.servicer  # type: ignore[assignment]
     assert servicer.calls == 3 and len(set(servicer.peers)) == 3  # 3 streams, 3 connections
     assert sorted(r.id for r in servicer.received) == sorted(
-        [f"{png}#1", f"{tif}#1", f"{tif}#2", f"{tif}#3", f"{pdf}#1", f"{pdf}#2", f"{png}#1"]
+        f"{source}#{index + 1}" for source, index in expected
     )
     # More connections than pages: one stream per page.
     assert cli.main(["pages", png, "--connections", "8", "--address", pages_fake.address]) == 0
