@@ -96,8 +96,13 @@ class OcrEngine:
         page_models: Mapping[str, PageModels] | None = None,
         worker_cpus: Mapping[str, Sequence[int]] | None = None,
         loop_decode_max_pixels: int = LOOP_DECODE_MAX_PIXELS,
+        pages_off_reason: str = "",
     ) -> None:
         """``worker_cpus`` pins each model's batcher threads (``ocr_core.cpus``); none: unpinned.
+
+        ``pages_off_reason``: set when the caller chose not to load any page models (a
+        lines-only server); a page request is refused with it rather than with "no detector",
+        which would send the user looking for another model.
 
         ``loop_decode_max_pixels``: a one-image request at most this large, arriving while
         the batcher is busy, is decoded on the event loop (0: always on the pool).
@@ -132,6 +137,7 @@ class OcrEngine:
         self._page_slots = asyncio.Semaphore(request_limits.max_pages_in_flight)
         self._pins = PinSwitch(self._set_pinned)
         self._pdf_lock = threading.Lock()
+        self._pages_off_reason = pages_off_reason
 
     def _set_pinned(self, active: bool) -> None:
         for served in self._models.values():
@@ -336,6 +342,8 @@ class OcrEngine:
         self, model: str, options: PageOptions | None
     ) -> tuple[ServedModel, PageOptions]:
         served = self.resolve(model)
+        if served.pages is None and self._pages_off_reason:
+            raise Unsupported(self._pages_off_reason)
         if served.pages is None:
             raise Unsupported(
                 f"model {served.recognizer.name!r} has no text detector, so it reads only "

@@ -44,6 +44,13 @@ class ListenError(OSError):
     """The address cannot be bound (in use without --reuse-port, or not ours to bind)."""
 
 
+#: Why a ``--no-pages`` server refuses page and document calls (FAILED_PRECONDITION).
+PAGES_OFF = (
+    "this server reads pre-cropped lines only: it was started with --no-pages (OCR_NO_PAGES), "
+    "so no page models are loaded; send lines with RecognizeLines or StreamRecognize, or send "
+    "pages to a server started without --no-pages"
+)
+
 SERVICE_NAME = ocr_pb2.DESCRIPTOR.services_by_name["OcrService"].full_name
 
 
@@ -91,7 +98,7 @@ def load_recognizers(
     for name in names:
         spec = registry.resolve(name, fetch_missing=config.fetch_missing)
         recognizers[name] = LineRecognizer.load(spec, sessions)
-        pages = load_page_models(spec, sessions, config.page_max_side)
+        pages = load_page_models(spec, sessions, config.page_max_side) if config.pages else None
         if pages is not None:
             page_models[name] = pages
         log.info(
@@ -104,7 +111,9 @@ def load_recognizers(
             f", idle session {idle_threads} threads" if recognizers[name].has_idle_session else "",
             spec.recognizer_path,
         )
-        if pages is None:
+        if not config.pages:
+            log.info("model %s serves lines only: page models not loaded (--no-pages)", name)
+        elif pages is None:
             log.info("model %s has no detector: it serves lines only", name)
     return recognizers, page_models, default
 
@@ -225,6 +234,7 @@ async def serve(
         loop_decode_max_pixels=loop_decode,
         page_models=page_models,
         worker_cpus=worker_cpus,
+        pages_off_reason="" if config.pages else PAGES_OFF,
     )
     engine.start()
     metrics = ServerMetrics(engine) if config.metrics_port else None

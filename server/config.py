@@ -58,6 +58,8 @@ class ServerConfig:
     max_pages_in_flight: int = 4
     max_document_pages: int = 1000
     page_max_side: int = 1024
+    #: Load the models' detectors and classifiers; False = a lines-only server (``--no-pages``).
+    pages: bool = True
     metrics_port: int = 0
     max_concurrent_rpcs: int = 1000
     reuse_port: bool = False
@@ -218,6 +220,11 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "default PageOptions.max_side: pages are scaled to this long side for text detection",
         type=int,
     )
+    switch(
+        "--no-pages",
+        "read pre-cropped lines only: do not load the models' page detectors and classifiers "
+        "(~60 MiB less memory with v6 small); page and document calls get FAILED_PRECONDITION",
+    )
     add(
         "--max-concurrent-rpcs",
         d.max_concurrent_rpcs,
@@ -353,6 +360,7 @@ def parse_config(
         max_pages_in_flight=a.max_pages_in_flight,
         max_document_pages=a.max_document_pages,
         page_max_side=a.page_max_side,
+        pages=not _bool(a.no_pages),
         metrics_port=a.metrics_port,
         max_concurrent_rpcs=a.max_concurrent_rpcs,
         reuse_port=_bool(a.reuse_port),

@@ -56,6 +56,7 @@ def test_flags_override_defaults() -> None:
             "/tmp/models.toml",
             "--no-reflection",
             "--no-fetch",
+            "--no-pages",
         ],
         env={},
     )
@@ -74,6 +75,7 @@ def test_flags_override_defaults() -> None:
     assert config.models_config == Path("/tmp/models.toml")
     assert config.reflection is False
     assert config.fetch_missing is False
+    assert config.pages is False
 
 
 def test_env_vars_honoured_with_types() -> None:
@@ -87,6 +89,7 @@ def test_env_vars_honoured_with_types() -> None:
         "OCR_MODEL_DIR": "/var/cache/ocr",
         "OCR_NO_FETCH": "1",
         "OCR_GRACE_S": "0",
+        "OCR_NO_PAGES": "yes",
     }
     config = parse_config([], env=env)
     assert config.port == 50052
@@ -100,6 +103,8 @@ def test_env_vars_honoured_with_types() -> None:
     assert config.model_dir == Path("/var/cache/ocr")
     assert config.fetch_missing is False
     assert config.grace_s == 0.0
+    assert config.pages is False
+    assert parse_config([], env={}).pages is True
 
 
 @pytest.mark.parametrize(

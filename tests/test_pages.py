@@ -18,7 +18,7 @@ from google.protobuf import json_format
 from PIL import Image as PILImage
 
 from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
-from tests.conftest import ServerProcess, png, render_line, render_page
+from tests.conftest import ServerProcess, png, render_line, render_page, start_server, stop_server
 
 pytestmark = pytest.mark.integration
 
@@ -230,3 +230,44 @@ def test_readme_grpcurl_page_request_json_works(stub, page: np.ndarray) -> None:
     assert result.text == PAGE_TEXT
     as_json = json.loads(json_format.MessageToJson(result))
     assert as_json["lines"][0]["box"]["points"][0].keys() == {"x", "y"}
+
+
+def test_no_pages_server_reads_lines_and_refuses_pages_with_the_reason(
+    tmp_path, page: np.ndarray
+) -> None:
+    """``--no-pages`` loads no page models: lines work, page calls say why they cannot."""
+    srv = start_server(tmp_path / "no-pages.log", "--no-pages")
+    try:
+        assert "page models not loaded (--no-pages)" in srv.log()
+        with grpc.insecure_channel(srv.address) as channel:
+            stub = ocr_pb2_grpc.OcrServiceStub(channel)
+            models = stub.ListModels(ocr_pb2.ListModelsRequest(), timeout=30).models
+            assert [m.supports_pages for m in models] == [False]
+            assert not models[0].supports_page_rotation and not models[0].supports_line_rotation
+
+            for call in (
+                lambda: recognize_page(stub, page),
+                lambda: list(
+                    stub.RecognizeDocument(
+                        ocr_pb2.RecognizeDocumentRequest(data=png(page)), timeout=60
+                    )
+                ),
+            ):
+                with pytest.raises(grpc.RpcError) as info:
+                    call()
+                assert info.value.code() is grpc.StatusCode.FAILED_PRECONDITION
+                assert "--no-pages" in info.value.details()
+
+            line = ocr_pb2.Image(data=png(render_line("Hello World 2026")))
+            requests = [
+                ocr_pb2.StreamRecognizeRequest(id="p", page=ocr_pb2.Image(data=png(page))),
+                ocr_pb2.StreamRecognizeRequest(id="l", line=line),
+            ]
+            responses = {r.id: r for r in stub.StreamRecognize(iter(requests), timeout=60)}
+            assert responses["p"].error.code == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+            assert "--no-pages" in responses["p"].error.message
+            assert responses["l"].line.text == "Hello World 2026"
+            lines = stub.RecognizeLines(ocr_pb2.RecognizeLinesRequest(images=[line]), timeout=60)
+            assert lines.results[0].text == "Hello World 2026"
+    finally:
+        assert stop_server(srv) == 0, srv.log()
