@@ -257,7 +257,12 @@ def add_server_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--pin-workers", default="auto", help="server --pin-workers: auto|on|off")
     parser.add_argument("--graph-optimization", default="all", help="all|extended|basic|disabled")
-    parser.add_argument("--server-args", default="", help="extra ocr-server flags (one string)")
+    parser.add_argument(
+        "--server-args",
+        default="",
+        help="extra ocr-server flags, one string; a lone flag needs the = form "
+        "(--server-args=--no-pages), or argparse takes it for a flag of the bench",
+    )
 
 
 def idle_threads(args: Any) -> int:
