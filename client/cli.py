@@ -399,7 +399,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
             mark = "*" if m.is_default else " "  # '*' marks the default model
             print(
                 f"{mark} {m.name}\tcharset_size={m.charset_size}\t"
-                f"input_height={m.input_height}\t{m.source}"
+                f"input_height={m.input_height}\tpages={'yes' if m.supports_pages else 'no'}"
+                f"\t{m.source}"
             )
     return 0
 

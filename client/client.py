@@ -163,10 +163,25 @@ class ModelInfo:
     charset_size: int
     input_height: int
     source: str
+    #: Reads whole pages (has a text detector, and the server loaded it; see ``--no-pages``).
+    supports_pages: bool = False
+    #: Turns pages scanned sideways or upside down upright (``PageOptions``).
+    supports_page_rotation: bool = False
+    #: Turns single upside-down lines on a page.
+    supports_line_rotation: bool = False
 
     @classmethod
     def from_proto(cls, msg: ocr_pb2.ModelInfo) -> ModelInfo:
-        return cls(msg.name, msg.is_default, msg.charset_size, msg.input_height, msg.source)
+        return cls(
+            msg.name,
+            msg.is_default,
+            msg.charset_size,
+            msg.input_height,
+            msg.source,
+            msg.supports_pages,
+            msg.supports_page_rotation,
+            msg.supports_line_rotation,
+        )
 
 
 @dataclass(frozen=True, slots=True)

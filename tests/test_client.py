@@ -215,7 +215,13 @@ class FakeOcr(ocr_pb2_grpc.OcrServiceServicer):
         return ocr_pb2.ListModelsResponse(
             models=[
                 ocr_pb2.ModelInfo(
-                    name="latin", is_default=True, charset_size=95, input_height=32, source="pkg"
+                    name="latin",
+                    is_default=True,
+                    charset_size=95,
+                    input_height=32,
+                    source="pkg",
+                    supports_pages=True,
+                    supports_line_rotation=True,
                 ),
                 ocr_pb2.ModelInfo(name="cjk", charset_size=6000, input_height=48, source="cfg"),
             ],
@@ -512,7 +518,7 @@ def test_invalid_timeout_is_refused(fake: Fake) -> None:
 
 def test_list_models_and_stats(client: OcrClient) -> None:
     assert client.list_models() == [
-        ModelInfo("latin", True, 95, 32, "pkg"),
+        ModelInfo("latin", True, 95, 32, "pkg", supports_pages=True, supports_line_rotation=True),
         ModelInfo("cjk", False, 6000, 48, "cfg"),
     ]
     stats = client.get_stats()
@@ -857,6 +863,7 @@ def test_cli_models_and_stats(fake: Fake, capsys: pytest.CaptureFixture[str]) ->
     assert cli.main(["models", "--address", fake.address]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("* latin\t") and out[1].startswith("  cjk\t")
+    assert "\tpages=yes\t" in out[0] and "\tpages=no\t" in out[1]
     assert cli.main(["models", "--json", "--address", fake.address]) == 0
     models = json.loads(capsys.readouterr().out)["models"]
     assert models[0] == {
@@ -865,6 +872,9 @@ def test_cli_models_and_stats(fake: Fake, capsys: pytest.CaptureFixture[str]) ->
         "charset_size": 95,
         "input_height": 32,
         "source": "pkg",
+        "supports_pages": True,
+        "supports_page_rotation": False,
+        "supports_line_rotation": True,
     }
     assert cli.main(["stats", "--address", fake.address]) == 0
     stats = json.loads(capsys.readouterr().out)
