@@ -169,7 +169,8 @@ def server_limits(config: ServerConfig) -> ocr_pb2.ServerLimits:
         max_message_bytes=config.max_message_bytes,
         stream_max_in_flight=config.stream_max_in_flight,
         max_document_pages=config.max_document_pages,
-        pdf_support=pdf_supported(),
+        # A --no-pages server reads no documents at all, PDF or not.
+        pdf_support=config.pages and pdf_supported(),
     )
 
 

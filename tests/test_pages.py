@@ -241,8 +241,10 @@ def test_no_pages_server_reads_lines_and_refuses_pages_with_the_reason(
         assert "page models not loaded (--no-pages)" in srv.log()
         with grpc.insecure_channel(srv.address) as channel:
             stub = ocr_pb2_grpc.OcrServiceStub(channel)
-            models = stub.ListModels(ocr_pb2.ListModelsRequest(), timeout=30).models
+            listed = stub.ListModels(ocr_pb2.ListModelsRequest(), timeout=30)
+            models = listed.models
             assert [m.supports_pages for m in models] == [False]
+            assert not listed.limits.pdf_support
             assert not models[0].supports_page_rotation and not models[0].supports_line_rotation
 
             for call in (
