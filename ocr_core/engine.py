@@ -342,11 +342,10 @@ class OcrEngine:
         self, model: str, options: PageOptions | None
     ) -> tuple[ServedModel, PageOptions]:
         served = self.resolve(model)
-        if served.pages is None and self._pages_off_reason:
-            raise Unsupported(self._pages_off_reason)
         if served.pages is None:
             raise Unsupported(
-                f"model {served.recognizer.name!r} has no text detector, so it reads only "
+                self._pages_off_reason
+                or f"model {served.recognizer.name!r} has no text detector, so it reads only "
                 "pre-cropped lines (RecognizeLines); use a model with a detector for pages "
                 "(ListModels shows supports_pages)"
             )
