@@ -1243,10 +1243,12 @@ def check_load_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> Non
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    from ocr_server.config import DefaultsHelpFormatter  # here: it imports numpy and OpenCV
+
     p = argparse.ArgumentParser(
         prog="python -m bench.bench_lines",
         description="Raw ONNX Runtime vs the gRPC server on the real line crops.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     add_load_flags(p, "ppocr-v6-small,ppocr-v6-tiny", "unary-1,unary-16,stream", "1,4,16,64,256")
     p.add_argument("--repeats", type=int, default=3, help="whole runs; medians are reported")

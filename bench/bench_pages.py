@@ -1226,10 +1226,12 @@ def _home(path: str | None) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    from ocr_server.config import DefaultsHelpFormatter  # here: it imports numpy and OpenCV
+
     p = argparse.ArgumentParser(
         prog="python -m bench.bench_pages",
         description="The gRPC server vs RapidOCR 3.10 on the real pages, same model files.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("--model", default="ppocr-v6-small", help="model name (as the server knows it)")
     p.add_argument(

@@ -390,10 +390,12 @@ def write_report(path: Path, results: dict[str, Any], command: str, machine: dic
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    from ocr_server.config import DefaultsHelpFormatter  # here: it imports numpy and OpenCV
+
     p = argparse.ArgumentParser(
         prog="python -m bench.grpc_floor",
         description="The real server vs a gRPC server that does no OCR, same load, one run.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     add_load_flags(p, "ppocr-v6-tiny,ppocr-v6-small", "unary-1,stream", "64")
     p.add_argument("--model", default="", help="the model name the floor reports (--serve-floor)")

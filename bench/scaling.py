@@ -385,10 +385,12 @@ def measure_window(
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    from ocr_server.config import DefaultsHelpFormatter  # here: it imports numpy and OpenCV
+
     p = argparse.ArgumentParser(
         prog="python -m bench.scaling",
         description="Server layouts (processes x sessions) against the raw limit on many CPUs.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
     p.add_argument("--model", default="ppocr-v6-tiny")
     p.add_argument("--modes", default="stream,unary-1", help="unary-K and/or stream")

@@ -78,6 +78,19 @@ class ServerConfig:
     reflection: bool = True
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: X)" to a flag's help only where the flag has a default value.
+
+    argparse's own formatter also prints "(default: None)" and "(default: )" for flags that
+    are simply unset, after help text that says what unset means.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default == "":
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _env_name(flag: str) -> str:
     return "OCR_" + flag.lstrip("-").upper().replace("-", "_")
 
@@ -89,7 +102,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         prog="ocr-server",
         description="gRPC OCR server (ocr.v1.OcrService). Every flag can also be set with the "
         "environment variable OCR_<FLAG_NAME> (e.g. OCR_PORT=50052).",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
 
     def add(flag: str, default: object, help_: str, **kw: object) -> None:

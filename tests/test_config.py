@@ -10,7 +10,13 @@ import pytest
 from ocr_core.batching import BatchLimits
 from ocr_core.engine import LOOP_DECODE_MAX_PIXELS, LOOP_DECODE_MAX_THREADS
 from ocr_server.app import batch_limits
-from ocr_server.config import ServerConfig, _default_workers, loop_decode_bound, parse_config
+from ocr_server.config import (
+    ServerConfig,
+    _default_workers,
+    build_parser,
+    loop_decode_bound,
+    parse_config,
+)
 
 
 def test_defaults_with_empty_env() -> None:
@@ -250,3 +256,12 @@ def test_auto_loop_decode_follows_the_inference_threads() -> None:
     assert loop_decode_bound(None, 16) == 0
     assert loop_decode_bound(5000, 16) == 5000  # a number given is kept
     assert loop_decode_bound(0, 2) == 0
+
+
+def test_help_shows_defaults_only_where_a_flag_has_one() -> None:
+    """`ocr-server --help` gives "(default: 50051)" but no "(default: None)" or "(default: )"."""
+    text = " ".join(build_parser({}).format_help().split())  # wrapping follows $COLUMNS
+    assert "(default: 50051)" in text
+    assert "(default: None)" not in text
+    assert "(default: )" not in text
+    assert "[env OCR_TLS_CERT]" in text  # unset flags keep their help, without a default
