@@ -9,8 +9,8 @@ number of cores. This bench measures, in one run on the same CPUs:
   CPUs, batch-1 and bucket-batched (the better is the limit, as in ``bench_lines``);
 * each layout ``PxW``: P server processes with W worker sessions (1 thread) each, process i
   confined to its own W CPUs (so ``--pin-workers auto`` pins its workers one to one), each
-  on its own port; the load spreads its channels evenly over them (as ``bench.processes``:
-  ``--reuse-port`` spreads connections by a hash, uneven over a few connections);
+  on its own port; the load spreads its channels evenly over them (``--reuse-port``
+  spreads connections by a hash, uneven over a few connections);
 * the load from ``--load-processes`` processes (one Python process cannot drive thousands
   of calls a second), on the same CPUs, or on ``--load-cpus`` kept apart from the servers'
   and the raw run's, which stands in for clients on other machines.
