@@ -118,7 +118,7 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
 
     def switch(flag: str, help_: str) -> None:
         """An off-by-default switch: ``--flag``, ``--flag false`` or ``OCR_FLAG=1``."""
-        add(flag, False, help_, type=_bool, nargs="?", const=True)
+        add(flag, False, help_, type=_bool, nargs="?", const=True, metavar="BOOL")
 
     add("--host", d.host, "address to listen on ([::] = all interfaces, IPv4 and IPv6)")
     add("--port", d.port, "port to listen on (0 = pick a free one and log it)", type=int)

@@ -265,3 +265,4 @@ def test_help_shows_defaults_only_where_a_flag_has_one() -> None:
     assert "(default: None)" not in text
     assert "(default: )" not in text
     assert "[env OCR_TLS_CERT]" in text  # unset flags keep their help, without a default
+    assert "--no-pages [BOOL]" in text  # a switch takes an optional true/false
