@@ -49,6 +49,7 @@ from bench.common import (
     RESULTS_DIR,
     LineImage,
     add_server_flags,
+    bench_parser,
     exact_command,
     idle_threads,
     load_lines,
@@ -1243,12 +1244,9 @@ def check_load_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> Non
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    from ocr_server.config import DefaultsHelpFormatter  # here: it imports numpy and OpenCV
-
-    p = argparse.ArgumentParser(
-        prog="python -m bench.bench_lines",
-        description="Raw ONNX Runtime vs the gRPC server on the real line crops.",
-        formatter_class=DefaultsHelpFormatter,
+    p = bench_parser(
+        "python -m bench.bench_lines",
+        "Raw ONNX Runtime vs the gRPC server on the real line crops.",
     )
     add_load_flags(p, "ppocr-v6-small,ppocr-v6-tiny", "unary-1,unary-16,stream", "1,4,16,64,256")
     p.add_argument("--repeats", type=int, default=3, help="whole runs; medians are reported")

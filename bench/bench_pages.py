@@ -50,6 +50,7 @@ from bench.common import (
     NoEvalSet,
     Server,
     add_server_flags,
+    bench_parser,
     exact_command,
     machine_busy_seconds,
     machine_info,
@@ -1226,12 +1227,9 @@ def _home(path: str | None) -> str:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    from ocr_server.config import DefaultsHelpFormatter  # here: it imports numpy and OpenCV
-
-    p = argparse.ArgumentParser(
-        prog="python -m bench.bench_pages",
-        description="The gRPC server vs RapidOCR 3.10 on the real pages, same model files.",
-        formatter_class=DefaultsHelpFormatter,
+    p = bench_parser(
+        "python -m bench.bench_pages",
+        "The gRPC server vs RapidOCR 3.10 on the real pages, same model files.",
     )
     p.add_argument("--model", default="ppocr-v6-small", help="model name (as the server knows it)")
     p.add_argument(

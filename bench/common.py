@@ -242,6 +242,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def bench_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A bench's argument parser, giving defaults in its help as ``ocr-server --help`` does."""
+    from ocr_server.config import DefaultsHelpFormatter  # here: it imports numpy and OpenCV
+
+    return argparse.ArgumentParser(
+        prog=prog, description=description, formatter_class=DefaultsHelpFormatter
+    )
+
+
 def add_server_flags(parser: argparse.ArgumentParser) -> None:
     """The server flags ``server_command`` reads, declared once for every benchmark.
 

@@ -60,6 +60,7 @@ from bench.bench_lines import (
 from bench.common import (
     RESULTS_DIR,
     LineImage,
+    bench_parser,
     exact_command,
     free_port,
     idle_threads,
@@ -390,12 +391,9 @@ def write_report(path: Path, results: dict[str, Any], command: str, machine: dic
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    from ocr_server.config import DefaultsHelpFormatter  # here: it imports numpy and OpenCV
-
-    p = argparse.ArgumentParser(
-        prog="python -m bench.grpc_floor",
-        description="The real server vs a gRPC server that does no OCR, same load, one run.",
-        formatter_class=DefaultsHelpFormatter,
+    p = bench_parser(
+        "python -m bench.grpc_floor",
+        "The real server vs a gRPC server that does no OCR, same load, one run.",
     )
     add_load_flags(p, "ppocr-v6-tiny,ppocr-v6-small", "unary-1,stream", "64")
     p.add_argument("--model", default="", help="the model name the floor reports (--serve-floor)")

@@ -48,6 +48,7 @@ from bench.common import (
     RESULTS_DIR,
     LineImage,
     Server,
+    bench_parser,
     confined,
     exact_command,
     free_port,
@@ -385,12 +386,9 @@ def measure_window(
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    from ocr_server.config import DefaultsHelpFormatter  # here: it imports numpy and OpenCV
-
-    p = argparse.ArgumentParser(
-        prog="python -m bench.scaling",
-        description="Server layouts (processes x sessions) against the raw limit on many CPUs.",
-        formatter_class=DefaultsHelpFormatter,
+    p = bench_parser(
+        "python -m bench.scaling",
+        "Server layouts (processes x sessions) against the raw limit on many CPUs.",
     )
     p.add_argument("--model", default="ppocr-v6-tiny")
     p.add_argument("--modes", default="stream,unary-1", help="unary-K and/or stream")
