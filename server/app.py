@@ -22,7 +22,7 @@ from grpc_reflection.v1alpha import reflection
 
 from ocr_client.proto.ocr.v1 import ocr_pb2
 from ocr_core.batching import BatchLimits
-from ocr_core.cpus import plan_worker_cpus, usable_cpus
+from ocr_core.cpus import plan_worker_cpus, schedule_as_batch, usable_cpus, wants_sched_batch
 from ocr_core.detection import DetectionOptions, TextDetector
 from ocr_core.documents import pdf_supported
 from ocr_core.engine import OcrEngine, RequestLimits
@@ -205,6 +205,12 @@ async def serve(
     tokens = load_tokens(config.auth_tokens_file, config.auth_tokens)
     recognizers, page_models, default = await asyncio.to_thread(load_recognizers, config)
     worker_cpus = pin_plan(config, recognizers)
+    # Before the engine's and gRPC's threads start, so that they inherit the policy.
+    if wants_sched_batch(config.sched_batch, worker_cpus is not None) and schedule_as_batch():
+        log.info(
+            "event loop, gRPC and batcher threads run as SCHED_BATCH (--sched-batch %s)",
+            config.sched_batch,
+        )
     inference_threads = sum(r.workers for r in recognizers.values()) * config.threads
     loop_decode = loop_decode_bound(config.loop_decode_max_pixels, inference_threads)
     log.info(

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ocr_core.cpus import PIN_MODES
+from ocr_core.cpus import PIN_MODES, SCHED_BATCH_MODES
 from ocr_core.engine import LOOP_DECODE_MAX_PIXELS, LOOP_DECODE_MAX_THREADS
 
 
@@ -42,6 +42,8 @@ class ServerConfig:
     idle_max_pixels: int = 48 * 2048
     #: Batcher threads on CPUs of their own: auto|on|off (``ocr_core.cpus``).
     pin_workers: str = "auto"
+    #: Event loop, gRPC and batcher threads under SCHED_BATCH: auto|on|off (``ocr_core.cpus``).
+    sched_batch: str = "auto"
     graph_optimization: str = "all"
     max_batch_lines: int = 16
     max_batch_pixels: int = 48 * 2048
@@ -159,6 +161,13 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
         "pin each inference worker thread to a CPU of its own: auto (when the worker threads "
         "of all models and the usable CPUs pair up one to one and --threads is 1), on "
         "(round-robin), off; while a page is in flight they are free either way",
+    )
+    add(
+        "--sched-batch",
+        d.sched_batch,
+        "run the event loop, gRPC's threads and the batcher's under Linux's SCHED_BATCH "
+        "policy, so that their wake-ups do not preempt inference runs: auto (when the "
+        "inference threads are pinned), on, off",
     )
     add(
         "--graph-optimization",
@@ -358,6 +367,7 @@ def parse_config(
         idle_threads=a.idle_threads,
         idle_max_pixels=a.idle_max_pixels,
         pin_workers=a.pin_workers,
+        sched_batch=a.sched_batch,
         graph_optimization=a.graph_optimization,
         max_batch_lines=a.max_batch_lines,
         max_batch_pixels=a.max_batch_pixels,
@@ -424,6 +434,8 @@ def _validate(parser: argparse.ArgumentParser, c: ServerConfig) -> None:
         parser.error(f"--idle-threads must be auto or at least 0, got {c.idle_threads}")
     if c.pin_workers not in PIN_MODES:
         parser.error(f"--pin-workers must be auto|on|off, got {c.pin_workers!r}")
+    if c.sched_batch not in SCHED_BATCH_MODES:
+        parser.error(f"--sched-batch must be auto|on|off, got {c.sched_batch!r}")
     if c.max_connection_age_s < 0:
         parser.error("--max-connection-age-s must not be negative")
     if c.max_delay_ms < 0 or c.grace_s < 0:

@@ -218,6 +218,15 @@ def test_pin_workers_is_auto_on_or_off(argv: list[str], env: dict[str, str], exp
     assert parse_config(argv, env=env).pin_workers == expected
 
 
+def test_sched_batch_is_auto_on_or_off(capsys: pytest.CaptureFixture[str]) -> None:
+    assert parse_config([], env={}).sched_batch == "auto"
+    assert parse_config([], env={"OCR_SCHED_BATCH": "off"}).sched_batch == "off"
+    assert parse_config(["--sched-batch", "on"], env={"OCR_SCHED_BATCH": "off"}).sched_batch == "on"
+    with pytest.raises(SystemExit):
+        parse_config(["--sched-batch", "yes"], env={})
+    assert "--sched-batch must be auto|on|off, got 'yes'" in capsys.readouterr().err
+
+
 def test_loop_decode_bound_from_flag_or_env() -> None:
     assert parse_config([], env={}).loop_decode_max_pixels is None  # auto
     assert parse_config(["--loop-decode-max-pixels", "auto"], env={}).loop_decode_max_pixels is None

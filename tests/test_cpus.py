@@ -5,13 +5,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import subprocess
+import sys
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 
 import pytest
 
 from ocr_core.batching import BatchLimits, MicroBatcher
-from ocr_core.cpus import PinSwitch, plan_worker_cpus, set_thread_cpus, usable_cpus
+from ocr_core.cpus import (
+    PinSwitch,
+    plan_worker_cpus,
+    set_thread_cpus,
+    usable_cpus,
+    wants_sched_batch,
+)
 from ocr_core.ctc import LineText
 from ocr_core.preprocess import PreparedLine
 from tests.test_batching import HEIGHT, line
@@ -147,3 +156,56 @@ async def test_freed_worker_threads_get_their_cpus_back_and_are_pinned_again() -
         assert os.sched_getaffinity(threads[0]) == {cpus[-1]}
     finally:
         await batcher.aclose()
+
+
+def test_sched_batch_auto_follows_pinning_and_on_or_off_do_not() -> None:
+    assert wants_sched_batch("auto", workers_pinned=True)
+    assert not wants_sched_batch("auto", workers_pinned=False)
+    assert wants_sched_batch("on", workers_pinned=False)
+    assert not wants_sched_batch("off", workers_pinned=True)
+    with pytest.raises(ValueError, match="sched-batch mode"):
+        wants_sched_batch("yes", workers_pinned=True)
+
+
+SCHED_PROBE = """
+import os, threading
+from ocr_core.cpus import schedule_as_batch
+
+go = threading.Event()
+policies = {}
+
+def before():  # running before the call, waits until after it
+    go.wait()
+    policies["before"] = os.sched_getscheduler(0)
+
+def after():
+    policies["after"] = os.sched_getscheduler(0)
+
+old = threading.Thread(target=before)
+old.start()
+policies["set"] = schedule_as_batch()
+policies["main"] = os.sched_getscheduler(0)
+go.set()
+old.join()
+new = threading.Thread(target=after)
+new.start()
+new.join()
+print(sorted(policies.items()))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="no SCHED_BATCH on this platform")
+def test_batch_policy_covers_the_caller_and_threads_it_starts_not_those_running() -> None:
+    # In a child process, which keeps the policy from then on.
+    done = subprocess.run(
+        [sys.executable, "-c", SCHED_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert done.returncode == 0, done.stderr
+    batch = os.SCHED_BATCH
+    other = os.SCHED_OTHER
+    expected = [("after", batch), ("before", other), ("main", batch), ("set", True)]
+    assert done.stdout.strip() == str(expected)

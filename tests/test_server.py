@@ -6,7 +6,9 @@ Text images are rendered here with OpenCV's built-in font, so these tests need n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -469,5 +471,40 @@ def test_pinned_inference_threads_run_on_the_cpus_the_log_names_after_lines_and_
             # Only the two batcher threads are pinned; the rest (event loop, gRPC, decode,
             # ONNX Runtime's pool) keep every CPU.
             assert sorted(a for a in allowed if a in map(str, cpus)) == sorted(map(str, expected))
+        # Pinned, so --sched-batch auto put the event loop (the main thread) and the
+        # threads started after it, the batcher's among them, under SCHED_BATCH.
+        assert "threads run as SCHED_BATCH (--sched-batch auto)" in srv.log()
+        policies = _thread_policies(srv.process.pid)
+        assert policies[srv.process.pid] == os.SCHED_BATCH
+        if len(cpus) > 1:  # on one CPU every thread looks pinned
+            pinned = [tid for tid in policies if len(os.sched_getaffinity(tid)) == 1]
+            assert len(pinned) == 2 and {policies[tid] for tid in pinned} == {os.SCHED_BATCH}
     finally:
         assert stop_server(srv) == 0, srv.log()
+
+
+def _thread_policies(pid: int) -> dict[int, int]:
+    """Each thread's scheduling policy (``os.SCHED_*``) by native thread id."""
+    policies = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(ProcessLookupError):
+            policies[int(task.name)] = os.sched_getscheduler(int(task.name))
+    return policies
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_unpinned_threads_keep_the_default_policy_unless_sched_batch_is_on(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    folder = tmp_path_factory.mktemp("sched")
+    for flag, main_policy in (("auto", os.SCHED_OTHER), ("on", os.SCHED_BATCH)):
+        srv = start_server(
+            folder / f"server-{flag}.log", "--pin-workers", "off", "--sched-batch", flag
+        )
+        try:
+            with OcrClient(srv.address, timeout=60) as client:
+                assert client.recognize_line(png(render_line(TEXTS[0]))).text == TEXTS[0]
+            assert _thread_policies(srv.process.pid)[srv.process.pid] == main_policy
+            assert ("run as SCHED_BATCH" in srv.log()) == (flag == "on"), srv.log()
+        finally:
+            assert stop_server(srv) == 0, srv.log()
