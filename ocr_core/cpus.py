@@ -162,9 +162,17 @@ def schedule_as_batch() -> bool:
     the thread that starts them; threads already running keep theirs, which the server
     relies on: ONNX Runtime's intra-op pools, made while the models load, wake to run
     parallel work and should preempt (with them under ``SCHED_BATCH`` too, pages/s fell
-    ~2 % in an A/B). False where the platform has no such policy or refuses it.
+    ~2 % in an A/B). A policy other than the default that the process was started with
+    (``chrt``) is left as it is. False where the thread does not run under ``SCHED_BATCH``
+    afterwards: another policy kept, no such policy on this platform, or refused.
     """
     try:
+        current = os.sched_getscheduler(0)
+        if current == os.SCHED_BATCH:
+            return True
+        if current != os.SCHED_OTHER:
+            log.info("scheduling policy %d set at start kept; --sched-batch not applied", current)
+            return False
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     except (AttributeError, OSError) as exc:
         log.warning("could not schedule the server's threads as SCHED_BATCH: %s", exc)

@@ -185,6 +185,7 @@ old = threading.Thread(target=before)
 old.start()
 policies["set"] = schedule_as_batch()
 policies["main"] = os.sched_getscheduler(0)
+policies["again"] = schedule_as_batch()  # already so: nothing to do
 go.set()
 old.join()
 new = threading.Thread(target=after)
@@ -207,5 +208,30 @@ def test_batch_policy_covers_the_caller_and_threads_it_starts_not_those_running(
     assert done.returncode == 0, done.stderr
     batch = os.SCHED_BATCH
     other = os.SCHED_OTHER
-    expected = [("after", batch), ("before", other), ("main", batch), ("set", True)]
+    expected = [
+        ("after", batch),
+        ("again", True),
+        ("before", other),
+        ("main", batch),
+        ("set", True),
+    ]
     assert done.stdout.strip() == str(expected)
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="no SCHED_IDLE on this platform")
+def test_a_policy_set_at_start_other_than_the_default_is_kept() -> None:
+    probe = (
+        "import os\n"
+        "from ocr_core.cpus import schedule_as_batch\n"
+        "os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\n"
+        "print(schedule_as_batch(), os.sched_getscheduler(0) == os.SCHED_IDLE)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True"]
