@@ -167,6 +167,20 @@ def test_sched_batch_auto_follows_pinning_and_on_or_off_do_not() -> None:
         wants_sched_batch("yes", workers_pinned=True)
 
 
+def _run_in_child(code: str) -> str:
+    """Run ``code`` in a fresh interpreter (a scheduling policy stays with the process that set
+    it, so these tests keep it out of pytest's); its standard output."""
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
 SCHED_PROBE = """
 import os, threading
 from ocr_core.cpus import schedule_as_batch
@@ -197,15 +211,7 @@ print(sorted(policies.items()))
 
 @pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="no SCHED_BATCH on this platform")
 def test_batch_policy_covers_the_caller_and_threads_it_starts_not_those_running() -> None:
-    # In a child process, which keeps the policy from then on.
-    done = subprocess.run(
-        [sys.executable, "-c", SCHED_PROBE],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    assert done.returncode == 0, done.stderr
+    output = _run_in_child(SCHED_PROBE)
     batch = os.SCHED_BATCH
     other = os.SCHED_OTHER
     expected = [
@@ -215,7 +221,7 @@ def test_batch_policy_covers_the_caller_and_threads_it_starts_not_those_running(
         ("main", batch),
         ("set", True),
     ]
-    assert done.stdout.strip() == str(expected)
+    assert output.strip() == str(expected)
 
 
 @pytest.mark.skipif(not hasattr(os, "SCHED_IDLE"), reason="no SCHED_IDLE on this platform")
@@ -226,12 +232,4 @@ def test_a_policy_set_at_start_other_than_the_default_is_kept() -> None:
         "os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))\n"
         "print(schedule_as_batch(), os.sched_getscheduler(0) == os.SCHED_IDLE)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", probe],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["False", "True"]
+    assert _run_in_child(probe).split() == ["False", "True"]
