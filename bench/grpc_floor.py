@@ -20,8 +20,10 @@ one machine:
   inference (more than an instant answer: see the report).
 
 The report splits a line's CPU into load generator + floor server + raw inference + the
-rest (what this server itself adds: decode and resize, batching, hand-offs, argmax and CTC
-decoding), and says what the throughput target would need.
+line work every served line needs (decode and resize, batch assembly, argmax, CTC decoding
+and the result message, timed in process: ``line_work``) + the rest (what this server adds
+beyond all that: its own Python, hand-offs, inference slowed by shared cores), gives the
+ceiling those necessary parts leave for x raw, and says what the throughput target needs.
 
     .venv/bin/python -m bench.grpc_floor [--models ppocr-v6-tiny,ppocr-v6-small]
         [--modes unary-1,stream] [--concurrency 64] [--duration 8]
@@ -50,8 +52,10 @@ from bench.bench_lines import (
     LatencyJob,
     Level,
     add_load_flags,
+    bucket_batches,
     check_load_args,
     load_level,
+    make_sessions,
     measure_latency_c1,
     measure_raw,
     replace_model,
@@ -204,6 +208,60 @@ def floor_latency_c1(address: str, paths: Sequence[str], model: str, passes: int
     }
 
 
+def line_work(spec: Any, lines: Sequence[LineImage], args: argparse.Namespace) -> dict[str, Any]:
+    """In process: the work a served line needs beyond its inference, in ms per line.
+
+    Hot, on one worker session laid out as the server's: decoding each real line's file
+    and resizing it (``decode_image``, ``prepare_line``), then, over the lines grouped in
+    bucket batches within the server's limits (the raw limit's bucket-batched mode),
+    assembling each batch tensor and the output side (``LineRecognizer.read_output``:
+    argmax and CTC decoding, then each line's ``LineResult`` message). ``session.run``
+    between them is not timed. Medians of ``--line-work-passes`` passes. No server design
+    can skip this for a PNG line, so with the floor's gRPC and the load generator it bounds
+    what x raw can reach.
+    """
+    from ocr_core.engine import RequestLimits
+    from ocr_core.images import decode_image
+    from ocr_core.preprocess import WidthBuckets, assemble_batch, prepare_line
+    from ocr_core.recognizer import LineRecognizer, SessionConfig
+    from server.convert import line_result
+
+    config = SessionConfig(
+        workers=1, intra_op_threads=args.threads, graph_optimization=args.graph_optimization
+    )
+    recognizer = LineRecognizer.load(spec, config)  # its labels and read_output
+    session = make_sessions(spec.recognizer_path, 1, args.threads, args.graph_optimization)[0]
+    input_name = session.get_inputs()[0].name
+    buckets = WidthBuckets()
+    max_pixels = RequestLimits().max_image_pixels
+    height = spec.input_height
+    passes: dict[str, list[float]] = {"decode_resize": [], "assembly": [], "output": []}
+    max_batch_pixels = server_batch_limits(args).max_pixels
+    batches: list[list[Any]] = []
+    for _ in range(args.line_work_passes):
+        spent = dict.fromkeys(passes, 0.0)
+        prepared = []
+        for line in lines:
+            t0 = time.perf_counter()
+            prepared.append(prepare_line(decode_image(line.data, max_pixels), height, buckets))
+            spent["decode_resize"] += time.perf_counter() - t0
+        batches = bucket_batches(prepared, args.max_batch, max_batch_pixels, height)
+        for batch_lines in batches:
+            t0 = time.perf_counter()
+            batch = assemble_batch(batch_lines, height)
+            t1 = time.perf_counter()
+            probs = session.run(None, {input_name: batch})[0]
+            t2 = time.perf_counter()
+            for text in recognizer.read_output(probs, batch_lines, batch.shape[3]):
+                line_result(text)
+            spent["assembly"] += t1 - t0
+            spent["output"] += time.perf_counter() - t2
+        for name, seconds in spent.items():
+            passes[name].append(seconds * 1e3 / len(lines))
+    medians = {name: sorted(v)[len(v) // 2] for name, v in passes.items()}
+    return medians | {"passes": args.line_work_passes, "mean_batch": len(lines) / len(batches)}
+
+
 def measure_model(
     model: str, spec: Any, lines: Sequence[LineImage], args: argparse.Namespace, stamp: str
 ) -> dict[str, Any]:
@@ -215,7 +273,8 @@ def measure_model(
     """
     paths = tuple(str(x.path) for x in lines)
     result: dict[str, Any] = {
-        "raw": measure_raw(spec.recognizer_path, spec.input_height, lines, args)
+        "raw": measure_raw(spec.recognizer_path, spec.input_height, lines, args),
+        "line_work": line_work(spec, lines, args),
     }
     server_args = replace_model(args, model)
     context = multiprocessing.get_context("spawn")
@@ -314,31 +373,40 @@ def model_report(model: str, result: dict[str, Any]) -> list[str]:
                 f"| {f['lines_per_s'] / limit:.2f} | {f['latency_ms']['p50']:.1f} "
                 f"| {cpu['server']:.2f} | {cpu['load_generator']:.2f} | {_cores(f):.2f} |"
             )
+    work = result["line_work"]
+    needed = work["decode_resize"] + work["assembly"] + work["output"]
     out += [
         "",
         "A line's CPU at each level, in ms: what the load generator spends on the real "
-        "server, what a server that does no OCR spends (the floor), the raw inference, and "
-        "the rest (the real server's CPU minus the floor's and the raw inference's: decode "
-        "and resize, batching, hand-offs between threads, argmax and CTC decoding, and "
-        "inference that runs slower than raw). *Needed for the target* is the CPU per line "
-        "at which the cores busy in this window would give the target's share of the raw "
-        "limit.",
+        "server, what a server that does no OCR spends (the floor: gRPC, protobuf and "
+        "asyncio), the raw inference, the *line work* every served line needs besides "
+        "(measured in process, hot, median of "
+        f"{work['passes']} passes: decode and resize {work['decode_resize']:.3f}; in the raw "
+        f"limit's bucket batches, mean {work['mean_batch']:.2f} lines, batch assembly "
+        f"{work['assembly']:.3f} and argmax, CTC decoding and the result messages "
+        f"{work['output']:.3f}), and the *rest*: what this server spends beyond all of that "
+        "(its own Python on the event loop, hand-offs between threads, inference slower "
+        "than raw while the cores are shared). *Ceiling* is the x raw a server would reach "
+        "with both cores always busy if it spent nothing but load generator + floor + raw "
+        "+ line work per line; *needed for the target* is the CPU per line at which the "
+        "cores busy in this window would give the target's share of the raw limit.",
         "",
-        "| mode | in flight | load gen | floor server | raw inference | rest | total "
-        "| needed for 0.80x / 0.90x |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| mode | in flight | load gen | floor server | raw inference | line work | rest "
+        "| total | ceiling (x raw) | needed for 0.80x / 0.90x |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for real, floor in zip(result["server"], result["floor"], strict=True):
         cpu = real["cpu_ms_per_line"]
         floor_server = floor["cpu_ms_per_line"]["server"]
-        rest = cpu["server"] - floor_server - raw_cpu
+        rest = cpu["server"] - floor_server - raw_cpu - needed
         total = cpu["server"] + cpu["load_generator"]
+        ceiling = raw_cpu / (cpu["load_generator"] + floor_server + raw_cpu + needed)
         cores = _cores(real)
         need = [cores * 1e3 / (share * limit) for share in (0.80, 0.90)]
         out.append(
             f"| {real['mode']} | {real['concurrency']} | {cpu['load_generator']:.2f} "
-            f"| {floor_server:.2f} | {raw_cpu:.2f} | {rest:.2f} | {total:.2f} "
-            f"| {need[0]:.2f} / {need[1]:.2f} |"
+            f"| {floor_server:.2f} | {raw_cpu:.2f} | {needed:.2f} | {rest:.2f} | {total:.2f} "
+            f"| {ceiling:.2f} | {need[0]:.2f} / {need[1]:.2f} |"
         )
     c1 = result["server_c1"]
     f1 = result["floor_c1"]
@@ -396,6 +464,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "The real server vs a gRPC server that does no OCR, same load, one run.",
     )
     add_load_flags(p, "ppocr-v6-tiny,ppocr-v6-small", "unary-1,stream", "64")
+    p.add_argument(
+        "--line-work-passes",
+        type=int,
+        default=5,
+        help="passes over the lines when timing their decode and output in process (median)",
+    )
     p.add_argument("--model", default="", help="the model name the floor reports (--serve-floor)")
     p.add_argument("--serve-floor", type=int, default=0, metavar="PORT", help=argparse.SUPPRESS)
     p.add_argument("--hold-ms", type=float, default=0.0, help=argparse.SUPPRESS)

@@ -101,6 +101,16 @@ class LineRecognizer:
     def _run(self, session: InferenceSession, lines: Sequence[PreparedLine]) -> list[LineText]:
         batch = assemble_batch(list(lines), self.input_height)
         probs = session.run(None, {self._input_name: batch})[0]
+        return self.read_output(probs, lines, batch.shape[3])
+
+    def read_output(
+        self, probs: np.ndarray, lines: Sequence[PreparedLine], batch_width: int
+    ) -> list[LineText]:
+        """Greedy CTC decoding of one batch's [N, T, C] class probabilities into line texts.
+
+        Apart from ``_run`` so that a benchmark can time the output side of a line alone
+        (``bench.grpc_floor``: the work a served line needs beyond inference).
+        """
         if probs.ndim != 3 or probs.shape[0] != len(lines):
             raise RuntimeError(f"model output shape {probs.shape} for a batch of {len(lines)}")
         best = probs.argmax(axis=2)
@@ -111,7 +121,7 @@ class LineRecognizer:
             self.labels,
             [line.width for line in lines],
             [line.orig_width for line in lines],
-            batch.shape[3],
+            batch_width,
         )
 
 
