@@ -108,7 +108,7 @@ class LineRecognizer:
     ) -> list[LineText]:
         """Greedy CTC decoding of one batch's [N, T, C] class probabilities into line texts.
 
-        Apart from ``_run`` so that a benchmark can time the output side of a line alone
+        Apart from ``_run`` so that a benchmark can time the output side on its own
         (``bench.grpc_floor``: the work a served line needs beyond inference).
         """
         if probs.ndim != 3 or probs.shape[0] != len(lines):
