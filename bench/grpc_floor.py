@@ -58,6 +58,7 @@ from bench.bench_lines import (
     make_sessions,
     measure_latency_c1,
     measure_raw,
+    median,
     replace_model,
     time_each,
 )
@@ -258,7 +259,7 @@ def line_work(spec: Any, lines: Sequence[LineImage], args: argparse.Namespace) -
             spent["output"] += time.perf_counter() - t2
         for name, seconds in spent.items():
             passes[name].append(seconds * 1e3 / len(lines))
-    medians = {name: sorted(v)[len(v) // 2] for name, v in passes.items()}
+    medians = {name: median(v) for name, v in passes.items()}
     return medians | {"passes": args.line_work_passes, "mean_batch": len(lines) / len(batches)}
 
 
@@ -374,7 +375,7 @@ def model_report(model: str, result: dict[str, Any]) -> list[str]:
                 f"| {cpu['server']:.2f} | {cpu['load_generator']:.2f} | {_cores(f):.2f} |"
             )
     work = result["line_work"]
-    needed = work["decode_resize"] + work["assembly"] + work["output"]
+    line_ms = work["decode_resize"] + work["assembly"] + work["output"]
     out += [
         "",
         "A line's CPU at each level, in ms: what the load generator spends on the real "
@@ -398,14 +399,14 @@ def model_report(model: str, result: dict[str, Any]) -> list[str]:
     for real, floor in zip(result["server"], result["floor"], strict=True):
         cpu = real["cpu_ms_per_line"]
         floor_server = floor["cpu_ms_per_line"]["server"]
-        rest = cpu["server"] - floor_server - raw_cpu - needed
+        rest = cpu["server"] - floor_server - raw_cpu - line_ms
         total = cpu["server"] + cpu["load_generator"]
-        ceiling = raw_cpu / (cpu["load_generator"] + floor_server + raw_cpu + needed)
+        ceiling = raw_cpu / (cpu["load_generator"] + floor_server + raw_cpu + line_ms)
         cores = _cores(real)
         need = [cores * 1e3 / (share * limit) for share in (0.80, 0.90)]
         out.append(
             f"| {real['mode']} | {real['concurrency']} | {cpu['load_generator']:.2f} "
-            f"| {floor_server:.2f} | {raw_cpu:.2f} | {needed:.2f} | {rest:.2f} | {total:.2f} "
+            f"| {floor_server:.2f} | {raw_cpu:.2f} | {line_ms:.2f} | {rest:.2f} | {total:.2f} "
             f"| {ceiling:.2f} | {need[0]:.2f} / {need[1]:.2f} |"
         )
     c1 = result["server_c1"]
