@@ -10,6 +10,7 @@
 
 The server address comes from ``--address``, else ``$OCR_ADDRESS``, else localhost:50051;
 several servers are ``h1:50051,h2:50051`` or ``dns:///name:50051`` (calls are balanced).
+The connection options (``--address``, TLS, ``--timeout``) go before or after the command.
 ``--connections N`` (lines, pages) opens N connections and spreads the work over them, for
 a server started with ``--processes`` (whose processes each take whole connections).
 Expected failures (a server error, a missing file) print one ``error: ...`` line to stderr
@@ -455,33 +456,59 @@ def _client(args: argparse.Namespace) -> OcrClient:
     )
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    # Connection options live on each subcommand, so they may follow it
-    # (`ocr-client lines x.png --address h:1`), as users type them. `health` shares the
-    # address and TLS options but has its own --timeout (a probe's, shorter).
-    connection = argparse.ArgumentParser(add_help=False)
-    connection.add_argument(
+def _connection_options(timeout_help: str) -> argparse.ArgumentParser:
+    """--address, the TLS options and --timeout, without defaults (``_fill_defaults`` sets them).
+
+    They are accepted before the command (``ocr-client --address h:1 lines x.png``, as git and
+    kubectl take global options) and after it (``ocr-client lines x.png --address h:1``).
+    Without defaults of their own, a value given after the command wins over one given
+    before, and neither is overwritten by a default of the other level (argparse copies every
+    subcommand default over the top-level namespace).
+    """
+    options = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    options.add_argument(
         "--address",
-        default=os.environ.get("OCR_ADDRESS") or DEFAULT_ADDRESS,
         metavar="HOST:PORT",
         help=f"server address (default: $OCR_ADDRESS, else {DEFAULT_ADDRESS})",
     )
-    connection.add_argument(
+    options.add_argument(
         "--tls",
         action="store_true",
         help="connect with TLS (implied by --ca/--cert); the system roots unless --ca",
     )
-    connection.add_argument("--ca", metavar="PEM", help="CA bundle to trust for the server")
-    connection.add_argument("--cert", metavar="PEM", help="client certificate (mutual TLS)")
-    connection.add_argument("--key", metavar="PEM", help="private key of --cert")
-    common = argparse.ArgumentParser(add_help=False, parents=[connection])
-    common.add_argument(
-        "--timeout",
-        type=_positive_float,
-        default=DEFAULT_TIMEOUT_S,
-        metavar="S",
-        help="deadline of each call in seconds (default: %(default)s)",
-    )
+    options.add_argument("--ca", metavar="PEM", help="CA bundle to trust for the server")
+    options.add_argument("--cert", metavar="PEM", help="client certificate (mutual TLS)")
+    options.add_argument("--key", metavar="PEM", help="private key of --cert")
+    options.add_argument("--timeout", type=_positive_float, metavar="S", help=timeout_help)
+    return options
+
+
+def _fill_defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """The connection options' defaults, for those given neither before nor after the command.
+
+    `health` has its own default --timeout (a probe's, shorter than a call's deadline).
+    """
+    defaults: dict[str, Any] = {
+        "address": os.environ.get("OCR_ADDRESS") or DEFAULT_ADDRESS,
+        "tls": False,
+        "ca": None,
+        "cert": None,
+        "key": None,
+        "timeout": HEALTH_TIMEOUT_S if args.command == "health" else DEFAULT_TIMEOUT_S,
+    }
+    for name, value in defaults.items():
+        if not hasattr(args, name):
+            setattr(args, name, value)
+    return args
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """The command line parsed, every connection option set (given or default)."""
+    return _fill_defaults(_build_parser().parse_args(argv))
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    common = _connection_options(f"deadline of each call in seconds (default: {DEFAULT_TIMEOUT_S})")
     # For the commands that carry many images: `ocr-server --processes N` gives each of its
     # processes whole connections, so one connection reaches one process.
     spread = argparse.ArgumentParser(add_help=False)
@@ -495,7 +522,15 @@ def _build_parser() -> argparse.ArgumentParser:
         "process (default: %(default)s)",
     )
     parser = argparse.ArgumentParser(
-        prog="ocr-client", description="Client of the OCR gRPC service."
+        prog="ocr-client",
+        description="Client of the OCR gRPC service. The connection options (--address, "
+        "--tls, --ca, --cert, --key, --timeout) go before or after the command.",
+        parents=[
+            _connection_options(
+                f"deadline of each call in seconds (default: {DEFAULT_TIMEOUT_S}; "
+                f"health: seconds to wait for the answer, default {HEALTH_TIMEOUT_S})"
+            )
+        ],
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -582,7 +617,9 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p_health = sub.add_parser(
         "health",
-        parents=[connection],
+        parents=[
+            _connection_options(f"seconds to wait for the answer (default: {HEALTH_TIMEOUT_S})")
+        ],
         help="gRPC health check: exit 0 SERVING, 1 not serving, 2 unreachable",
         description=(
             "Ask the server's grpc.health.v1 service whether it is serving; print the status "
@@ -596,20 +633,13 @@ def _build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help='service to check, e.g. ocr.v1.OcrService (default: "", the whole server)',
     )
-    p_health.add_argument(
-        "--timeout",
-        type=_positive_float,
-        default=HEALTH_TIMEOUT_S,
-        metavar="S",
-        help="seconds to wait for the answer (default: %(default)s)",
-    )
     p_health.set_defaults(func=_cmd_health)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status (argparse exits 2 itself on usage errors)."""
-    args = _build_parser().parse_args(argv)
+    args = parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)

@@ -828,6 +828,32 @@ def test_cli_address_from_environment(
     assert capsys.readouterr().out == "4 bytes\n"
 
 
+def test_cli_connection_options_before_or_after_the_command(
+    fake: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nothing listens on the environment's address: only a flag can reach the fake.
+    monkeypatch.setenv("OCR_ADDRESS", "127.0.0.1:1")
+    (one,) = _write_images(tmp_path, 5)
+    assert cli.main(["--address", fake.address, "lines", one]) == 0
+    assert capsys.readouterr().out == "5 bytes\n"
+    assert cli.main(["--address", fake.address, "--timeout", "7", "models"]) == 0
+    capsys.readouterr()
+    # Given at both levels, the value after the command wins; neither level's default
+    # overwrites a value given at the other.
+    assert cli.main(["--address", "127.0.0.1:1", "lines", one, "--address", fake.address]) == 0
+    args = cli.parse_args(["--timeout", "7", "--tls", "lines", one])
+    assert (args.timeout, args.tls, args.address) == (7.0, True, "127.0.0.1:1")
+    args = cli.parse_args(["--timeout", "7", "lines", one, "--timeout", "9"])
+    assert args.timeout == 9.0
+    assert cli.parse_args(["lines", one]).timeout == cli.DEFAULT_TIMEOUT_S
+    assert cli.parse_args(["health"]).timeout == cli.HEALTH_TIMEOUT_S
+    assert cli.parse_args(["--timeout", "2", "health"]).timeout == 2.0
+    with pytest.raises(SystemExit) as info:
+        cli.main(["--timeout", "0", "models"])
+    assert info.value.code == 2
+    capsys.readouterr()
+
+
 def test_cli_missing_file_fails_before_any_call(
     fake: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -215,9 +215,7 @@ def test_healthcheck_uses_the_client_health_subcommand(
     client_timeout = float(command.split("--timeout ")[1].split()[0])
     assert client_timeout < timeout, "the check must answer before Docker gives up on it"
     # The arguments parse with the real CLI parser.
-    args = cli._build_parser().parse_args(
-        shlex.split(command.replace("${OCR_PORT}", str(SERVER_PORT)))[1:]
-    )
+    args = cli.parse_args(shlex.split(command.replace("${OCR_PORT}", str(SERVER_PORT)))[1:])
     assert args.func is cli._cmd_health and args.address == f"127.0.0.1:{SERVER_PORT}"
 
 
