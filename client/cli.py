@@ -48,7 +48,13 @@ from ocr_client.client import (
     PageOptions,
     PageResult,
 )
-from ocr_client.errors import DeadlineExceeded, OcrClientError, ServerUnavailable
+from ocr_client.errors import (
+    DeadlineExceeded,
+    InvalidRequest,
+    OcrClientError,
+    ServerBusy,
+    ServerUnavailable,
+)
 
 # The server's default max_lines_per_request; bigger inputs are sent as several calls.
 MAX_IMAGES_PER_CALL = 256
@@ -124,18 +130,63 @@ def _line_json(image: str, line: LineResult) -> dict[str, Any]:
     }
 
 
+def _recognize_chunk(
+    client: OcrClient, paths: Sequence[str], model: str
+) -> tuple[str, list[LineResult | OcrClientError]]:
+    """Each image's result or error, in order: an image the server refuses is left out and
+    the rest are sent again, so one bad file costs only its own line.
+
+    The server names the refused image in the error's details (``image_index``); an error
+    that names none (server unreachable, unknown model, deadline) is the whole call's and
+    is raised. A refused image fails before any inference, so a resend redoes no work.
+    """
+    outcomes: list[LineResult | OcrClientError | None] = [None] * len(paths)
+    pending = list(range(len(paths)))
+    ran = model
+    while pending:
+        try:
+            # _recognize is recognize_lines plus the model name the server reports.
+            ran, lines = client._recognize(
+                [paths[i] for i in pending], model=model, color_order="rgb", timeout=None
+            )
+        except OcrClientError as err:
+            index = err.image_index
+            if index is None and len(pending) == 1:
+                index = 0 if isinstance(err, InvalidRequest | ServerBusy) else None
+            if index is None or not 0 <= index < len(pending):
+                raise
+            outcomes[pending.pop(index)] = err
+            continue
+        for i, line in zip(pending, lines, strict=True):
+            outcomes[i] = line
+        break
+    return ran, [o for o in outcomes if o is not None]
+
+
+def _image_error(err: OcrClientError) -> str:
+    """The server's message without its ``image N:`` prefix (N counts within one call, so
+    it would mislead next to the file's name)."""
+    details = err.details
+    if err.image_index is not None:
+        details = details.removeprefix(f"image {err.image_index}: ")
+    return f"{details} ({err.code.name})" if err.code is not None else details
+
+
 def _cmd_lines(args: argparse.Namespace) -> int:
     paths: list[str] = args.images
     _check_files(paths)
-    # With several connections the images are split evenly, so that every connection (and
-    # so every server process behind one) gets a share, and the calls run at once.
-    per_call = min(MAX_IMAGES_PER_CALL, -(-len(paths) // args.connections))
-    chunks = _chunks(paths, per_call)
     with _client(args) as client:
+        limit = MAX_IMAGES_PER_CALL
+        if len(paths) > 1:
+            # A server started with a lower --max-lines-per-request refuses bigger calls.
+            limit = min(limit, client.server_limits().max_lines_per_request or limit)
+        # With several connections the images are split evenly, so that every connection
+        # (and so every server process behind one) gets a share, and the calls run at once.
+        per_call = min(limit, -(-len(paths) // args.connections))
+        chunks = _chunks(paths, per_call)
 
-        def recognize(chunk: Sequence[str]) -> tuple[str, list[LineResult]]:
-            # _recognize is recognize_lines plus the model name the server reports.
-            return client._recognize(chunk, model=args.model, color_order="rgb", timeout=None)
+        def recognize(chunk: Sequence[str]) -> tuple[str, list[LineResult | OcrClientError]]:
+            return _recognize_chunk(client, chunk, args.model)
 
         pool = ThreadPoolExecutor(max_workers=min(args.connections, len(chunks)))
         try:
@@ -143,17 +194,29 @@ def _cmd_lines(args: argparse.Namespace) -> int:
         finally:
             pool.shutdown(cancel_futures=True)  # after a failure, send no more chunks
     model = next((ran for ran, _ in answers if ran), "")
-    lines = [line for _, chunk_lines in answers for line in chunk_lines]
+    outcomes = [outcome for _, chunk_outcomes in answers for outcome in chunk_outcomes]
+    failed = 0
+    for p, outcome in zip(paths, outcomes, strict=True):
+        if isinstance(outcome, OcrClientError):
+            failed += 1
+            print(f"error: {p}: {_image_error(outcome)}", file=sys.stderr)
     if args.json:
-        results = [_line_json(p, r) for p, r in zip(paths, lines, strict=True)]
+        results = [
+            _line_json(p, r)
+            if isinstance(r, LineResult)
+            else {"image": p, "error": _image_error(r)}
+            for p, r in zip(paths, outcomes, strict=True)
+        ]
         doc = {"model": model, "results": results}
         print(json.dumps(doc, ensure_ascii=False, indent=2))
     elif len(paths) == 1:
-        print(lines[0].text)
+        if isinstance(outcomes[0], LineResult):
+            print(outcomes[0].text)
     else:
-        for p, r in zip(paths, lines, strict=True):
-            print(f"{p}\t{r.text}")
-    return 0
+        for p, r in zip(paths, outcomes, strict=True):
+            if isinstance(r, LineResult):
+                print(f"{p}\t{r.text}")
+    return 1 if failed else 0
 
 
 def _merged(streams: Sequence[Iterator[_T]]) -> Iterator[_T]:
@@ -278,6 +341,21 @@ def _page_options(args: argparse.Namespace) -> PageOptions:
     return options
 
 
+def _check_output(out: str | None) -> None:
+    """Fail before any page is sent when ``-o`` cannot be written: found only at the end, it
+    would cost the whole run's recognition. The file itself is written only at the end."""
+    if out is None or out == "-":
+        return
+    target = Path(out)
+    parent = target.parent
+    if target.is_dir():
+        raise _CliError(f"-o {out}: is a directory")
+    if not parent.is_dir():
+        raise _CliError(f"-o {out}: the folder {parent} does not exist")
+    if not os.access(target if target.exists() else parent, os.W_OK):
+        raise _CliError(f"-o {out}: not writable")
+
+
 def _emit(document: str, out: str | None) -> None:
     """UTF-8 whatever the locale: the XML formats declare it, and CJK text must survive a
     C locale's ASCII stdout."""
@@ -297,8 +375,20 @@ def _emit(document: str, out: str | None) -> None:
 def _cmd_pages(args: argparse.Namespace) -> int:
     paths: list[str] = args.files
     _check_files(paths)
-    # Format, page count and needed packages of every file before anything is sent.
-    infos = [documents.inspect(p) for p in paths]
+    _check_output(args.output)
+    # Format, page count and needed packages of every file before anything is sent. A file
+    # that is no document (empty, another format) is reported and left out, as a page that
+    # fails is; a missing package (ImportError) stops the run: every such file would fail.
+    infos: list[documents.DocumentInfo] = []
+    unreadable = 0
+    for path in paths:
+        try:
+            infos.append(documents.inspect(path))
+        except (documents.DocumentError, OSError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            unreadable += 1
+    if not infos:
+        raise _CliError("no file could be read; nothing sent")
     total = sum(info.page_count for info in infos)
     show = sys.stderr.isatty() if args.progress is None else args.progress
     progress = _Progress(total, sys.stderr, show)
@@ -386,7 +476,7 @@ def _cmd_pages(args: argparse.Namespace) -> int:
         raise _CliError("no page was recognised; nothing written")
     _emit(formats.write(args.format, pages), args.output)
     # A page sent and not in the results failed (its error was reported above).
-    return 1 if lost or len(pages) < len(sent) else 0
+    return 1 if unreadable or lost or len(pages) < len(sent) else 0
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
@@ -553,8 +643,10 @@ def _build_parser() -> argparse.ArgumentParser:
             "write them in input order. "
             "PNG/JPEG/BMP/WebP/TIFF pages are sent as they are; multi-page TIFF and PDF are "
             f"split here, which needs the extra: {documents.EXTRA_HINT}. "
-            "A page that fails is reported on stderr and the others are still written; "
-            "the exit status is then 1. --timeout is per page."
+            "A page that fails, or a file that is no document (empty, another format), is "
+            "reported on stderr and the others are still written; the exit status is then 1. "
+            "A missing file or an -o that cannot be written stops before anything is sent. "
+            "--timeout is per page."
         ),
     )
     p_pages.add_argument("files", nargs="+", metavar="FILE", help="image, TIFF or PDF files")

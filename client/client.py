@@ -824,6 +824,14 @@ class OcrClient:
             response = self._stub.ListModels(request, timeout=self._deadline(timeout))
         return [ModelInfo.from_proto(m) for m in response.models]
 
+    def server_limits(self, timeout: float | None = None) -> ocr_pb2.ServerLimits:
+        """The server's request limits (images per call, pixels, line width, message size,
+        stream window, document pages), as the proto message; 0 means not reported."""
+        request = ocr_pb2.ListModelsRequest()
+        with _rpc_errors():
+            response = self._stub.ListModels(request, timeout=self._deadline(timeout))
+        return response.limits
+
     def get_stats(self, timeout: float | None = None) -> ocr_pb2.GetStatsResponse:
         """The micro-batchers' counters, as the proto message (a diagnostics call)."""
         request = ocr_pb2.GetStatsRequest()
@@ -1139,6 +1147,13 @@ class AsyncOcrClient:
         with _rpc_errors():
             response = await self._get_stub().ListModels(request, timeout=self._deadline(timeout))
         return [ModelInfo.from_proto(m) for m in response.models]
+
+    async def server_limits(self, timeout: float | None = None) -> ocr_pb2.ServerLimits:  # noqa: ASYNC109
+        """See :meth:`OcrClient.server_limits`."""
+        request = ocr_pb2.ListModelsRequest()
+        with _rpc_errors():
+            response = await self._get_stub().ListModels(request, timeout=self._deadline(timeout))
+        return response.limits
 
     async def get_stats(self, timeout: float | None = None) -> ocr_pb2.GetStatsResponse:  # noqa: ASYNC109
         """The micro-batchers' counters, as the proto message (a diagnostics call)."""

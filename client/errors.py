@@ -8,7 +8,12 @@ sync client, the async client and the per-item errors of a stream all agree.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
+
 import grpc
+from google.protobuf.message import DecodeError
+from google.rpc import error_details_pb2, status_pb2
 
 __all__ = [
     "DeadlineExceeded",
@@ -29,12 +34,21 @@ class OcrClientError(Exception):
 
     ``code`` is the gRPC status of the failure (``None`` when the error did not come from a
     status) and ``details`` the server's message, which says what to change.
+    ``image_index`` is the position, in the call's images, of the image the failure is
+    about, when the server named one (a ``google.rpc.BadRequest`` field violation on
+    ``images[N]``); a caller with many images can then drop that one and resend the rest.
     """
 
-    def __init__(self, details: str, code: grpc.StatusCode | None = None) -> None:
+    def __init__(
+        self,
+        details: str,
+        code: grpc.StatusCode | None = None,
+        image_index: int | None = None,
+    ) -> None:
         super().__init__(details, code)
         self.details = details
         self.code = code
+        self.image_index = image_index
 
     def __str__(self) -> str:
         return f"{self.details} ({self.code.name})" if self.code is not None else self.details
@@ -89,8 +103,35 @@ _CLASS_BY_CODE: dict[grpc.StatusCode, type[OcrClientError]] = {
 _STATUS_CODE_BY_NUMBER: dict[int, grpc.StatusCode] = {c.value[0]: c for c in grpc.StatusCode}
 
 
-def _make(code: grpc.StatusCode, details: str) -> OcrClientError:
-    return _CLASS_BY_CODE.get(code, ServerError)(details, code)
+# The trailing-metadata key of the rich error model (google.rpc.Status, serialised).
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+_IMAGE_FIELD = re.compile(r"images\[(\d+)\]")
+
+
+def _make(code: grpc.StatusCode, details: str, image_index: int | None = None) -> OcrClientError:
+    return _CLASS_BY_CODE.get(code, ServerError)(details, code, image_index)
+
+
+def image_index_of(trailing_metadata: Iterable[tuple[str, str | bytes]] | None) -> int | None:
+    """The ``images[N]`` a failed call's ``google.rpc.Status`` details name, if any.
+
+    Anything unexpected (no details, another kind of detail, bytes that do not parse) is
+    ``None``: the index only adds to the message, which names the image too.
+    """
+    for key, value in trailing_metadata or ():
+        if key != STATUS_DETAILS_KEY or not isinstance(value, bytes):
+            continue
+        try:
+            status = status_pb2.Status.FromString(value)
+            for detail in status.details:
+                request = error_details_pb2.BadRequest()
+                if detail.Unpack(request):
+                    for violation in request.field_violations:
+                        if match := _IMAGE_FIELD.fullmatch(violation.field):
+                            return int(match.group(1))
+        except DecodeError:
+            return None
+    return None
 
 
 def from_rpc_error(err: grpc.RpcError) -> OcrClientError:
@@ -101,11 +142,13 @@ def from_rpc_error(err: grpc.RpcError) -> OcrClientError:
     """
     code_fn = getattr(err, "code", None)
     details_fn = getattr(err, "details", None)
+    trailers_fn = getattr(err, "trailing_metadata", None)
     code = code_fn() if callable(code_fn) else None
     details = details_fn() if callable(details_fn) else None
+    index = image_index_of(trailers_fn()) if callable(trailers_fn) else None
     if not isinstance(code, grpc.StatusCode):
         code = grpc.StatusCode.UNKNOWN
-    return _make(code, details or str(err) or code.name)
+    return _make(code, details or str(err) or code.name, index)
 
 
 def from_status(code: int, message: str) -> OcrClientError:

@@ -27,7 +27,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from google.rpc import status_pb2
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
 from PIL import Image
 
 from ocr_client import (
@@ -63,6 +64,20 @@ DEADLINE_SLACK_S = 0.1
 
 class _BadImage(Exception):
     pass
+
+
+def _abort_on_image(context: grpc.ServicerContext, index: int, message: str) -> None:
+    """Abort as the real server does for a refused image: INVALID_ARGUMENT, the message,
+    and a ``google.rpc.BadRequest`` naming ``images[index]`` in the status details."""
+    violation = error_details_pb2.BadRequest.FieldViolation(
+        field=f"images[{index}]", description=message
+    )
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.BadRequest(field_violations=[violation]))
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    status = status_pb2.Status(code=code.value[0], message=message, details=[detail])
+    context.set_trailing_metadata((("grpc-status-details-bin", status.SerializeToString()),))
+    context.abort(code, message)
 
 
 def _describe(image: ocr_pb2.Image) -> ocr_pb2.LineResult:
@@ -122,6 +137,7 @@ class FakeOcr(ocr_pb2_grpc.OcrServiceServicer):
         self.stream_cancelled = threading.Event()
         self.page_requests: list[ocr_pb2.RecognizePageRequest] = []
         self.document_requests: list[ocr_pb2.RecognizeDocumentRequest] = []
+        self.max_lines_per_request = 256
 
     def _enter(self, context: grpc.ServicerContext, model: str) -> None:
         self.deadlines.append(context.time_remaining())
@@ -144,7 +160,7 @@ class FakeOcr(ocr_pb2_grpc.OcrServiceServicer):
             try:
                 results.append(_describe(image))
             except _BadImage as exc:
-                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"image {i}: {exc}")
+                _abort_on_image(context, i, f"image {i}: {exc}")
         return ocr_pb2.RecognizeLinesResponse(
             results=results, model=request.model or "fake-default"
         )
@@ -225,7 +241,7 @@ class FakeOcr(ocr_pb2_grpc.OcrServiceServicer):
                 ),
                 ocr_pb2.ModelInfo(name="cjk", charset_size=6000, input_height=48, source="cfg"),
             ],
-            limits=ocr_pb2.ServerLimits(max_lines_per_request=256),
+            limits=ocr_pb2.ServerLimits(max_lines_per_request=self.max_lines_per_request),
         )
 
     def GetStats(
@@ -658,6 +674,15 @@ async def test_async_status_maps_to_exception(
     assert isinstance(info.value.__cause__, grpc.aio.AioRpcError)
 
 
+async def test_async_error_carries_the_refused_image_index_and_the_limits(fake: Fake) -> None:
+    fake.servicer.max_lines_per_request = 7
+    async with AsyncOcrClient(fake.address, timeout=TIMEOUT_S) as c:
+        with pytest.raises(InvalidRequest) as info:
+            await c.recognize_lines([b"1", b"bad"])
+        assert (await c.server_limits()).max_lines_per_request == 7
+    assert info.value.image_index == 1
+
+
 async def test_async_deadline_passes(fake: Fake) -> None:
     async with AsyncOcrClient(fake.address) as c:
         with pytest.raises(DeadlineExceeded):
@@ -817,6 +842,57 @@ def test_cli_lines_failure_on_several_connections_is_one_error(
             cli.main(["lines", paths[0], "--connections", bad])
         assert info.value.code == 2
     capsys.readouterr()
+
+
+def test_cli_lines_reports_a_refused_image_by_name_and_prints_the_others(
+    fake: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = _write_images(tmp_path, 1, 2, 3, 4)
+    Path(paths[1]).write_bytes(b"bad")
+    Path(paths[3]).write_bytes(b"bad")
+    assert cli.main(["lines", *paths, "--address", fake.address]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == f"{paths[0]}\t1 bytes\n{paths[2]}\t3 bytes\n"
+    # Named by file, without the server's per-call index (which counts within one call).
+    assert captured.err == (
+        f"error: {paths[1]}: cannot decode the image (INVALID_ARGUMENT)\n"
+        f"error: {paths[3]}: cannot decode the image (INVALID_ARGUMENT)\n"
+    )
+    # Each refusal drops that image and resends the rest.
+    sent = [len(r.images) for r in fake.servicer.recognize_requests]
+    assert sent == [4, 3, 2]
+    assert cli.main(["lines", *paths, "--json", "--address", fake.address]) == 1
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert [r.get("text") for r in results] == ["1 bytes", None, "3 bytes", None]
+    assert results[1] == {"image": paths[1], "error": "cannot decode the image (INVALID_ARGUMENT)"}
+    # A lone image the server refuses: the error, nothing on stdout.
+    assert cli.main(["lines", paths[1], "--address", fake.address]) == 1
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == (
+        "",
+        f"error: {paths[1]}: cannot decode the image (INVALID_ARGUMENT)\n",
+    )
+
+
+def test_client_error_carries_the_refused_image_index(client: OcrClient) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        client.recognize_lines([b"1", b"2", b"bad"])
+    assert info.value.image_index == 2
+    assert info.value.details == "image 2: cannot decode the image"
+    # A failure that names no image has none.
+    with pytest.raises(ModelNotFound) as other:
+        client.recognize_lines([b"1"], model="fail:NOT_FOUND")
+    assert other.value.image_index is None
+
+
+def test_cli_lines_splits_at_the_server_s_own_limit(
+    fake: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.servicer.max_lines_per_request = 2
+    paths = _write_images(tmp_path, *([1] * 5))
+    assert cli.main(["lines", *paths, "--address", fake.address]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 5
+    assert [len(r.images) for r in fake.servicer.recognize_requests] == [2, 2, 1]
 
 
 def test_cli_address_from_environment(
@@ -1235,17 +1311,35 @@ def test_cli_pages_xml_formats_and_progress(
 def test_cli_pages_checks_every_file_before_any_call(
     pages_fake: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """A missing file (a typo) or an unwritable -o stops the run before anything is sent;
+    a file that is no document is reported before anything is sent and left out."""
     png, _, _ = _documents(tmp_path)
-    text = tmp_path / "notes.pdf"
-    text.write_text("not a document")
-    assert cli.main(["pages", png, str(text), "--address", pages_fake.address]) == 1
-    err = capsys.readouterr().err
-    assert err.startswith(f"error: {text}: not a supported document")
+    servicer: PagesFake = pages_fake.servicer  # type: ignore[assignment]
     missing = str(tmp_path / "missing.tif")
     assert cli.main(["pages", png, missing, "--address", pages_fake.address]) == 1
     assert capsys.readouterr().err == f"error: {missing}: no such file\n"
-    servicer: PagesFake = pages_fake.servicer  # type: ignore[assignment]
+    nowhere = tmp_path / "no-such-folder" / "out.txt"
+    assert cli.main(["pages", png, "-o", str(nowhere), "--address", pages_fake.address]) == 1
+    assert capsys.readouterr().err == (
+        f"error: -o {nowhere}: the folder {nowhere.parent} does not exist\n"
+    )
+    assert cli.main(["pages", png, "-o", str(tmp_path), "--address", pages_fake.address]) == 1
+    assert capsys.readouterr().err == f"error: -o {tmp_path}: is a directory\n"
     assert servicer.calls == 0
+    text = tmp_path / "notes.pdf"
+    text.write_text("not a document")
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    args = ["pages", str(text), png, str(empty), "--address", pages_fake.address]
+    assert cli.main(args) == 1
+    captured = capsys.readouterr()
+    err = captured.err.splitlines()
+    assert err[0].startswith(f"error: {text}: not a supported document")
+    assert err[1:] == [f"error: {empty}: the file is empty"]
+    assert captured.out == f"{Path(png).stat().st_size} bytes\n\f"
+    assert cli.main(["pages", str(text), str(empty), "--address", pages_fake.address]) == 1
+    assert capsys.readouterr().err.endswith("error: no file could be read; nothing sent\n")
+    assert servicer.calls == 1
 
 
 def test_cli_pages_whole_call_failure_and_nothing_recognised(
