@@ -54,6 +54,7 @@ from ocr_client.errors import (
     OcrClientError,
     ServerBusy,
     ServerUnavailable,
+    Unauthenticated,
 )
 
 # The server's default max_lines_per_request; bigger inputs are sent as several calls.
@@ -729,6 +730,24 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _hint(err: BaseException, args: argparse.Namespace) -> str:
+    """What a CLI user can change for a whole-call failure, where the server's message speaks
+    of gRPC (metadata, addresses) rather than of this command's flags."""
+    if isinstance(err, Unauthenticated):
+        if os.environ.get("OCR_TOKEN"):
+            return "; the token in $OCR_TOKEN was refused"
+        return "; set $OCR_TOKEN to the server's token"
+    # gRPC's own words when no connection could be made (not a server answering UNAVAILABLE
+    # while it drains, which a retry fixes).
+    if isinstance(err, ServerUnavailable) and any(
+        words in err.details for words in ("failed to connect", "DNS resolution failed")
+    ):
+        return f"; is the server running at {args.address}? (--address or $OCR_ADDRESS)"
+    if isinstance(err, DeadlineExceeded):
+        return f"; --timeout (now {args.timeout:g} s) allows more"
+    return ""
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; returns the exit status (argparse exits 2 itself on usage errors)."""
     args = parse_args(argv)
@@ -738,7 +757,7 @@ def main(argv: list[str] | None = None) -> int:
     # OSError / ValueError: an input file that cannot be read or is empty (DocumentError is
     # a ValueError); ImportError: an optional package a document needs is missing.
     except (OcrClientError, _CliError, OSError, ValueError, ImportError) as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {err}{_hint(err, args)}", file=sys.stderr)
     except KeyboardInterrupt:
         return 130
     return 1

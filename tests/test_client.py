@@ -895,6 +895,29 @@ def test_cli_lines_splits_at_the_server_s_own_limit(
     assert [len(r.images) for r in fake.servicer.recognize_requests] == [2, 2, 1]
 
 
+def test_cli_whole_call_failures_say_which_flag_to_change(
+    fake: Fake,
+    dead_address: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (one,) = _write_images(tmp_path, 1)
+    monkeypatch.delenv("OCR_TOKEN", raising=False)
+    assert cli.main(["lines", one, "--address", dead_address, "--timeout", "2"]) == 1
+    err = capsys.readouterr().err
+    assert err.endswith(f"; is the server running at {dead_address}? (--address or $OCR_ADDRESS)\n")
+    args = ["lines", one, "--model", "fail:UNAUTHENTICATED", "--address", fake.address]
+    assert cli.main(args) == 1
+    assert capsys.readouterr().err.endswith("; set $OCR_TOKEN to the server's token\n")
+    monkeypatch.setenv("OCR_TOKEN", "t0ken")
+    assert cli.main(args) == 1
+    assert capsys.readouterr().err.endswith("; the token in $OCR_TOKEN was refused\n")
+    args = ["lines", one, "--model", "slow", "--timeout", "0.3", "--address", fake.address]
+    assert cli.main(args) == 1
+    assert capsys.readouterr().err.endswith("; --timeout (now 0.3 s) allows more\n")
+
+
 def test_cli_address_from_environment(
     fake: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
