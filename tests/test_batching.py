@@ -152,7 +152,8 @@ class FakeInference:
     started: threading.Event = field(default_factory=threading.Event)
     batches: list[list[int]] = field(default_factory=list)
     fail_width: int | None = None
-    wrong_count: bool = False
+    #: A batch holding this width gets one result fewer than it has lines.
+    short_width: int | None = None
 
     def __call__(self, worker: int, lines: Sequence[PreparedLine]) -> list[LineText]:
         widths = [ln.orig_width for ln in lines]
@@ -163,7 +164,7 @@ class FakeInference:
         if self.fail_width in widths:
             raise ValueError("boom")
         results = [LineText(text=str(w), confidence=1.0, words=()) for w in widths]
-        return results[:-1] if self.wrong_count else results
+        return results[:-1] if self.short_width in widths else results
 
 
 async def started(fake: FakeInference) -> None:
@@ -400,15 +401,26 @@ async def test_inference_error_fails_only_its_batch() -> None:
         await batcher.aclose()
 
 
-async def test_wrong_result_count_fails_every_line_of_the_batch() -> None:
-    fake = FakeInference(wrong_count=True)
-    batcher = MicroBatcher("m", fake, 1, HEIGHT, BatchLimits())
-    batcher.start()
-    try:
+async def test_wrong_result_count_fails_every_line_of_the_batch(gated) -> None:
+    batcher, fake = gated
+    fake.short_width = 2  # the batch [2, 3] gets one result back
+    blocker = asyncio.create_task(batcher.recognize([line(1, 64)]))
+    await started(fake)
+    # Two one-line calls queued behind the running batch share the next one. Each call is
+    # checked on its own: a batcher that handed out the one result it got would serve the
+    # call for 2 and fail only 3, which one call holding both lines could not tell apart.
+    calls = [asyncio.create_task(batcher.recognize([line(w, 64)])) for w in (2, 3)]
+    await asyncio.sleep(0)
+    fake.gate.set()
+    for call in calls:
         with pytest.raises(InferenceFailed):
-            await batcher.recognize([line(1, 64), line(2, 64)])
-    finally:
-        await batcher.aclose()
+            await call
+    assert (await blocker)[0].text == "1"
+    assert fake.batches == [[1], [2, 3]]
+    stats = batcher.stats()
+    # Only the blocker's line counts as inferred; the short batch counts as one failure.
+    assert stats.failed_batches == 1
+    assert stats.batches == 1 and stats.lines_inferred == 1
 
 
 async def test_close_fails_queued_lines_and_finishes_the_running_batch(gated) -> None:

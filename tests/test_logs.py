@@ -6,21 +6,34 @@ import json
 import logging
 import os
 
-from ocr_server.logs import _JsonFormatter, request_id_var
+import pytest
+
+from ocr_server.logs import configure_logging, request_id_var
 
 
-def test_a_json_line_names_the_process_and_the_request() -> None:
-    token = request_id_var.set("req-7")
+def test_a_json_line_names_the_process_and_the_request(capsys: pytest.CaptureFixture[str]) -> None:
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
     try:
-        record = logging.LogRecord("ocr_server.app", logging.INFO, "f.py", 1, "hi %s", ("x",), None)
-        record.request_id = request_id_var.get()
-        doc = json.loads(_JsonFormatter().format(record))
+        # As ``ocr-server`` starts: the handler it installs writes to sys.stderr, which
+        # capsys holds now, and tags each record through its request-id filter.
+        configure_logging("INFO", "json")
+        log = logging.getLogger("ocr_server.app")
+        token = request_id_var.set("req-7")
+        try:
+            log.info("hi %s", "x")
+        finally:
+            request_id_var.reset(token)
+        log.info("outside a call")  # the id is read per record, not kept from the last one
     finally:
-        request_id_var.reset(token)
-    assert doc["pid"] == os.getpid()  # several --processes children share one log stream
-    assert (doc["level"], doc["logger"], doc["request_id"], doc["msg"]) == (
-        "INFO",
-        "ocr_server.app",
-        "req-7",
-        "hi x",
-    )
+        # Give pytest's own handlers back, so other tests' log capture is unaffected.
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    docs = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert len(docs) == 2
+    for doc in docs:
+        assert doc["pid"] == os.getpid()  # several --processes children share one log stream
+    assert [(d["level"], d["logger"], d["request_id"], d["msg"]) for d in docs] == [
+        ("INFO", "ocr_server.app", "req-7", "hi x"),
+        ("INFO", "ocr_server.app", "-", "outside a call"),
+    ]

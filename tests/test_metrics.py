@@ -33,18 +33,30 @@ def metrics_server(tmp_path_factory) -> Iterator[tuple[ServerProcess, int]]:
     assert stop_server(srv) == 0, srv.log()
 
 
-def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+#: Scraped samples by (name, sorted labels).
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def scrape(port: int) -> Samples:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         text = response.read().decode()
-    samples = {}
+    samples: Samples = {}
     for family in text_string_to_metric_families(text):
         for s in family.samples:
             samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
     return samples
 
 
-def value(samples: dict, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+def sample_key(name: str, **labels: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return (name, tuple(sorted(labels.items())))
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    """The sample's value; one the server does not export fails, so a gauge that is never
+    exported cannot pass for a gauge that reads 0."""
+    key = sample_key(name, **labels)
+    assert key in samples, f"the server exports no sample {name} {labels}"
+    return samples[key]
 
 
 def test_calls_lines_pages_and_batches_are_counted(metrics_server) -> None:
@@ -73,7 +85,10 @@ def test_calls_lines_pages_and_batches_are_counted(metrics_server) -> None:
     after = scrape(port)
 
     def delta(name: str, **labels: str) -> float:
-        return value(after, name, **labels) - value(before, name, **labels)
+        # A labelled counter has no sample until its first count (RecognizeLines with code
+        # NOT_FOUND, say), so before the calls it may be missing and counts from 0; after
+        # them it must be there.
+        return value(after, name, **labels) - before.get(sample_key(name, **labels), 0.0)
 
     assert delta("ocr_rpc_calls_total", method="RecognizeLines", code="OK") == 3
     assert delta("ocr_rpc_calls_total", method="RecognizeLines", code="NOT_FOUND") == 1

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
+import cv2
 import pytest
 
 from ocr_core.errors import ModelLoadError
 from ocr_core.preprocess import WidthBuckets, prepare_line
 from ocr_core.recognizer import LineRecognizer, SessionConfig
 from ocr_core.registry import ModelRegistry
+from tests.conftest import render_line
 
 pytestmark = pytest.mark.integration
 
@@ -36,8 +37,13 @@ def test_user_model_with_metadata_charset_loads_and_recognizes(tmp_path, real_on
     )
     rec = LineRecognizer.load(spec, SessionConfig(workers=1))
     assert rec.charset_size == 18708 and "user config" in rec.source
-    blank = prepare_line(np.full((48, 200, 3), 255, np.uint8), 48, WidthBuckets())
-    assert rec.infer(0, [blank])[0].text == ""
+    # A real line, read exactly: a charset loaded in the wrong order or offset by one maps
+    # every class to the wrong character, which a blank image (read as "") cannot show.
+    text = "Hello World 2026"
+    line = prepare_line(cv2.cvtColor(render_line(text), cv2.COLOR_GRAY2BGR), 48, WidthBuckets())
+    read = rec.infer(0, [line])[0]
+    assert read.text == text
+    assert read.confidence > 0.5
 
 
 def test_charset_that_does_not_match_the_output_classes_is_refused(tmp_path, real_onnx) -> None:
