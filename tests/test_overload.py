@@ -8,10 +8,12 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
 from tests.conftest import ServerProcess, png, render_line, start_server, stop_server
@@ -91,6 +93,7 @@ def test_four_times_capacity_sheds_load_keeps_latency_bounded_and_recovers(tmp_p
     capacity_lines = 32
     srv = start_server(tmp_path / "load.log", "--queue-capacity", str(capacity_lines))
     line = ocr_pb2.Image(data=png(render_line("overload test " * 5)))
+    text = ("overload test " * 5).strip()  # what the model reads from that line, exactly
     request = ocr_pb2.RecognizeLinesRequest(images=[line])
     try:
         with grpc.insecure_channel(srv.address) as channel:
@@ -121,8 +124,8 @@ def test_four_times_capacity_sheds_load_keeps_latency_bounded_and_recovers(tmp_p
 
             def finished(future, sent: float) -> None:
                 try:
-                    future.result()
-                    code = "OK"
+                    ok = future.result().results[0].text == text
+                    code = "OK" if ok else "WRONG TEXT"
                 except grpc.RpcError as exc:
                     code = exc.code().name
                 with lock:
@@ -167,27 +170,35 @@ def test_four_times_capacity_sheds_load_keeps_latency_bounded_and_recovers(tmp_p
                 assert time.monotonic() < deadline
                 time.sleep(0.05)
             t0 = time.monotonic()
-            assert stub.RecognizeLines(request, timeout=30).results[0].text
+            assert stub.RecognizeLines(request, timeout=30).results[0].text == text
             assert time.monotonic() - t0 < 2
     finally:
         assert stop_server(srv) == 0, srv.log()
 
 
 def test_sigterm_under_load_answers_every_accepted_call(tmp_path) -> None:
-    """SIGTERM while callers keep calling: accepted calls and stream items all get their
-    answers (right text), new calls are refused with UNAVAILABLE, nothing else happens."""
+    """SIGTERM while callers keep calling: health turns NOT_SERVING, new calls are refused
+    with UNAVAILABLE while the server still drains (none started after NOT_SERVING is
+    answered), and accepted calls and stream items all get their answers (right text).
+
+    The stream sends its second half only after every caller was refused: it keeps the
+    server draining until then, so the refusals come from it and not from an exited
+    process, and its late items must be read and answered during the grace period.
+    """
     srv = start_server(tmp_path / "sigterm.log", "--grace-s", "30")
     text = "drain me " * 4
     line = ocr_pb2.Image(data=png(render_line(text)))
     request = ocr_pb2.RecognizeLinesRequest(images=[line] * 4)
-    outcomes: list[str] = []
+    outcomes: list[tuple[float, str]] = []  # (when the call started, its outcome)
     lock = threading.Lock()
+    callers_refused = threading.Event()
     try:
         with grpc.insecure_channel(srv.address) as channel:
             stub = ocr_pb2_grpc.OcrServiceStub(channel)
 
             def caller() -> None:
                 while True:
+                    started = time.monotonic()
                     try:
                         response = stub.RecognizeLines(request, timeout=60)
                         ok = [r.text for r in response.results] == [text.strip()] * 4
@@ -195,30 +206,36 @@ def test_sigterm_under_load_answers_every_accepted_call(tmp_path) -> None:
                     except grpc.RpcError as exc:
                         outcome = exc.code().name
                     with lock:
-                        outcomes.append(outcome)
+                        outcomes.append((started, outcome))
                     if outcome != "OK":
                         return
 
-            sigterm_sent = threading.Event()
-
-            def items():
-                # Half before SIGTERM, half after: the stream is accepted and stays open,
-                # so the second half must be read and answered during the grace period.
+            def items() -> Iterator[ocr_pb2.StreamRecognizeRequest]:
                 for i in range(40):
                     if i == 20:
-                        sigterm_sent.wait(60)
+                        callers_refused.wait(60)
                     yield ocr_pb2.StreamRecognizeRequest(id=str(i), line=line)
 
+            # Watch, not Check: once draining, the server answers no new call, Check included.
+            watch = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(service="ocr.v1.OcrService"), timeout=60
+            )
+            assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
             stream = stub.StreamRecognize(items(), timeout=120)
             threads = [threading.Thread(target=caller) for _ in range(6)]
             for t in threads:
                 t.start()
             time.sleep(3)
             srv.process.send_signal(signal.SIGTERM)
-            sigterm_sent.set()
-            answers = list(stream)  # accepted before SIGTERM: every item answered
+            assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            not_serving_seen = time.monotonic()
+            watch.cancel()  # an open watch would hold the server for the whole grace period
             for t in threads:
                 t.join(120)
+            assert not any(t.is_alive() for t in threads), "a caller was never refused"
+            assert srv.process.poll() is None, "callers refused by an exited server"
+            callers_refused.set()
+            answers = list(stream)  # accepted before SIGTERM: every item answered
         assert sorted(int(a.id) for a in answers) == list(range(40))
         assert all(a.line.text == text.strip() for a in answers)
         # A call still queued inside gRPC, not yet handed to the servicer, when shutdown
@@ -226,12 +243,18 @@ def test_sigterm_under_load_answers_every_accepted_call(tmp_path) -> None:
         # (grpc/grpc#41785; it failed this test once in a clean-clone CI run). The servicer
         # never saw such a call; one it had accepted and not answered would log a
         # cancellation.
-        assert set(outcomes) <= {"OK", "UNAVAILABLE", "CANCELLED"}, set(outcomes)
-        refused = outcomes.count("UNAVAILABLE") + outcomes.count("CANCELLED")
-        assert outcomes.count("OK") > 0 and refused == 6
+        codes = [code for _, code in outcomes]
+        assert set(codes) <= {"OK", "UNAVAILABLE", "CANCELLED"}, set(codes)
+        refused = codes.count("UNAVAILABLE") + codes.count("CANCELLED")
+        assert codes.count("OK") > 0 and refused == 6
+        # The server stops taking calls before its NOT_SERVING reaches a watcher, so a call
+        # made after this test saw NOT_SERVING must not have been served.
+        late = [code for started, code in outcomes if started > not_serving_seen]
+        assert "OK" not in late, late
         assert srv.process.wait(60) == 0
         assert "shutting down" in srv.log()
         assert "cancelled by the client" not in srv.log()
     finally:
+        callers_refused.set()
         if srv.process.poll() is None:
             stop_server(srv)

@@ -6,25 +6,36 @@ Text images are rendered here with OpenCV's built-in font, so these tests need n
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 from google.protobuf import json_format
-from grpc_health.v1 import health_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 
-from ocr_client import AsyncOcrClient, InvalidRequest, ModelNotFound, OcrClient, ServerBusy
+from ocr_client import (
+    AsyncOcrClient,
+    InvalidRequest,
+    ModelNotFound,
+    OcrClient,
+    Page,
+    ServerBusy,
+)
 from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
 from ocr_core.cpus import usable_cpus
 from tests.conftest import (
@@ -119,12 +130,23 @@ def test_request_id_is_echoed_on_success_errors_and_streams(stub) -> None:
     assert [r.line.text for r in stream] == ["echo"]
 
 
-def test_grpcurl_style_json_request_gets_text_and_confidence(stub) -> None:
-    """The JSON grpcurl sends ({"images":[{"data":"<base64>"}]}) maps to a working request."""
-    import base64
+#: README's grpcurl RecognizeLines example: the shell-quoted JSON after ``-d "..."``.
+README_GRPCURL_LINES = re.compile(
+    r'grpcurl -plaintext -d "((?:[^"\\]|\\.)*)" \\\n\s*\S+ ocr\.v1\.OcrService/RecognizeLines'
+)
 
-    body = {"images": [{"data": base64.b64encode(png(render_line(TEXTS[1]))).decode()}]}
-    request = json_format.Parse(json.dumps(body), ocr_pb2.RecognizeLinesRequest())
+
+def test_grpcurl_style_json_request_gets_text_and_confidence(stub) -> None:
+    """README's grpcurl RecognizeLines example, its JSON parsed as grpcurl would send it,
+    works: a renamed field or a changed shape in the README fails here."""
+    match = README_GRPCURL_LINES.search((REPO_ROOT / "README.md").read_text(encoding="utf-8"))
+    assert match, 'README has no grpcurl RecognizeLines example with -d "..."'
+    # Inside shell double quotes a backslash escapes ", $, ` and itself.
+    body = re.sub(r'\\([$`"\\])', r"\1", match.group(1))
+    data = base64.b64encode(png(render_line(TEXTS[1]))).decode()
+    body, substitutions = re.subn(r"\$\(base64 [^)]*\)", data, body)
+    assert substitutions == 1, body
+    request = json_format.Parse(body, ocr_pb2.RecognizeLinesRequest())
     answer = json.loads(json_format.MessageToJson(stub.RecognizeLines(request, timeout=60)))
     assert answer["results"][0]["text"] == TEXTS[1]
     assert 0 < answer["results"][0]["confidence"] <= 1
@@ -300,12 +322,26 @@ def test_stream_answers_each_item_and_survives_a_corrupt_one(server: ServerProce
 
 
 def test_ordered_stream_returns_input_order(server: ServerProcess) -> None:
-    # A wide line first: unordered it would tend to finish last.
-    texts = ["a much longer first line of text to recognise", "b", "c", "d", "e"]
-    items = [(str(i), png(render_line(t))) for i, t in enumerate(texts)]
-    with OcrClient(server.address) as client:
-        ids = [r.id for r in client.stream_recognize(items, ordered=True)]
-    assert ids == ["0", "1", "2", "3", "4"]
+    """``ordered=True`` holds back answers that finish early until those before them are sent.
+
+    Item 0 is a page: text detection runs on the preprocessing pool before any of its lines
+    reach the batcher, so the lines after it, each one recognition on the idle session,
+    finish first. The unordered run checks that this setup does reorder; otherwise the
+    ordered run would pass with the ordered flag ignored.
+    """
+    lines = ["quick", "brown fox", "total", "in a word"]
+    items: list[tuple[str, bytes | Page]] = [("0", Page(png(render_page(TEXTS))))]
+    items += [(str(i), png(render_line(t))) for i, t in enumerate(lines, start=1)]
+    input_order = [item_id for item_id, _ in items]
+    with OcrClient(server.address, timeout=60) as client:
+        unordered = [r.id for r in client.stream_recognize(items)]
+        answers = list(client.stream_recognize(items, ordered=True))
+    assert sorted(unordered) == input_order
+    assert unordered != input_order, "the page did not finish after the lines: no reordering"
+    assert [r.id for r in answers] == input_order
+    page = answers[0].page
+    assert page is not None and [line.text for line in page.lines] == TEXTS
+    assert [r.line.text for r in answers[1:] if r.line is not None] == lines
 
 
 def test_stream_options_on_a_later_message_fail_only_that_item(stub) -> None:
@@ -330,11 +366,25 @@ def test_stream_with_unknown_model_fails_the_call(server: ServerProcess) -> None
         list(client.stream_recognize([png(render_line("x"))], model="nope"))
 
 
+def lines_in_shared_batches(before: ocr_pb2.BatcherStats, after: ocr_pb2.BatcherStats) -> int:
+    """Lines that ran in batches of more than one line between two GetStats snapshots."""
+    counts = {
+        size: count - before.batch_size_counts.get(size, 0)
+        for size, count in after.batch_size_counts.items()
+    }
+    return sum(size * count for size, count in counts.items() if size > 1)
+
+
 async def test_async_client_and_concurrent_calls_share_the_batcher(server: ServerProcess) -> None:
+    """24 one-line calls at once: the first runs alone, the others queue behind it and are
+    batched together; with batching off every batch would hold one line."""
     async with AsyncOcrClient(server.address) as client:
+        before = (await client.get_stats()).batchers[0]
         images = [png(render_line(t)) for t in TEXTS] * 8
         results = await asyncio.gather(*(client.recognize_line(i) for i in images))
+        after = (await client.get_stats()).batchers[0]
     assert [r.text for r in results] == TEXTS * 8
+    assert lines_in_shared_batches(before, after) > 0, after.batch_size_counts
 
 
 def test_cli_prints_text_and_json(server: ServerProcess, tmp_path) -> None:
@@ -372,25 +422,55 @@ def test_small_limits_server_enforces_message_size_and_queue(tmp_path) -> None:
 
 
 def test_sigterm_finishes_in_flight_work_then_refuses_new_calls(tmp_path) -> None:
+    """SIGTERM: health turns NOT_SERVING and a new call is refused with UNAVAILABLE while
+    accepted work is still in flight; that work is then answered in full and the server
+    exits 0.
+
+    A stream this test holds open keeps accepted work in flight until those checks are done,
+    so they meet the draining server, not an exited process (which would refuse anything).
+    """
     srv = start_server(tmp_path / "shutdown.log", "--grace-s", "30")
     line = ocr_pb2.Image(data=png(render_line("in flight " * 6)))
-    with grpc.insecure_channel(srv.address) as channel:
-        stub = ocr_pb2_grpc.OcrServiceStub(channel)
-        before = stats(stub)
-        future = stub.RecognizeLines.future(
-            ocr_pb2.RecognizeLinesRequest(images=[line] * 40), timeout=120
-        )
-        wait_enqueued(stub, before, 40)
-        srv.process.send_signal(signal.SIGTERM)
-        response = future.result(timeout=120)  # accepted before SIGTERM: answered in full
-        assert len(response.results) == 40
-        assert all(r.text == "in flight " * 5 + "in flight" for r in response.results)
-    assert srv.process.wait(60) == 0, srv.log()
-    with grpc.insecure_channel(srv.address) as channel:
-        stub = ocr_pb2_grpc.OcrServiceStub(channel)
-        code, _ = code_of(lambda: recognize(stub, line, timeout=5))
-        assert code == grpc.StatusCode.UNAVAILABLE
-    assert "shutting down" in srv.log()
+    text = "in flight " * 5 + "in flight"
+    checked = threading.Event()
+
+    def held_open() -> Iterator[ocr_pb2.StreamRecognizeRequest]:
+        yield ocr_pb2.StreamRecognizeRequest(id="before", line=line)
+        checked.wait(60)  # the second item is sent during the grace period
+        yield ocr_pb2.StreamRecognizeRequest(id="after", line=line)
+
+    try:
+        with grpc.insecure_channel(srv.address) as channel:
+            stub = ocr_pb2_grpc.OcrServiceStub(channel)
+            # Watch, not Check: once draining, the server answers no new call, Check included.
+            watch = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(service="ocr.v1.OcrService"), timeout=30
+            )
+            assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+            stream = stub.StreamRecognize(held_open(), timeout=120)
+            first = next(stream)  # the stream is accepted and being served
+            assert (first.id, first.line.text) == ("before", text)
+            before = stats(stub)
+            future = stub.RecognizeLines.future(
+                ocr_pb2.RecognizeLinesRequest(images=[line] * 40), timeout=120
+            )
+            wait_enqueued(stub, before, 40)
+            srv.process.send_signal(signal.SIGTERM)
+            assert next(watch).status == health_pb2.HealthCheckResponse.NOT_SERVING
+            watch.cancel()  # an open watch would hold the server for the whole grace period
+            code, _ = code_of(lambda: recognize(stub, line, timeout=10))
+            assert code == grpc.StatusCode.UNAVAILABLE
+            assert srv.process.poll() is None, "refused by an exited server, not a draining one"
+            checked.set()
+            response = future.result(timeout=120)  # accepted before SIGTERM: answered in full
+            assert [r.text for r in response.results] == [text] * 40
+            assert [(r.id, r.line.text) for r in stream] == [("after", text)]
+        assert srv.process.wait(60) == 0, srv.log()
+        assert "shutting down" in srv.log()
+    finally:
+        checked.set()
+        if srv.process.poll() is None:
+            srv.process.kill()
 
 
 def test_stubs_import_from_namespaced_package() -> None:
