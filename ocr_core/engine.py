@@ -27,7 +27,14 @@ from ocr_core.cpus import PinSwitch
 from ocr_core.ctc import LineText
 from ocr_core.detection import DetectionOptions
 from ocr_core.documents import Document, DocumentLimits, open_document
-from ocr_core.errors import InvalidInput, ModelNotFound, OcrError, TooLarge, Unsupported
+from ocr_core.errors import (
+    InvalidInput,
+    ModelNotFound,
+    OcrError,
+    TooLarge,
+    Unsupported,
+    about_image,
+)
 from ocr_core.images import RawPixels, declared_size, decode_image, raw_to_bgr
 from ocr_core.pages import FoundLines, PageModels, PageOptions, PageText, assemble_page, find_lines
 from ocr_core.preprocess import PreparedLine, WidthBuckets, prepare_line
@@ -253,9 +260,7 @@ class OcrEngine:
             try:
                 prepared.append(prepare_line(self._decode(image), height, served.buckets))
             except OcrError as exc:
-                if len(images) > 1:
-                    raise type(exc)(f"image {index}: {exc}") from exc
-                raise
+                raise about_image(exc, index, len(images)) from exc
         return prepared
 
     async def recognize_page(

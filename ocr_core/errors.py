@@ -24,9 +24,22 @@ class ErrorKind(Enum):
 
 
 class OcrError(Exception):
-    """Base of every error the core raises on purpose."""
+    """Base of every error the core raises on purpose.
+
+    ``image_index`` is set when the error is about one image of a request's list (see
+    :func:`about_image`), so a caller can tell which one without reading the message.
+    """
 
     kind: ErrorKind = ErrorKind.INTERNAL
+    image_index: int | None = None
+
+
+def about_image(exc: OcrError, index: int, count: int) -> OcrError:
+    """``exc`` as the error of image ``index`` of a request's ``count`` images: the index in
+    ``image_index`` and, when there are several images, in front of the message."""
+    error = type(exc)(f"image {index}: {exc}" if count > 1 else str(exc))
+    error.image_index = index
+    return error
 
 
 class InvalidInput(OcrError):

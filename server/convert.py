@@ -11,7 +11,7 @@ from ocr_core.batching import BatcherStats
 from ocr_core.ctc import LineText
 from ocr_core.detection import DetectionOptions
 from ocr_core.engine import ImageSource
-from ocr_core.errors import InvalidInput
+from ocr_core.errors import InvalidInput, about_image
 from ocr_core.geometry import bounds
 from ocr_core.images import RawPixels
 from ocr_core.pages import PageOptions, PageText
@@ -43,7 +43,7 @@ def image_sources(images: list[ocr_pb2.Image]) -> list[ImageSource]:
         try:
             sources.append(image_source(image))
         except InvalidInput as exc:
-            raise InvalidInput(f"image {index}: {exc}") from exc
+            raise about_image(exc, index, len(images)) from exc
     return sources
 
 

@@ -32,7 +32,7 @@ from ocr_server.convert import (
 )
 from ocr_server.logs import request_id_var
 from ocr_server.metrics import ServerMetrics
-from ocr_server.status import status_for
+from ocr_server.status import STATUS_DETAILS_KEY, status_details, status_for
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -114,6 +114,7 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
             raise
         except Exception as exc:  # the error boundary: everything maps to a status here
             code, message = status_for(exc, rid)
+            details = status_details(exc, code, message)
         else:
             self._record(method, "OK", start)
             log.debug(
@@ -132,6 +133,9 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
             extra={"method": method, "status": code.name},
         )
         self._record(method, code.name, start)
+        if details is not None:
+            trailers = (("x-request-id", rid), (STATUS_DETAILS_KEY, details))
+            await context.abort(code, message, trailers)
         await context.abort(code, message)
         raise AssertionError("context.abort returned")  # abort always raises
 

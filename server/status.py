@@ -10,6 +10,8 @@ from __future__ import annotations
 import logging
 
 import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 from ocr_core.errors import ErrorKind, OcrError
 
@@ -41,3 +43,28 @@ def status_for(exc: BaseException, request_id: str) -> tuple[grpc.StatusCode, st
         grpc.StatusCode.INTERNAL,
         f"internal server error (request id {request_id}); the server logged the details",
     )
+
+
+# The trailing-metadata key of gRPC's rich error model: a serialised google.rpc.Status.
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+def status_details(exc: BaseException, code: grpc.StatusCode, message: str) -> bytes | None:
+    """``google.rpc.Status`` bytes naming the image ``exc`` is about, or None.
+
+    A ``google.rpc.BadRequest`` field violation on ``images[N]`` (AIP-193's shape, which
+    grpcurl prints and ``grpc_status`` clients read), so a caller with many images can drop
+    the refused one and resend the rest without parsing the message. The status repeats
+    the call's code and message, as the gRPC spec requires of these details.
+    """
+    index = exc.image_index if isinstance(exc, OcrError) else None
+    if index is None:
+        return None
+    violation = error_details_pb2.BadRequest.FieldViolation(
+        field=f"images[{index}]", description=message
+    )
+    detail = any_pb2.Any()
+    detail.Pack(error_details_pb2.BadRequest(field_violations=[violation]))
+    return status_pb2.Status(
+        code=code.value[0], message=message, details=[detail]
+    ).SerializeToString()

@@ -397,6 +397,48 @@ def test_cli_prints_text_and_json(server: ServerProcess, tmp_path) -> None:
     assert json.loads(out.stdout)["results"][0]["text"] == TEXTS[0]
 
 
+def test_a_refused_image_is_named_in_the_status_details(server: ServerProcess) -> None:
+    """The refused image's position travels as a google.rpc.BadRequest on images[N] in the
+    status details, for a list of images and for a lone one (whose message has no index)."""
+    good = png(render_line(TEXTS[0]))
+    wide = png(np.full((40, 6000), 255, np.uint8))  # over the line width limit
+    with OcrClient(server.address, timeout=60) as client:
+        with pytest.raises(InvalidRequest) as bad:
+            client.recognize_lines([good, good, b"not an image", good])
+        with pytest.raises(InvalidRequest) as too_wide:
+            client.recognize_lines([good, wide])
+        with pytest.raises(InvalidRequest) as alone:
+            client.recognize_lines([b"not an image"])
+        with pytest.raises(ModelNotFound) as no_image:
+            client.recognize_lines([good], model="nope")
+        # And the server goes on serving.
+        assert client.recognize_line(good).text == TEXTS[0]
+    assert bad.value.image_index == 2 and bad.value.details.startswith("image 2: image data")
+    assert too_wide.value.image_index == 1 and "over the limit of" in too_wide.value.details
+    assert alone.value.image_index == 0 and alone.value.details.startswith("image data")
+    assert no_image.value.image_index is None
+
+
+def test_cli_names_a_refused_line_image_and_prints_the_others(
+    server: ServerProcess, tmp_path
+) -> None:
+    paths = []
+    for name, data in [
+        ("a", png(render_line(TEXTS[0]))),
+        ("junk", b"junk"),
+        ("b", png(render_line(TEXTS[1]))),
+    ]:
+        path = tmp_path / f"{name}.png"
+        path.write_bytes(data)
+        paths.append(str(path))
+    cmd = [sys.executable, "-m", "ocr_client.cli", "lines", "--address", server.address]
+    out = subprocess.run([*cmd, *paths], capture_output=True, text=True)
+    assert out.returncode == 1, out.stderr
+    assert out.stdout == f"{paths[0]}\t{TEXTS[0]}\n{paths[2]}\t{TEXTS[1]}\n"
+    assert out.stderr.startswith(f"error: {paths[1]}: image data (4 bytes) is not a decodable")
+    assert out.stderr.count("\n") == 1
+
+
 def test_small_limits_server_enforces_message_size_and_queue(tmp_path) -> None:
     srv = start_server(
         tmp_path / "small.log",

@@ -79,7 +79,11 @@ class OcrServiceServicer:
         Errors of the whole call:
         - INVALID_ARGUMENT: no images, an image that cannot be decoded, a raw image
         whose pixel buffer does not match its size, a line that is too long.
-        The message names the index of the offending image.
+        The message names the index of the offending image (when there are
+        several), and so do the status details: a google.rpc.BadRequest whose
+        field violation is `images[N]` (also for an image over the pixel limit,
+        RESOURCE_EXHAUSTED). Drop that image and resend the rest: nothing was
+        inferred.
         - NOT_FOUND: `model` names a model this server does not serve.
         - RESOURCE_EXHAUSTED: more images than the server's per-request limit, an
         image over the pixel limit, or the server's queue is full (retry later).
