@@ -127,7 +127,13 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     add("--model", d.model, "default model name (empty = the manifest's default)")
     add("--extra-models", "", "comma-separated further models to serve")
     add("--models-config", None, "TOML file declaring user models (see README)", type=Path)
-    add("--model-dir", None, "model cache folder (default: OCR_MODEL_DIR or ~/.cache)", type=Path)
+    add(
+        "--model-dir",
+        None,
+        "model cache folder (default: $XDG_CACHE_HOME/grpc-ocr-server/models, else "
+        "~/.cache/grpc-ocr-server/models)",
+        type=Path,
+    )
     switch(
         "--no-fetch",
         "fail instead of downloading missing model files",
@@ -450,5 +456,7 @@ def _validate(parser: argparse.ArgumentParser, c: ServerConfig) -> None:
         parser.error(f"--page-max-side must be in 320..4096, got {c.page_max_side}")
     if c.log_format not in ("text", "json"):
         parser.error(f"--log-format must be text or json, got {c.log_format!r}")
+    if c.log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        parser.error(f"--log-level must be DEBUG, INFO, WARNING or ERROR, got {c.log_level!r}")
     if c.graph_optimization not in ("all", "extended", "basic", "disabled"):
         parser.error("--graph-optimization must be all|extended|basic|disabled")

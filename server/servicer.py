@@ -281,18 +281,23 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
         failure: tuple[grpc.StatusCode, str] | None = None
         start = time.perf_counter()
         finished = False
+        answered = errors = 0
         try:
             while (item := await done.get()) is not None:
                 if isinstance(item, BaseException):
                     failure = status_for(item, rid)
                     break
+                if item.response.HasField("error"):
+                    errors += 1
                 if not state.ordered:
+                    answered += 1
                     yield item.response
                     release(item)
                     continue
                 held[item.seq] = item
                 while next_seq in held:
                     ready = held.pop(next_seq)
+                    answered += 1
                     yield ready.response
                     next_seq += 1
                     release(ready)
@@ -301,12 +306,41 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
             reader.cancel()
             for task in list(tasks):
                 task.cancel()
-            if failure is not None:
-                self._record("StreamRecognize", failure[0].name, start)
-            else:
-                self._record("StreamRecognize", "OK" if finished else "CANCELLED", start)
+            code = failure[0].name if failure is not None else "OK" if finished else "CANCELLED"
+            self._record("StreamRecognize", code, start)
+            self._log_stream_end(code, answered, errors, start, failure)
         if failure is not None:
             await context.abort(*failure)
+
+    @staticmethod
+    def _log_stream_end(
+        code: str,
+        answered: int,
+        errors: int,
+        start: float,
+        failure: tuple[grpc.StatusCode, str] | None,
+    ) -> None:
+        """One INFO line per stream, as unary calls that fail get: a stream is long-lived and
+        its item errors (counted here) are otherwise only in the responses."""
+        ms = (time.perf_counter() - start) * 1e3
+        extra = {"method": "StreamRecognize", "status": code}
+        if code == "CANCELLED":
+            log.info(
+                "StreamRecognize cancelled by the client after %d answers in %.1f ms",
+                answered,
+                ms,
+                extra=extra,
+            )
+            return
+        log.info(
+            "StreamRecognize %s, %d answers (%d item errors) in %.1f ms%s",
+            code,
+            answered,
+            errors,
+            ms,
+            f": {failure[1]}" if failure is not None else "",
+            extra=extra,
+        )
 
     async def _read_stream(
         self,

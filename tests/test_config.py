@@ -157,6 +157,8 @@ def test_env_beats_default_only_for_its_own_flag() -> None:
         (["--pin-workers", "yes"], {}),
         (["--loop-decode-max-pixels", "-1"], {}),
         ([], {"OCR_PIN_WORKERS": "always"}),
+        (["--log-level", "verbose"], {}),
+        ([], {"OCR_LOG_LEVEL": "loud"}),
     ],
 )
 def test_invalid_values_exit_with_usage_error(

@@ -103,8 +103,9 @@ def test_recognizes_rendered_lines_in_order_with_words(stub) -> None:
     assert xs == sorted(xs) and xs[0][1] <= xs[1][0]  # left to right, not overlapping
 
 
-def test_request_id_is_echoed_on_success_errors_and_streams(stub) -> None:
-    """Unary calls echo ``x-request-id`` in trailing metadata (also on errors), streams up front."""
+def test_request_id_is_echoed_on_success_errors_and_streams(stub, server: ServerProcess) -> None:
+    """Unary calls echo ``x-request-id`` in trailing metadata (also on errors), streams up
+    front; a stream's end is logged under its request id, with its item errors counted."""
     image = ocr_pb2.Image(data=png(render_line("echo")))
     request = ocr_pb2.RecognizeLinesRequest(images=[image])
     _, call = stub.RecognizeLines.with_call(
@@ -121,13 +122,21 @@ def test_request_id_is_echoed_on_success_errors_and_streams(stub) -> None:
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
     assert ("x-request-id", "rid-bad") in info.value.trailing_metadata()
 
+    junk = ocr_pb2.Image(data=b"junk")
     stream = stub.StreamRecognize(
-        iter([ocr_pb2.StreamRecognizeRequest(id="1", line=image)]),
+        iter(
+            [ocr_pb2.StreamRecognizeRequest(id=str(i), line=x) for i, x in enumerate([image, junk])]
+        ),
         metadata=(("x-request-id", "rid-stream"),),
         timeout=60,
     )
     assert ("x-request-id", "rid-stream") in stream.initial_metadata()
-    assert [r.line.text for r in stream] == ["echo"]
+    answers = list(stream)
+    assert [r.line.text for r in answers if r.HasField("line")] == ["echo"]
+    assert [r.id for r in answers if r.HasField("error")] == ["1"]
+    ends = [row for row in server.log().splitlines() if "[rid-stream]" in row]
+    assert len(ends) == 1 and " INFO " in ends[0], ends
+    assert "StreamRecognize OK, 2 answers (1 item errors) in " in ends[0]
 
 
 #: README's grpcurl RecognizeLines example: the shell-quoted JSON after ``-d "..."``.
