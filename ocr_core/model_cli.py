@@ -26,33 +26,55 @@ from ocr_core.registry import Downloader, FetchState, ModelRegistry, default_cac
 CONFIG_ENV = "OCR_MODELS_CONFIG"
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ocr-models",
-        description="List, fetch and locate the OCR recognizer models.",
-    )
-    parser.add_argument(
+def _common_options() -> argparse.ArgumentParser:
+    """--cache-dir, --config (and the hidden --manifest), accepted before or after the
+    command. No defaults at either level (``_parse`` fills them): argparse copies every
+    subcommand default over the top-level namespace, which would drop a value given before
+    the command."""
+    options = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    options.add_argument(
         "--cache-dir",
         type=Path,
-        default=None,
         help="where fetched model files live "
         "(default: $OCR_MODEL_DIR, else $XDG_CACHE_HOME/grpc-ocr-server/models, "
         "else ~/.cache/grpc-ocr-server/models)",
     )
-    parser.add_argument(
+    options.add_argument(
         "--config",
         type=Path,
-        default=None,
         help=f"user config (TOML) declaring more models (default: ${CONFIG_ENV} if set)",
     )
     # Tests (and manifest authors) point at another manifest; not part of the user interface.
-    parser.add_argument("--manifest", type=Path, default=None, help=argparse.SUPPRESS)
+    options.add_argument("--manifest", type=Path, help=argparse.SUPPRESS)
+    return options
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    args = _parser().parse_args(argv)
+    for name in ("cache_dir", "config", "manifest"):
+        if not hasattr(args, name):
+            setattr(args, name, None)
+    return args
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = _common_options()
+    parser = argparse.ArgumentParser(
+        prog="ocr-models",
+        description="List, fetch and locate the OCR recognizer models. --cache-dir and "
+        "--config go before or after the command.",
+        parents=[common],
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    sub.add_parser("list", help="list the known models, the default and what is fetched")
+    sub.add_parser(
+        "list", parents=[common], help="list the known models, the default and what is fetched"
+    )
 
     fetch = sub.add_parser(
-        "fetch", help="download and verify models (the default model if none is named)"
+        "fetch",
+        parents=[common],
+        help="download and verify models (the default model if none is named)",
     )
     fetch.add_argument("names", nargs="*", metavar="NAME", help="models to fetch")
     fetch.add_argument("--all", action="store_true", help="fetch every packaged model")
@@ -60,7 +82,9 @@ def _parser() -> argparse.ArgumentParser:
         "--force", action="store_true", help="download again and replace the cached files"
     )
 
-    path = sub.add_parser("path", help="print the local recognizer path, fetching it if missing")
+    path = sub.add_parser(
+        "path", parents=[common], help="print the local recognizer path, fetching it if missing"
+    )
     path.add_argument("name", metavar="NAME")
     return parser
 
@@ -121,9 +145,8 @@ def _cmd_path(registry: ModelRegistry, name: str) -> int:
 
 def main(argv: list[str] | None = None, *, downloader: Downloader | None = None) -> int:
     """Run the CLI; returns the exit status. ``downloader`` lets tests avoid the network."""
-    parser = _parser()
     try:
-        args = parser.parse_args(argv)
+        args = _parse(argv)
     except SystemExit as exc:  # --help or a usage error; argparse already printed why
         return exc.code if isinstance(exc.code, int) else 2
     config = args.config

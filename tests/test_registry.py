@@ -514,6 +514,18 @@ def test_cli_list(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
     assert "not fetched" not in demo and "fetched" in demo
 
 
+def test_cli_options_go_after_the_command_too(env: Env, capsys: pytest.CaptureFixture[str]) -> None:
+    after = ["--cache-dir", str(env.cache), "--manifest", str(env.manifest)]
+    assert model_cli.main(["path", "meta", *after], downloader=env.downloader) == 0
+    assert capsys.readouterr().out == f"{env.cache / 'meta' / 'recognizer.onnx'}\n"
+    # Given at both levels, the one after the command wins.
+    elsewhere = ["--cache-dir", str(env.tmp / "elsewhere")]
+    args = [*elsewhere, "list", *after]
+    assert model_cli.main(args, downloader=env.downloader) == 0
+    meta = next(ln for ln in capsys.readouterr().out.splitlines() if " meta " in ln)
+    assert "not fetched" not in meta
+
+
 def test_cli_fetch_default_then_already_fetched(
     env: Env, capsys: pytest.CaptureFixture[str]
 ) -> None:
