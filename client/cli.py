@@ -642,7 +642,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description=(
             "Recognise every page of the files on one stream (N with --connections N) and "
             "write them in input order. "
-            "PNG/JPEG/BMP/WebP/TIFF pages are sent as they are; multi-page TIFF and PDF are "
+            "PNG/JPEG/BMP/WebP/GIF/TIFF pages are sent as they are; multi-page TIFF and PDF are "
             f"split here, which needs the extra: {documents.EXTRA_HINT}. "
             "A page that fails, or a file that is no document (empty, another format), is "
             "reported on stderr and the others are still written; the exit status is then 1. "

@@ -6,7 +6,7 @@ server, and a failed page is that page's item error instead of the end of the do
 
 What is sent:
 
-- PNG, JPEG, BMP, WebP and single-page TIFF files go as their bytes, unchanged: the server
+- PNG, JPEG, BMP, WebP, GIF and single-page TIFF files go as their bytes, unchanged: the server
   decodes them, and the encoded file is smaller than its pixels. No extra package is needed.
 - Multi-page TIFF is split with Pillow and PDF is rendered with pypdfium2 (the optional extra
   ``[documents]``); those pages go as ``RawImage`` (gray or RGB), so nothing is re-encoded.
@@ -42,7 +42,7 @@ __all__ = [
     "page_id",
 ]
 
-Format: TypeAlias = Literal["png", "jpeg", "bmp", "webp", "tiff", "pdf"]
+Format: TypeAlias = Literal["png", "jpeg", "bmp", "webp", "gif", "tiff", "pdf"]
 PathInput: TypeAlias = str | os.PathLike[str]
 
 EXTRA_HINT = "pip install 'grpc-ocr-server[documents]'"
@@ -104,6 +104,8 @@ def detect_format(head: bytes) -> Format | None:
         return "webp"
     if head.startswith(b"BM"):
         return "bmp"
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return "gif"  # the server reads its first frame
     if b"%PDF-" in head[:_SNIFF_BYTES]:
         return "pdf"
     return None
@@ -117,7 +119,7 @@ def _sniff(path: Path) -> Format:
     fmt = detect_format(head)
     if fmt is None:
         raise DocumentError(
-            f"{path}: not a supported document (PNG, JPEG, BMP, WebP, TIFF or PDF); "
+            f"{path}: not a supported document (PNG, JPEG, BMP, WebP, GIF, TIFF or PDF); "
             f"it starts with {head[:8]!r}"
         )
     return fmt

@@ -45,7 +45,9 @@ def _pixel(raw: ocr_pb2.RawImage, x: int, y: int) -> bytes:
         (b"II+\x00\x08\x00\x00\x00" + b"\0" * 8, "tiff"),  # BigTIFF
         (b"%PDF-1.7\n", "pdf"),
         (b"\xef\xbb\xbf junk before %PDF-1.4\n", "pdf"),
-        (b"GIF89a" + b"\0" * 10, None),
+        (b"GIF89a" + b"\0" * 10, "gif"),
+        (b"GIF87a" + b"\0" * 10, "gif"),
+        (b"GIF90a" + b"\0" * 10, None),
         (b"RIFF\x10\0\0\0WAVEfmt ", None),
         (b"hello world, plain text", None),
     ],

@@ -26,6 +26,7 @@ pytestmark = pytest.mark.integration
 PNG_LINES = ["Invoice number 4471", "Delivery on 12 May", "Total due 86 euros"]
 TIFF_PAGES = [["First page of the letter"], ["Second page follows here"]]
 PDF_LINES = ["Printed from a document"]
+GIF_LINES = ["Scanned to a GIF file"]
 CLI_TIMEOUT_S = 240
 
 
@@ -51,7 +52,11 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     Image.fromarray(_render(PDF_LINES)).convert("RGB").save(pdf, resolution=200.0)
     broken = folder / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64)  # a PNG header, then nothing
-    return {"png": png, "tif": tif, "pdf": pdf, "broken": broken}
+    gif = folder / "scan.gif"
+    Image.fromarray(_render(GIF_LINES)).save(gif)
+    notes = folder / "notes.txt"
+    notes.write_text("not a page\n")
+    return {"png": png, "tif": tif, "pdf": pdf, "broken": broken, "gif": gif, "notes": notes}
 
 
 def _lines(text: str) -> list[str]:
@@ -95,6 +100,19 @@ def test_pages_of_every_file_come_back_in_order(
     assert [line["text"] for line in first["lines"]] == PNG_LINES
     tops = [line["bounds"]["y"] for line in first["lines"]]
     assert tops == sorted(tops)
+
+
+def test_a_gif_page_is_read_and_a_file_that_is_no_page_is_skipped(
+    server: ServerProcess, inputs: dict[str, Path]
+) -> None:
+    files = [str(inputs[k]) for k in ("notes", "gif", "png")]
+    proc = _pages_cli(server, *files)
+    err = proc.stderr.decode()
+    assert proc.returncode == 1, err
+    assert err.startswith(f"error: {inputs['notes']}: not a supported document"), err
+    assert len(err.strip().splitlines()) == 1, err
+    pages = proc.stdout.decode().split("\f")
+    assert [_lines(p) for p in pages] == [GIF_LINES, PNG_LINES, []]
 
 
 def test_pages_on_several_streams_come_back_in_order(
