@@ -684,7 +684,9 @@ def _build_parser() -> argparse.ArgumentParser:
         type=_int_in(50, 600),
         default=documents.DEFAULT_PDF_DPI,
         metavar="DPI",
-        help="resolution PDF pages are rendered at (default: %(default)s)",
+        help="resolution PDF pages are rendered at (default: %(default)s); a page that would "
+        f"be over {documents.DEFAULT_MAX_PAGE_PIXELS:,} pixels (the server's default "
+        "--max-image-pixels) is rendered at the highest resolution under it",
     )
     p_pages.add_argument(
         "--max-in-flight",
