@@ -52,7 +52,6 @@ from ocr_client.errors import (
     DeadlineExceeded,
     InvalidRequest,
     OcrClientError,
-    ServerBusy,
     ServerUnavailable,
     Unauthenticated,
 )
@@ -152,8 +151,8 @@ def _recognize_chunk(
             )
         except OcrClientError as err:
             index = err.image_index
-            if index is None and len(pending) == 1:
-                index = 0 if isinstance(err, InvalidRequest | ServerBusy) else None
+            if index is None and len(pending) == 1 and isinstance(err, InvalidRequest):
+                index = 0  # a server that sends no details: a lone image's refusal is its own
             if index is None or not 0 <= index < len(pending):
                 raise
             outcomes[pending.pop(index)] = err

@@ -872,6 +872,16 @@ def test_cli_lines_reports_a_refused_image_by_name_and_prints_the_others(
         "",
         f"error: {paths[1]}: cannot decode the image (INVALID_ARGUMENT)\n",
     )
+    # Without details (an older server), a lone image's INVALID_ARGUMENT is still its own,
+    # and several images' is the whole call's.
+    args = ["--model", "fail:INVALID_ARGUMENT", "--address", fake.address]
+    assert cli.main(["lines", paths[0], *args]) == 1
+    assert (
+        capsys.readouterr().err
+        == f"error: {paths[0]}: fake says INVALID_ARGUMENT (INVALID_ARGUMENT)\n"
+    )
+    assert cli.main(["lines", paths[0], paths[2], *args]) == 1
+    assert capsys.readouterr().err == "error: fake says INVALID_ARGUMENT (INVALID_ARGUMENT)\n"
 
 
 def test_client_error_carries_the_refused_image_index(client: OcrClient) -> None:
