@@ -287,18 +287,18 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
                 if isinstance(item, BaseException):
                     failure = status_for(item, rid)
                     break
-                if item.response.HasField("error"):
-                    errors += 1
                 if not state.ordered:
-                    answered += 1
                     yield item.response
+                    answered += 1
+                    errors += item.response.HasField("error")
                     release(item)
                     continue
                 held[item.seq] = item
                 while next_seq in held:
                     ready = held.pop(next_seq)
-                    answered += 1
                     yield ready.response
+                    answered += 1
+                    errors += ready.response.HasField("error")
                     next_seq += 1
                     release(ready)
             finished = True
