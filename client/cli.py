@@ -164,12 +164,10 @@ def _recognize_chunk(
 
 
 def _image_error(err: OcrClientError) -> str:
-    """The server's message without its ``image N:`` prefix (N counts within one call, so
-    it would mislead next to the file's name)."""
-    details = err.details
-    if err.image_index is not None:
-        details = details.removeprefix(f"image {err.image_index}: ")
-    return f"{details} ({err.code.name})" if err.code is not None else details
+    """The error without its ``image N:`` prefix (N counts within one call, so it would
+    mislead next to the file's name)."""
+    text = str(err)
+    return text if err.image_index is None else text.removeprefix(f"image {err.image_index}: ")
 
 
 def _cmd_lines(args: argparse.Namespace) -> int:

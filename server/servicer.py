@@ -18,6 +18,7 @@ import grpc
 from google.protobuf.message import DecodeError
 from google.rpc import status_pb2
 
+from ocr_client.errors import STATUS_DETAILS_KEY
 from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
 from ocr_core.engine import OcrEngine
 from ocr_core.errors import InvalidInput, OcrError
@@ -32,7 +33,7 @@ from ocr_server.convert import (
 )
 from ocr_server.logs import request_id_var
 from ocr_server.metrics import ServerMetrics
-from ocr_server.status import STATUS_DETAILS_KEY, status_details, status_for
+from ocr_server.status import status_details, status_for
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -133,10 +134,10 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
             extra={"method": method, "status": code.name},
         )
         self._record(method, code.name, start)
+        trailers: tuple[tuple[str, str | bytes], ...] = (("x-request-id", rid),)
         if details is not None:
-            trailers = (("x-request-id", rid), (STATUS_DETAILS_KEY, details))
-            await context.abort(code, message, trailers)
-        await context.abort(code, message)
+            trailers += ((STATUS_DETAILS_KEY, details),)
+        await context.abort(code, message, trailers)
         raise AssertionError("context.abort returned")  # abort always raises
 
     async def RecognizeLines(

@@ -45,21 +45,22 @@ def status_for(exc: BaseException, request_id: str) -> tuple[grpc.StatusCode, st
     )
 
 
-# The trailing-metadata key of gRPC's rich error model: a serialised google.rpc.Status.
-STATUS_DETAILS_KEY = "grpc-status-details-bin"
-
-
 def status_details(exc: BaseException, code: grpc.StatusCode, message: str) -> bytes | None:
-    """``google.rpc.Status`` bytes naming the image ``exc`` is about, or None.
-
-    A ``google.rpc.BadRequest`` field violation on ``images[N]`` (AIP-193's shape, which
-    grpcurl prints and ``grpc_status`` clients read), so a caller with many images can drop
-    the refused one and resend the rest without parsing the message. The status repeats
-    the call's code and message, as the gRPC spec requires of these details.
-    """
+    """The status details naming the image ``exc`` is about (``image_status_details``), or
+    None when it is about no one image."""
     index = exc.image_index if isinstance(exc, OcrError) else None
-    if index is None:
-        return None
+    return None if index is None else image_status_details(index, code, message)
+
+
+def image_status_details(index: int, code: grpc.StatusCode, message: str) -> bytes:
+    """``google.rpc.Status`` bytes with a ``google.rpc.BadRequest`` field violation on
+    ``images[index]``, for the ``STATUS_DETAILS_KEY`` trailer.
+
+    AIP-193's shape, which grpcurl prints and ``ocr_client.errors.image_index_of`` reads, so
+    a caller with many images can drop the refused one and resend the rest without parsing
+    the message. The status repeats the call's code and message, as the gRPC spec requires
+    of these details.
+    """
     violation = error_details_pb2.BadRequest.FieldViolation(
         field=f"images[{index}]", description=message
     )

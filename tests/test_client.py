@@ -27,8 +27,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from google.protobuf import any_pb2
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import status_pb2
 from PIL import Image
 
 from ocr_client import (
@@ -50,9 +49,10 @@ from ocr_client import (
     cli,
     formats,
 )
-from ocr_client.errors import from_rpc_error, from_status
+from ocr_client.errors import STATUS_DETAILS_KEY, from_rpc_error, from_status
 from ocr_client.images import to_proto_image
 from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
+from ocr_server.status import image_status_details
 
 TIMEOUT_S = 5.0
 # The deadline travels as a relative grpc-timeout header that is rounded up, so the
@@ -68,15 +68,10 @@ class _BadImage(Exception):
 
 def _abort_on_image(context: grpc.ServicerContext, index: int, message: str) -> None:
     """Abort as the real server does for a refused image: INVALID_ARGUMENT, the message,
-    and a ``google.rpc.BadRequest`` naming ``images[index]`` in the status details."""
-    violation = error_details_pb2.BadRequest.FieldViolation(
-        field=f"images[{index}]", description=message
-    )
-    detail = any_pb2.Any()
-    detail.Pack(error_details_pb2.BadRequest(field_violations=[violation]))
+    and the server's own status details naming ``images[index]``."""
     code = grpc.StatusCode.INVALID_ARGUMENT
-    status = status_pb2.Status(code=code.value[0], message=message, details=[detail])
-    context.set_trailing_metadata((("grpc-status-details-bin", status.SerializeToString()),))
+    details = image_status_details(index, code, message)
+    context.set_trailing_metadata(((STATUS_DETAILS_KEY, details),))
     context.abort(code, message)
 
 
