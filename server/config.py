@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 from ocr_core.cpus import PIN_MODES, SCHED_BATCH_MODES
 from ocr_core.engine import LOOP_DECODE_MAX_PIXELS, LOOP_DECODE_MAX_THREADS
@@ -97,20 +99,66 @@ def _env_name(flag: str) -> str:
     return "OCR_" + flag.lstrip("-").upper().replace("-", "_")
 
 
-def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
+class _ServerParser(argparse.ArgumentParser):
+    """An argument parser whose errors name the environment variable a bad value came from.
+
+    A value set as ``OCR_WORKERS=0`` in a container spec reaches argparse as the default of
+    ``--workers``; an error that named only ``--workers`` would send the operator looking for a
+    flag nobody passed.
+    """
+
+    #: Flags whose value came from the environment (not given on the command line) -> variable.
+    from_env: dict[str, str]
+
+    def error(self, message: str) -> NoReturn:
+        named = [
+            var
+            for flag, var in self.from_env.items()
+            if re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", message)
+        ]
+        if named:
+            message += f" (set by the environment variable {', '.join(named)})"
+        super().error(message)
+
+
+def _given_on_command_line(argv: Sequence[str] | None) -> set[str]:
+    """The option strings ``argv`` gives, as argparse resolves them (abbreviations included)."""
+    probe = build_parser({}, add_help=False, exit_on_error=False)
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS
+    try:
+        given, _ = probe.parse_known_args(argv)
+    except argparse.ArgumentError:
+        # The command line itself is wrong; the real parse reports that, blaming no variable.
+        return {action.option_strings[0] for action in probe._actions if action.option_strings}
+    return {
+        action.option_strings[0]
+        for action in probe._actions
+        if action.option_strings and action.dest in vars(given)
+    }
+
+
+def build_parser(
+    env: Mapping[str, str], add_help: bool = True, exit_on_error: bool = True
+) -> argparse.ArgumentParser:
     """The ``ocr-server`` argument parser, with defaults taken from ``env`` where set."""
     d = ServerConfig()
-    parser = argparse.ArgumentParser(
+    parser = _ServerParser(
         prog="ocr-server",
+        add_help=add_help,
+        exit_on_error=exit_on_error,
         description="gRPC OCR server (ocr.v1.OcrService). Every flag can also be set with the "
         "environment variable OCR_<FLAG_NAME> (e.g. OCR_PORT=50052).",
         formatter_class=DefaultsHelpFormatter,
     )
+    parser.from_env = {}
 
     def add(flag: str, default: object, help_: str, **kw: object) -> None:
         # An empty variable counts as unset (templates often write VAR: ""); read as a value
         # it would turn OCR_MODEL_DIR= into the working directory, OCR_PORT= into an error.
         env_value = env.get(_env_name(flag)) or None
+        if env_value is not None:
+            parser.from_env[flag] = _env_name(flag)
         parser.add_argument(
             flag,
             default=env_value if env_value is not None else default,
@@ -354,6 +402,8 @@ def parse_config(
     """Resolve a ``ServerConfig`` from ``argv`` and ``env`` (defaults: sys.argv, os.environ)."""
     env = os.environ if env is None else env
     parser = build_parser(env)
+    for flag in _given_on_command_line(argv):
+        parser.from_env.pop(flag, None)
     a = parser.parse_args(argv)
     # Environment values arrive as strings; re-run them through their flag's type.
     for action in parser._actions:

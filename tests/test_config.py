@@ -243,6 +243,45 @@ def test_workers_error_names_the_flag(capsys: pytest.CaptureFixture[str]) -> Non
     assert "--workers must be at least 1" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"OCR_WORKERS": "0"}, "--workers must be at least 1, got 0"),
+        ({"OCR_PORT": "abc"}, "argument --port: invalid int value: 'abc'"),
+        ({"OCR_NO_PAGES": "maybe"}, "argument --no-pages: expected true/false, got 'maybe'"),
+        ({"OCR_PORT": "0", "OCR_PROCESSES": "2"}, "--processes needs a fixed --port"),
+    ],
+)
+def test_an_environment_value_error_names_its_variable(
+    env: dict[str, str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An operator who set OCR_WORKERS=0 in a container spec passed no --workers flag.
+    with pytest.raises(SystemExit):
+        parse_config([], env=env)
+    err = capsys.readouterr().err
+    assert expected in err
+    for var in env:
+        assert var in err.splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--workers", "0"], "--workers must be at least 1, got 0"),
+        (["--workers=0"], "--workers must be at least 1, got 0"),
+        (["--work", "0"], "--workers must be at least 1, got 0"),
+        (["--workers", "x"], "argument --workers: invalid int value: 'x'"),
+    ],
+)
+def test_a_command_line_error_does_not_blame_the_environment(
+    argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The flag overrides the variable, so the variable is not what is wrong.
+    with pytest.raises(SystemExit):
+        parse_config(argv, env={"OCR_WORKERS": "2"})
+    assert capsys.readouterr().err.splitlines()[-1] == f"ocr-server: error: {expected}"
+
+
 def test_env_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OCR_PORT", "50999")
     monkeypatch.setenv("OCR_EXTRA_MODELS", "m1")
