@@ -370,6 +370,21 @@ def _emit(document: str, out: str | None) -> None:
         buffer.flush()
 
 
+def _check_reads_pages(client: OcrClient, model: str, address: str) -> None:
+    """A server started with ``--no-pages`` (or a model without a text detector) refuses
+    every page with the same FAILED_PRECONDITION; say so once, before anything is sent,
+    rather than once per page."""
+    models = client.list_models()
+    chosen = next((m for m in models if (m.name == model if model else m.is_default)), None)
+    if chosen is None or chosen.supports_pages:
+        return  # an unknown model is left to the server, whose NOT_FOUND names those served
+    raise _CliError(
+        f"model {chosen.name!r} at {address} reads pre-cropped lines only (the server runs "
+        "with --no-pages, or the model has no text detector); nothing sent. Use "
+        "`ocr-client lines` for line images, or a server that reads pages"
+    )
+
+
 def _cmd_pages(args: argparse.Namespace) -> int:
     paths: list[str] = args.files
     _check_files(paths)
@@ -438,6 +453,7 @@ def _cmd_pages(args: argparse.Namespace) -> int:
     # --timeout is per page: a stream may carry every page.
     deadline = args.timeout * max(total, 1)
     with _client(args) as client:
+        _check_reads_pages(client, args.model, args.address)
         stream = _merged(
             [
                 client.stream_recognize(

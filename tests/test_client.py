@@ -1143,6 +1143,17 @@ class PagesFake(ocr_pb2_grpc.OcrServiceServicer):
         self.max_in_flight = 0
         self._lock = threading.Lock()
 
+    def ListModels(
+        self, request: ocr_pb2.ListModelsRequest, context: grpc.ServicerContext
+    ) -> ocr_pb2.ListModelsResponse:
+        """One model that reads pages, one that reads lines only (as with ``--no-pages``)."""
+        return ocr_pb2.ListModelsResponse(
+            models=[
+                ocr_pb2.ModelInfo(name="latin", is_default=True, supports_pages=True),
+                ocr_pb2.ModelInfo(name="lines-only"),
+            ]
+        )
+
     def _answer(
         self, request: ocr_pb2.StreamRecognizeRequest, model: str
     ) -> ocr_pb2.StreamRecognizeResponse:
@@ -1386,6 +1397,22 @@ def test_cli_pages_whole_call_failure_and_nothing_recognised(
         f"error: {bad} page 1: cannot decode the page (INVALID_ARGUMENT)",
         "error: no page was recognised; nothing written",
     ]
+
+
+def test_cli_pages_to_a_lines_only_model_says_so_once_and_sends_nothing(
+    pages_fake: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    files = _documents(tmp_path)
+    code = cli.main(["pages", *files, "--model", "lines-only", "--address", pages_fake.address])
+    assert code == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.splitlines() == [
+        f"error: model 'lines-only' at {pages_fake.address} reads pre-cropped lines only (the "
+        "server runs with --no-pages, or the model has no text detector); nothing sent. Use "
+        "`ocr-client lines` for line images, or a server that reads pages"
+    ]
+    assert pages_fake.servicer.calls == 0
 
 
 def test_cli_pages_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:

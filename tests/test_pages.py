@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import subprocess
+import sys
 
 import cv2
 import grpc
@@ -271,5 +273,22 @@ def test_no_pages_server_reads_lines_and_refuses_pages_with_the_reason(
             assert responses["l"].line.text == "Hello World 2026"
             lines = stub.RecognizeLines(ocr_pb2.RecognizeLinesRequest(images=[line]), timeout=60)
             assert lines.results[0].text == "Hello World 2026"
+
+        # The pages CLI says so once, before sending, not once per page.
+        scan = tmp_path / "scan.png"
+        scan.write_bytes(png(page))
+        cli = [sys.executable, "-m", "ocr_client.cli", "--address", srv.address]
+        proc = subprocess.run(
+            [*cli, "pages", str(scan), str(scan)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stdout == ""
+        assert proc.stderr.startswith("error: model 'ppocr-v6-small' at "), proc.stderr
+        assert "reads pre-cropped lines only" in proc.stderr
+        assert len(proc.stderr.splitlines()) == 1, proc.stderr
     finally:
         assert stop_server(srv) == 0, srv.log()
