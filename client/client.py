@@ -817,20 +817,21 @@ class OcrClient:
         finally:
             call.cancel()  # no-op once the call has ended; frees the server otherwise
 
+    def _list_models(self, timeout: float | None) -> ocr_pb2.ListModelsResponse:
+        """ListModels, which answers both the models and the server's limits."""
+        with _rpc_errors():
+            return self._stub.ListModels(
+                ocr_pb2.ListModelsRequest(), timeout=self._deadline(timeout)
+            )
+
     def list_models(self, timeout: float | None = None) -> list[ModelInfo]:
         """The models this server serves (one has ``is_default``)."""
-        request = ocr_pb2.ListModelsRequest()
-        with _rpc_errors():
-            response = self._stub.ListModels(request, timeout=self._deadline(timeout))
-        return [ModelInfo.from_proto(m) for m in response.models]
+        return [ModelInfo.from_proto(m) for m in self._list_models(timeout).models]
 
     def server_limits(self, timeout: float | None = None) -> ocr_pb2.ServerLimits:
         """The server's request limits (images per call, pixels, line width, message size,
         stream window, document pages), as the proto message; 0 means not reported."""
-        request = ocr_pb2.ListModelsRequest()
-        with _rpc_errors():
-            response = self._stub.ListModels(request, timeout=self._deadline(timeout))
-        return response.limits
+        return self._list_models(timeout).limits
 
     def get_stats(self, timeout: float | None = None) -> ocr_pb2.GetStatsResponse:
         """The micro-batchers' counters, as the proto message (a diagnostics call)."""
@@ -1141,19 +1142,20 @@ class AsyncOcrClient:
         finally:
             call.cancel()  # no-op once the call has ended; frees the server otherwise
 
+    async def _list_models(self, timeout: float | None) -> ocr_pb2.ListModelsResponse:  # noqa: ASYNC109
+        """See :meth:`OcrClient._list_models`."""
+        with _rpc_errors():
+            return await self._get_stub().ListModels(
+                ocr_pb2.ListModelsRequest(), timeout=self._deadline(timeout)
+            )
+
     async def list_models(self, timeout: float | None = None) -> list[ModelInfo]:  # noqa: ASYNC109
         """The models this server serves (one has ``is_default``)."""
-        request = ocr_pb2.ListModelsRequest()
-        with _rpc_errors():
-            response = await self._get_stub().ListModels(request, timeout=self._deadline(timeout))
-        return [ModelInfo.from_proto(m) for m in response.models]
+        return [ModelInfo.from_proto(m) for m in (await self._list_models(timeout)).models]
 
     async def server_limits(self, timeout: float | None = None) -> ocr_pb2.ServerLimits:  # noqa: ASYNC109
         """See :meth:`OcrClient.server_limits`."""
-        request = ocr_pb2.ListModelsRequest()
-        with _rpc_errors():
-            response = await self._get_stub().ListModels(request, timeout=self._deadline(timeout))
-        return response.limits
+        return (await self._list_models(timeout)).limits
 
     async def get_stats(self, timeout: float | None = None) -> ocr_pb2.GetStatsResponse:  # noqa: ASYNC109
         """The micro-batchers' counters, as the proto message (a diagnostics call)."""

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from ocr_core.cpus import PIN_MODES, SCHED_BATCH_MODES
 from ocr_core.engine import LOOP_DECODE_MAX_PIXELS, LOOP_DECODE_MAX_THREADS
@@ -107,8 +107,11 @@ class _ServerParser(argparse.ArgumentParser):
     flag nobody passed.
     """
 
-    #: Flags whose value came from the environment (not given on the command line) -> variable.
-    from_env: dict[str, str]
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: Flags whose value came from the environment (not given on the command line) ->
+        #: variable; filled as flags are added, trimmed once the command line is known.
+        self.from_env: dict[str, str] = {}
 
     def error(self, message: str) -> NoReturn:
         named = [
@@ -140,7 +143,7 @@ def _given_on_command_line(argv: Sequence[str] | None) -> set[str]:
 
 def build_parser(
     env: Mapping[str, str], add_help: bool = True, exit_on_error: bool = True
-) -> argparse.ArgumentParser:
+) -> _ServerParser:
     """The ``ocr-server`` argument parser, with defaults taken from ``env`` where set."""
     d = ServerConfig()
     parser = _ServerParser(
@@ -151,7 +154,6 @@ def build_parser(
         "environment variable OCR_<FLAG_NAME> (e.g. OCR_PORT=50052).",
         formatter_class=DefaultsHelpFormatter,
     )
-    parser.from_env = {}
 
     def add(flag: str, default: object, help_: str, **kw: object) -> None:
         # An empty variable counts as unset (templates often write VAR: ""); read as a value
