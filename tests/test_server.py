@@ -85,6 +85,7 @@ def test_reflection_lists_and_describes_the_service(server: ServerProcess) -> No
         services = set(db.get_services())
         assert {"ocr.v1.OcrService", "grpc.health.v1.Health"} <= services
         file = db.FindFileContainingSymbol("ocr.v1.OcrService")
+        assert file.name == "ocr/v1/ocr.proto"  # the repository's path, as buf and grpcurl use
         methods = {m.name for m in file.service[0].method}
         assert {"RecognizeLines", "StreamRecognize", "ListModels", "GetStats"} <= methods
 

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from ocr_client.proto.ocr.v1 import ocr_pb2 as ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2
+from ocr_client.proto.ocr.v1 import ocr_pb2 as ocr_dot_v1_dot_ocr__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -37,33 +37,33 @@ class OcrServiceStub:
         """
         self.RecognizeLines = channel.unary_unary(
                 '/ocr.v1.OcrService/RecognizeLines',
-                request_serializer=ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.RecognizeLinesRequest.SerializeToString,
-                response_deserializer=ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.RecognizeLinesResponse.FromString,
+                request_serializer=ocr_dot_v1_dot_ocr__pb2.RecognizeLinesRequest.SerializeToString,
+                response_deserializer=ocr_dot_v1_dot_ocr__pb2.RecognizeLinesResponse.FromString,
                 _registered_method=True)
         self.StreamRecognize = channel.stream_stream(
                 '/ocr.v1.OcrService/StreamRecognize',
-                request_serializer=ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.StreamRecognizeRequest.SerializeToString,
-                response_deserializer=ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.StreamRecognizeResponse.FromString,
+                request_serializer=ocr_dot_v1_dot_ocr__pb2.StreamRecognizeRequest.SerializeToString,
+                response_deserializer=ocr_dot_v1_dot_ocr__pb2.StreamRecognizeResponse.FromString,
                 _registered_method=True)
         self.RecognizePage = channel.unary_unary(
                 '/ocr.v1.OcrService/RecognizePage',
-                request_serializer=ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.RecognizePageRequest.SerializeToString,
-                response_deserializer=ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.PageResult.FromString,
+                request_serializer=ocr_dot_v1_dot_ocr__pb2.RecognizePageRequest.SerializeToString,
+                response_deserializer=ocr_dot_v1_dot_ocr__pb2.PageResult.FromString,
                 _registered_method=True)
         self.RecognizeDocument = channel.unary_stream(
                 '/ocr.v1.OcrService/RecognizeDocument',
-                request_serializer=ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.RecognizeDocumentRequest.SerializeToString,
-                response_deserializer=ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.PageResult.FromString,
+                request_serializer=ocr_dot_v1_dot_ocr__pb2.RecognizeDocumentRequest.SerializeToString,
+                response_deserializer=ocr_dot_v1_dot_ocr__pb2.PageResult.FromString,
                 _registered_method=True)
         self.ListModels = channel.unary_unary(
                 '/ocr.v1.OcrService/ListModels',
-                request_serializer=ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.ListModelsRequest.SerializeToString,
-                response_deserializer=ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.ListModelsResponse.FromString,
+                request_serializer=ocr_dot_v1_dot_ocr__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=ocr_dot_v1_dot_ocr__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
         self.GetStats = channel.unary_unary(
                 '/ocr.v1.OcrService/GetStats',
-                request_serializer=ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.GetStatsRequest.SerializeToString,
-                response_deserializer=ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.GetStatsResponse.FromString,
+                request_serializer=ocr_dot_v1_dot_ocr__pb2.GetStatsRequest.SerializeToString,
+                response_deserializer=ocr_dot_v1_dot_ocr__pb2.GetStatsResponse.FromString,
                 _registered_method=True)
 
 
@@ -159,33 +159,33 @@ def add_OcrServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'RecognizeLines': grpc.unary_unary_rpc_method_handler(
                     servicer.RecognizeLines,
-                    request_deserializer=ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.RecognizeLinesRequest.FromString,
-                    response_serializer=ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.RecognizeLinesResponse.SerializeToString,
+                    request_deserializer=ocr_dot_v1_dot_ocr__pb2.RecognizeLinesRequest.FromString,
+                    response_serializer=ocr_dot_v1_dot_ocr__pb2.RecognizeLinesResponse.SerializeToString,
             ),
             'StreamRecognize': grpc.stream_stream_rpc_method_handler(
                     servicer.StreamRecognize,
-                    request_deserializer=ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.StreamRecognizeRequest.FromString,
-                    response_serializer=ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.StreamRecognizeResponse.SerializeToString,
+                    request_deserializer=ocr_dot_v1_dot_ocr__pb2.StreamRecognizeRequest.FromString,
+                    response_serializer=ocr_dot_v1_dot_ocr__pb2.StreamRecognizeResponse.SerializeToString,
             ),
             'RecognizePage': grpc.unary_unary_rpc_method_handler(
                     servicer.RecognizePage,
-                    request_deserializer=ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.RecognizePageRequest.FromString,
-                    response_serializer=ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.PageResult.SerializeToString,
+                    request_deserializer=ocr_dot_v1_dot_ocr__pb2.RecognizePageRequest.FromString,
+                    response_serializer=ocr_dot_v1_dot_ocr__pb2.PageResult.SerializeToString,
             ),
             'RecognizeDocument': grpc.unary_stream_rpc_method_handler(
                     servicer.RecognizeDocument,
-                    request_deserializer=ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.RecognizeDocumentRequest.FromString,
-                    response_serializer=ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.PageResult.SerializeToString,
+                    request_deserializer=ocr_dot_v1_dot_ocr__pb2.RecognizeDocumentRequest.FromString,
+                    response_serializer=ocr_dot_v1_dot_ocr__pb2.PageResult.SerializeToString,
             ),
             'ListModels': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModels,
-                    request_deserializer=ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.ListModelsRequest.FromString,
-                    response_serializer=ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.ListModelsResponse.SerializeToString,
+                    request_deserializer=ocr_dot_v1_dot_ocr__pb2.ListModelsRequest.FromString,
+                    response_serializer=ocr_dot_v1_dot_ocr__pb2.ListModelsResponse.SerializeToString,
             ),
             'GetStats': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStats,
-                    request_deserializer=ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.GetStatsRequest.FromString,
-                    response_serializer=ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.GetStatsResponse.SerializeToString,
+                    request_deserializer=ocr_dot_v1_dot_ocr__pb2.GetStatsRequest.FromString,
+                    response_serializer=ocr_dot_v1_dot_ocr__pb2.GetStatsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -214,8 +214,8 @@ class OcrService:
             request,
             target,
             '/ocr.v1.OcrService/RecognizeLines',
-            ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.RecognizeLinesRequest.SerializeToString,
-            ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.RecognizeLinesResponse.FromString,
+            ocr_dot_v1_dot_ocr__pb2.RecognizeLinesRequest.SerializeToString,
+            ocr_dot_v1_dot_ocr__pb2.RecognizeLinesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -241,8 +241,8 @@ class OcrService:
             request_iterator,
             target,
             '/ocr.v1.OcrService/StreamRecognize',
-            ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.StreamRecognizeRequest.SerializeToString,
-            ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.StreamRecognizeResponse.FromString,
+            ocr_dot_v1_dot_ocr__pb2.StreamRecognizeRequest.SerializeToString,
+            ocr_dot_v1_dot_ocr__pb2.StreamRecognizeResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -268,8 +268,8 @@ class OcrService:
             request,
             target,
             '/ocr.v1.OcrService/RecognizePage',
-            ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.RecognizePageRequest.SerializeToString,
-            ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.PageResult.FromString,
+            ocr_dot_v1_dot_ocr__pb2.RecognizePageRequest.SerializeToString,
+            ocr_dot_v1_dot_ocr__pb2.PageResult.FromString,
             options,
             channel_credentials,
             insecure,
@@ -295,8 +295,8 @@ class OcrService:
             request,
             target,
             '/ocr.v1.OcrService/RecognizeDocument',
-            ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.RecognizeDocumentRequest.SerializeToString,
-            ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.PageResult.FromString,
+            ocr_dot_v1_dot_ocr__pb2.RecognizeDocumentRequest.SerializeToString,
+            ocr_dot_v1_dot_ocr__pb2.PageResult.FromString,
             options,
             channel_credentials,
             insecure,
@@ -322,8 +322,8 @@ class OcrService:
             request,
             target,
             '/ocr.v1.OcrService/ListModels',
-            ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.ListModelsRequest.SerializeToString,
-            ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.ListModelsResponse.FromString,
+            ocr_dot_v1_dot_ocr__pb2.ListModelsRequest.SerializeToString,
+            ocr_dot_v1_dot_ocr__pb2.ListModelsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -349,8 +349,8 @@ class OcrService:
             request,
             target,
             '/ocr.v1.OcrService/GetStats',
-            ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.GetStatsRequest.SerializeToString,
-            ocr__client_dot_proto_dot_ocr_dot_v1_dot_ocr__pb2.GetStatsResponse.FromString,
+            ocr_dot_v1_dot_ocr__pb2.GetStatsRequest.SerializeToString,
+            ocr_dot_v1_dot_ocr__pb2.GetStatsResponse.FromString,
             options,
             channel_credentials,
             insecure,
