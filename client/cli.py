@@ -36,6 +36,8 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
 
 from ocr_client import documents, formats
 from ocr_client.auth import tls_credentials
@@ -510,17 +512,50 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+_64_BIT = (FieldDescriptor.CPPTYPE_INT64, FieldDescriptor.CPPTYPE_UINT64)
+
+
+def _json_numbers(message: Message) -> dict[str, Any]:
+    """``message`` as proto3 JSON (field names as in the .proto, zero values included),
+    but with 64-bit integers as numbers.
+
+    Proto3 JSON writes those as strings (a JavaScript double cannot hold every uint64),
+    so jq compared a counter as text: ``.lines_inferred > 100`` was true for "7". The
+    server's counters stay far below 2**53. No well-known types (Timestamp, ...) inside.
+    """
+    doc = json_format.MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
+    return _with_numbers(doc, message.DESCRIPTOR)
+
+
+def _with_numbers(doc: dict[str, Any], descriptor: Descriptor) -> dict[str, Any]:
+    for field in descriptor.fields:
+        if field.name in doc:
+            doc[field.name] = _field_with_numbers(doc[field.name], field)
+    return doc
+
+
+def _field_with_numbers(value: Any, field: FieldDescriptor) -> Any:
+    entry = field.message_type
+    if entry is not None and entry.GetOptions().map_entry:
+        value_field = entry.fields_by_name["value"]
+        return {k: _field_with_numbers(v, value_field) for k, v in value.items()}
+    if field.is_repeated:
+        return [_one_with_numbers(v, field) for v in value]
+    return _one_with_numbers(value, field)
+
+
+def _one_with_numbers(value: Any, field: FieldDescriptor) -> Any:
+    if field.message_type is not None:
+        return _with_numbers(value, field.message_type)
+    return int(value) if field.cpp_type in _64_BIT else value
+
+
 def _cmd_stats(args: argparse.Namespace) -> int:
     with _client(args) as client:
         stats = client.get_stats()
-    print(
-        json_format.MessageToJson(
-            stats,
-            preserving_proto_field_name=True,
-            always_print_fields_with_no_presence=True,  # zero counters are information too
-            ensure_ascii=False,
-        )
-    )
+    print(json.dumps(_json_numbers(stats), ensure_ascii=False, indent=2))
     return 0
 
 

@@ -1010,8 +1010,10 @@ def test_cli_models_and_stats(fake: Fake, capsys: pytest.CaptureFixture[str]) ->
     stats = json.loads(capsys.readouterr().out)
     batcher = stats["batchers"][0]
     assert batcher["model"] == "latin"
-    assert batcher["lines_enqueued"] == "7"  # proto3 JSON writes 64-bit integers as strings
-    assert batcher["dropped_expired"] == "0"  # zero counters are printed too
+    # 64-bit counters as numbers (proto3 JSON would write strings), zero counters too.
+    assert batcher["lines_enqueued"] == 7 and batcher["batches"] == 2
+    assert batcher["dropped_expired"] == 0 and batcher["queue_wait_ms_total"] == 0.0
+    assert batcher["batch_size_counts"] == {"3": 1, "4": 1}
 
 
 # --------------------------------------------------------------------------- pages
