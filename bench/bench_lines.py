@@ -262,19 +262,21 @@ def run_raw(
     )
 
 
-def measure_raw(
-    model_path: Path,
-    height: int,
-    lines: Sequence[LineImage],
-    args: Any,
-    latency_reference: bool = True,
-) -> dict:
-    """Both raw modes (batch 1 and bucket-batched); the better one is the raw limit.
+@dataclass
+class RawRig:
+    """The raw limit's sessions and prepared inputs, kept for the windows that bracket the
+    server's (``bracket_window``): warm sessions, no model load between windows."""
 
-    ``latency_reference`` adds a third run, one session alone (see below); ``args`` holds
-    ``workers``, ``threads``, ``graph_optimization``, ``max_batch``, ``warmup``, ``duration``
-    and ``server_args``.
-    """
+    sessions: list[Any]
+    input_name: str
+    feeds: dict[str, list[tuple[Any, int, int, int]]]  # raw mode -> its inputs
+    batches_per_cycle: int
+    bucket_widths: list[int]
+
+
+def prepare_raw(model_path: Path, height: int, lines: Sequence[LineImage], args: Any) -> RawRig:
+    """Sessions laid out as the server's workers, and every line prepared both ways: alone,
+    and in bucket batches within the server's batch bounds (see ``measure_raw``)."""
     from ocr_core.engine import RequestLimits
     from ocr_core.images import decode_image
     from ocr_core.preprocess import WidthBuckets, assemble_batch, prepare_line
@@ -289,24 +291,60 @@ def measure_raw(
         return assemble_batch(batch, height), len(batch), content, padded
 
     sessions = make_sessions(model_path, args.workers, args.threads, args.graph_optimization)
-    input_name = sessions[0].get_inputs()[0].name
-    single = [feed([p]) for p in prepared]
     max_batch_pixels = server_batch_limits(args).max_pixels
     batches = bucket_batches(prepared, args.max_batch, max_batch_pixels, height)
-    batched = [feed(b) for b in batches]
+    return RawRig(
+        sessions=sessions,
+        input_name=sessions[0].get_inputs()[0].name,
+        feeds={
+            RAW_SINGLE: [feed([p]) for p in prepared],
+            raw_batched_mode(args.max_batch): [feed(b) for b in batches],
+        },
+        batches_per_cycle=len(batches),
+        bucket_widths=sorted({p.bucket_width for p in prepared}),
+    )
+
+
+RAW_SINGLE = "batch-1"
+
+
+def raw_batched_mode(max_batch: int) -> str:
+    return f"bucket-batched (<= {max_batch})"
+
+
+def measure_raw(
+    model_path: Path,
+    height: int,
+    lines: Sequence[LineImage],
+    args: Any,
+    latency_reference: bool = True,
+    rig: RawRig | None = None,
+) -> dict:
+    """Both raw modes (batch 1 and bucket-batched); the better one is the raw limit.
+
+    ``latency_reference`` adds a third run, one session alone (see below); ``args`` holds
+    ``workers``, ``threads``, ``graph_optimization``, ``max_batch``, ``warmup``, ``duration``
+    and ``server_args``. ``rig``: sessions and inputs already prepared (``prepare_raw``).
+    """
+    rig = rig or prepare_raw(model_path, height, lines, args)
+    single = rig.feeds[RAW_SINGLE]
     # The first two modes use every session (the server's layout) and decide the raw limit;
     # the third runs one session alone, the latency a lone request could get at best, which
     # is what a server call at concurrency 1 should be compared with.
     runs = [
-        ("batch-1", single, sessions),
-        (f"bucket-batched (<= {args.max_batch})", batched, sessions),
+        (RAW_SINGLE, single, rig.sessions),
+        (
+            raw_batched_mode(args.max_batch),
+            rig.feeds[raw_batched_mode(args.max_batch)],
+            rig.sessions,
+        ),
     ]
     if latency_reference:
-        runs.append(("batch-1, one session (latency reference)", single, sessions[:1]))
+        runs.append(("batch-1, one session (latency reference)", single, rig.sessions[:1]))
     results = []
     for mode, feeds, used in runs:
         print(f"raw {mode}: {args.warmup:g} s warm-up + {args.duration:g} s ...", flush=True)
-        result = run_raw(used, input_name, feeds, args.warmup, args.duration, mode)
+        result = run_raw(used, rig.input_name, feeds, args.warmup, args.duration, mode)
         print(f"  {result.lines_per_s:.1f} lines/s (mean batch {result.mean_batch:.2f})")
         results.append(result)
     best = max(results[:2], key=lambda r: r.lines_per_s)
@@ -314,9 +352,31 @@ def measure_raw(
         "modes": [asdict(r) for r in results],
         "limit_lines_per_s": best.lines_per_s,
         "limit_mode": best.mode,
-        "batches_per_cycle": len(batches),
-        "bucket_widths": sorted({p.bucket_width for p in prepared}),
+        "batches_per_cycle": rig.batches_per_cycle,
+        "bucket_widths": rig.bucket_widths,
     }
+
+
+def bracket_window(rig: RawRig, mode: str, duration_s: float) -> dict[str, Any]:
+    """One raw window of the limit's ``mode`` between two server windows (the server idle).
+
+    The host's speed drifts by several per cent within minutes, and the server's lines/s
+    move with it; a ratio over raw windows measured just before and after a server window
+    does not carry that drift (see ``reference_rates``).
+    """
+    result = run_raw(rig.sessions, rig.input_name, rig.feeds[mode], 1.0, duration_s, mode)
+    return {"time": time.time(), "lines_per_s": result.lines_per_s}
+
+
+def reference_rates(levels: list[dict[str, Any]], windows: list[dict[str, Any]]) -> None:
+    """Set each level's ``raw_ref_lines_per_s``: the mean of the raw windows nearest before
+    its start and after its end (one of them where the other does not exist)."""
+    for level in levels:
+        before = [w for w in windows if w["time"] <= level["started"]]
+        after = [w for w in windows if w["time"] >= level["ended"]]
+        near = ([before[-1]] if before else []) + ([after[0]] if after else [])
+        if near:
+            level["raw_ref_lines_per_s"] = sum(w["lines_per_s"] for w in near) / len(near)
 
 
 # --------------------------------------------------------------------------- load process
@@ -777,7 +837,8 @@ def summarise(model_result: dict[str, Any]) -> dict[str, Any]:
             for lv in r["levels"]:
                 if (lv["mode"], lv["concurrency"]) == key:
                     runs.append(lv)
-                    ratios.append(lv["lines_per_s"] / r["raw"]["limit_lines_per_s"])
+                    reference = lv.get("raw_ref_lines_per_s", r["raw"]["limit_lines_per_s"])
+                    ratios.append(lv["lines_per_s"] / reference)
         rates = [lv["lines_per_s"] for lv in runs]
         sizes: Counter[int] = Counter()
         for lv in runs:
@@ -826,9 +887,12 @@ def summarise(model_result: dict[str, Any]) -> dict[str, Any]:
         }
         latency["extra_spread"] = spread([p["extra_ms_p50"] for p in checks])
         latency["lines_timed"] = sum(p["lines_timed"] for p in checks)
+    brackets = [w["lines_per_s"] for r in repeats for w in r.get("raw_windows", [])[1:]]
     return {
         "limit_lines_per_s": median(limits),
         "limit_spread": spread(limits),
+        "brackets": len(brackets),
+        "bracket_spread": spread(brackets),
         "raw_modes": raw_modes,
         "levels": levels,
         "latency_c1": latency,
@@ -1025,6 +1089,20 @@ def report_section(model: str) -> str:
     return f"Line recognition: {model}"
 
 
+def _ratio_method(settings: dict[str, Any]) -> str:
+    """How *x raw* was taken in this run."""
+    if not settings.get("bracket_from"):
+        return "*x raw* is each repeat's server figure over the same repeat's raw limit."
+    return (
+        "*x raw* is each server figure over the raw limit measured around it: the mean of "
+        "the raw windows just before and just after the level (the limit's mode on the same "
+        f"warm sessions, 1 s warm-up + {settings['bracket_duration_s']:g} s, the server idle "
+        f"meanwhile), one after every level from {settings['bracket_from']} in flight and the "
+        "repeat's raw limit at its start; the host's speed drifts by several per cent within "
+        "minutes, and the server's lines/s move with it."
+    )
+
+
 def write_markdown(path: Path, model: str, result: dict[str, Any], plot: Path | None) -> None:
     """Replace this model's section of ``path`` with this run's report; others are kept."""
     m = result["machine"]
@@ -1050,7 +1128,7 @@ def write_markdown(path: Path, model: str, result: dict[str, Any], plot: Path | 
         f"- {s['repeats']} repeat(s); each runs the raw modes, then one fresh server per mode "
         f"through the concurrency sweep. Each window: {s['warmup_s']:g} s warm-up, then "
         f"{s['duration_s']:g} s measured. Tables give the median over repeats with min - max; "
-        "*x raw* is each repeat's server figure over the same repeat's raw limit.",
+        + _ratio_method(s),
         "- Lines/s is the closed-loop rate, callers x lines / summed call time (Little's law), "
         "over the whole passes through the line set started in the window (widths, and so "
         "costs, differ by more than 30x). Latency is per call as the caller sees it (a "
@@ -1092,7 +1170,13 @@ def write_markdown(path: Path, model: str, result: dict[str, Any], plot: Path | 
         *raw_table(summary),
         "",
         f"Raw limit: **{summary['limit_lines_per_s']:.1f} lines/s** (median; repeats "
-        f"{_range(summary['limit_spread'])}).",
+        f"{_range(summary['limit_spread'])})"
+        + (
+            f"; the {summary['brackets']} raw windows between server windows read "
+            f"{_range(summary['bracket_spread'])} lines/s."
+            if summary.get("brackets")
+            else "."
+        ),
         "",
         "### Server",
         "",
@@ -1250,20 +1334,36 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     add_load_flags(p, "ppocr-v6-small,ppocr-v6-tiny", "unary-1,unary-16,stream", "1,4,16,64,256")
     p.add_argument("--repeats", type=int, default=3, help="whole runs; medians are reported")
+    p.add_argument(
+        "--bracket-from",
+        type=int,
+        default=16,
+        help="a raw window after every level with this many in flight or more; x raw is over "
+        "the raw windows around a level (0: over the repeat's raw limit only)",
+    )
+    p.add_argument(
+        "--bracket-duration", type=float, default=5.0, help="measured seconds per raw window"
+    )
     args = p.parse_args(argv)
     check_load_args(p, args)
     if args.repeats < 1:
         p.error("--repeats must be at least 1")
+    if args.bracket_from < 0 or args.bracket_duration <= 0:
+        p.error("--bracket-from must not be negative, --bracket-duration must be positive")
     return args
 
 
 def run_repeat(
     model: str, spec: Any, lines: Sequence[LineImage], args: argparse.Namespace, stamp: str
 ) -> dict[str, Any]:
-    """One repeat for one model: the raw modes, then a fresh server per mode."""
+    """One repeat for one model: the raw modes, then a fresh server per mode, with a raw
+    window after every level from ``--bracket-from`` in flight (``bracket_window``)."""
+    rig = prepare_raw(spec.recognizer_path, spec.input_height, lines, args)
     result: dict[str, Any] = {
-        "raw": measure_raw(spec.recognizer_path, spec.input_height, lines, args)
+        "raw": measure_raw(spec.recognizer_path, spec.input_height, lines, args, rig=rig)
     }
+    limit_mode = result["raw"]["limit_mode"]
+    windows = [{"time": time.time(), "lines_per_s": result["raw"]["limit_lines_per_s"]}]
     server_args = replace_model(args, model)
     paths = tuple(str(x.path) for x in lines)
     levels: list[dict[str, Any]] = []
@@ -1312,18 +1412,23 @@ def run_repeat(
                         f"{model} {mode} x{c}: {args.warmup:g} s + {args.duration:g} s ...",
                         flush=True,
                     )
+                    started = time.time()
                     figures = pool.submit(load_level, level).result(
                         timeout=args.warmup + args.duration + args.timeout + 120
                     )
+                    figures["started"], figures["ended"] = started, time.time()
                     levels.append(figures)
                     print(
                         f"  {figures['lines_per_s']:.1f} lines/s "
-                        f"({figures['lines_per_s'] / result['raw']['limit_lines_per_s']:.2f}x), "
-                        f"p50 {figures['latency_ms']['p50']:.1f} ms, peak RSS "
-                        f"{(figures['peak_rss_kib'] or 0) / 1024:.0f} MiB, "
+                        f"({figures['lines_per_s'] / windows[-1]['lines_per_s']:.2f}x the "
+                        f"last raw window), p50 {figures['latency_ms']['p50']:.1f} ms, "
+                        f"peak RSS {(figures['peak_rss_kib'] or 0) / 1024:.0f} MiB, "
                         f"errors {figures['errors']}",
                         flush=True,
                     )
+                    if args.bracket_from and c >= args.bracket_from:
+                        windows.append(bracket_window(rig, limit_mode, args.bracket_duration))
+                        print(f"  raw {windows[-1]['lines_per_s']:.1f} lines/s", flush=True)
             servers.append(
                 {
                     "mode": mode,
@@ -1333,8 +1438,10 @@ def run_repeat(
                     "log": str(log_path.relative_to(REPO_ROOT)),
                 }
             )
+    reference_rates(levels, windows)
     result["levels"] = levels
     result["servers"] = servers
+    result["raw_windows"] = windows
     return result
 
 
@@ -1379,6 +1486,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "warmup_s": args.warmup,
                 "grace_s": args.grace_s,
                 "repeats": args.repeats,
+                "bracket_from": args.bracket_from,
+                "bracket_duration_s": args.bracket_duration,
                 "modes": args.mode_list,
                 "concurrency": args.levels,
                 "queue_capacity": args.queue_capacity,

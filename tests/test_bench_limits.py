@@ -8,7 +8,7 @@ import argparse
 
 import pytest
 
-from bench.bench_lines import _idle_layout, parse_args
+from bench.bench_lines import _idle_layout, parse_args, reference_rates, summarise
 from bench.common import server_batch_limits
 from ocr_core.batching import BatchLimits
 
@@ -46,8 +46,67 @@ def test_bench_lines_refuses_bad_load_flags_with_a_usage_error(
     """A run that would only fail after minutes (no concurrency-1 passes: a division by
     zero at the report) is refused before anything starts."""
     assert parse_args([]).latency_passes == 2
-    for bad in (["--latency-passes", "0"], ["--concurrency", "0"], ["--modes", "unary-0"]):
+    bad_flags = (
+        ["--latency-passes", "0"],
+        ["--concurrency", "0"],
+        ["--modes", "unary-0"],
+        ["--bracket-from", "-1"],
+        ["--bracket-duration", "0"],
+    )
+    for bad in bad_flags:
         with pytest.raises(SystemExit) as info:
             parse_args(bad)
         assert info.value.code == 2
     assert "--latency-passes must be at least 1" in capsys.readouterr().err
+
+
+def _level(started: float, ended: float, lines_per_s: float) -> dict:
+    return {
+        "mode": "stream",
+        "concurrency": 64,
+        "started": started,
+        "ended": ended,
+        "lines_per_s": lines_per_s,
+    }
+
+
+def test_a_level_is_compared_with_the_raw_windows_around_it() -> None:
+    windows = [
+        {"time": 10.0, "lines_per_s": 80.0},  # the repeat's raw limit
+        {"time": 30.0, "lines_per_s": 90.0},
+        {"time": 50.0, "lines_per_s": 100.0},
+    ]
+    levels = [_level(12, 20, 0), _level(31, 40, 0), _level(52, 60, 0)]
+    reference_rates(levels, windows)
+    # between two windows: their mean; after the last: that one alone
+    assert [lv["raw_ref_lines_per_s"] for lv in levels] == [85.0, 95.0, 100.0]
+
+
+def test_ratios_use_the_bracketing_windows_and_old_results_the_repeat_limit() -> None:
+    """x raw follows the host: a server at 0.9x of a host that slowed from 100 to 80
+    lines/s reads 0.9x, not 0.8x as over the repeat's first raw limit."""
+    raw = {"limit_lines_per_s": 100.0, "modes": []}
+    server = {
+        "batch_size_counts": {},
+        "mean_batch": 1,
+        "padding_waste": 0,
+        "queue_wait_ms_mean": 0,
+        "worker_busy": 1,
+        "inference_ms_per_line": 1,
+    }
+    common = {
+        "latency_ms": {"p50": 1, "p95": 1, "p99": 1},
+        "cycles": 1,
+        "server": server,
+        "cpu_ms_per_line": {"server": 1, "load_generator": 1},
+        "cpu_cores": {"server": 1, "load_generator": 0, "other": 0},
+        "peak_rss_kib": 1,
+        "peak_rss_window_only": True,
+        "errors": 0,
+    }
+    bracketed = {**_level(0, 1, 72.0), **common, "raw_ref_lines_per_s": 80.0}
+    old = {**_level(0, 1, 72.0), **common}
+    summary = summarise({"repeats": [{"raw": raw, "levels": [bracketed]}]})
+    assert summary["levels"][0]["ratio"] == pytest.approx(0.9)
+    summary = summarise({"repeats": [{"raw": raw, "levels": [old]}]})
+    assert summary["levels"][0]["ratio"] == pytest.approx(0.72)
