@@ -9,6 +9,7 @@ import argparse
 import pytest
 
 from bench.bench_lines import _idle_layout, parse_args, reference_rates, summarise
+from bench.bench_pages import paired_ratios, ratio_sentence
 from bench.common import server_batch_limits
 from ocr_core.batching import BatchLimits
 
@@ -110,3 +111,13 @@ def test_ratios_use_the_bracketing_windows_and_old_results_the_repeat_limit() ->
     assert summary["levels"][0]["ratio"] == pytest.approx(0.9)
     summary = summarise({"repeats": [{"raw": raw, "levels": [old]}]})
     assert summary["levels"][0]["ratio"] == pytest.approx(0.72)
+
+
+def test_pages_ratio_pairs_each_repeats_windows() -> None:
+    """A host that slows by a fifth halfway through moves both sides of a repeat alike."""
+    server = {"pages_per_s": [2.0, 1.6, 1.62], "pages_per_s_median": 1.62}
+    rapid = {"pages_per_s": [1.0, 0.8, 0.9], "pages_per_s_median": 0.9}
+    assert paired_ratios(server, rapid) == pytest.approx([2.0, 2.0, 1.8])
+    sentence = ratio_sentence(server, rapid)
+    assert sentence.startswith("**2.00x**, the median of the repeats' own ratios")
+    assert "(2.00 / 2.00 / 1.80)" in sentence and "the medians' ratio is 1.80x" in sentence
