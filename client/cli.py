@@ -27,6 +27,7 @@ import json
 import os
 import queue
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -102,16 +103,40 @@ def _int_in(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
+#: The input name that reads standard input, as in most Unix tools.
+STDIN = "-"
+
+
 def _check_files(paths: Sequence[str]) -> None:
     """Every input is checked before the first call, so a typo in the last of many paths
     does not cost (or half-print) the recognition of the others."""
     for p in paths:
+        if p == STDIN:
+            continue
         if not Path(p).is_file():
             what = "not a file" if Path(p).exists() else "no such file"
             raise _CliError(f"{p}: {what}")
 
 
-def _chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
+def _read_stdin(paths: Sequence[str]) -> bytes | None:
+    """The bytes of ``-`` among ``paths`` (standard input, read whole, once), or None.
+
+    So a pipeline needs no temporary file: ``pdftoppm -png scan.pdf | ocr-client pages -``.
+    """
+    given = paths.count(STDIN)
+    if not given:
+        return None
+    if given > 1:
+        raise _CliError("'-' (standard input) can be given only once")
+    if sys.stdin is None or sys.stdin.isatty():
+        raise _CliError("'-' reads a file from standard input, which is a terminal; pipe one in")
+    data = sys.stdin.buffer.read()
+    if not data:
+        raise _CliError("-: standard input is empty")
+    return data
+
+
+def _chunks(items: Sequence[_T], size: int) -> list[Sequence[_T]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
@@ -133,7 +158,7 @@ def _line_json(image: str, line: LineResult) -> dict[str, Any]:
 
 
 def _recognize_chunk(
-    client: OcrClient, paths: Sequence[str], model: str
+    client: OcrClient, paths: Sequence[str | bytes], model: str
 ) -> tuple[str, list[LineResult | OcrClientError]]:
     """Each image's result or error, in order: an image the server refuses is left out and
     the rest are sent again, so one bad file costs only its own line.
@@ -175,6 +200,8 @@ def _image_error(err: OcrClientError) -> str:
 def _cmd_lines(args: argparse.Namespace) -> int:
     paths: list[str] = args.images
     _check_files(paths)
+    stdin = _read_stdin(paths)
+    inputs: list[str | bytes] = [stdin if p == STDIN and stdin else p for p in paths]
     with _client(args) as client:
         limit = MAX_IMAGES_PER_CALL
         if len(paths) > 1:
@@ -183,9 +210,11 @@ def _cmd_lines(args: argparse.Namespace) -> int:
         # With several connections the images are split evenly, so that every connection
         # (and so every server process behind one) gets a share, and the calls run at once.
         per_call = min(limit, -(-len(paths) // args.connections))
-        chunks = _chunks(paths, per_call)
+        chunks = _chunks(inputs, per_call)
 
-        def recognize(chunk: Sequence[str]) -> tuple[str, list[LineResult | OcrClientError]]:
+        def recognize(
+            chunk: Sequence[str | bytes],
+        ) -> tuple[str, list[LineResult | OcrClientError]]:
             return _recognize_chunk(client, chunk, args.model)
 
         pool = ThreadPoolExecutor(max_workers=min(args.connections, len(chunks)))
@@ -391,6 +420,20 @@ def _cmd_pages(args: argparse.Namespace) -> int:
     paths: list[str] = args.files
     _check_files(paths)
     _check_output(args.output)
+    files = {p: p for p in paths}  # the name a file is given as -> where to read it
+    stdin = _read_stdin(paths)
+    if stdin is None:
+        return _recognize_pages(args, paths, files)
+    with tempfile.TemporaryDirectory(prefix="ocr-client-") as folder:
+        # Documents are read from a file (sniffed, split, rendered a page at a time).
+        files[STDIN] = os.path.join(folder, "stdin")
+        Path(files[STDIN]).write_bytes(stdin)
+        return _recognize_pages(args, paths, files)
+
+
+def _recognize_pages(args: argparse.Namespace, paths: list[str], files: dict[str, str]) -> int:
+    """``pages`` once its inputs are known: ``files`` maps each name in ``paths`` to the
+    file to read (``-`` to a copy of standard input)."""
     # Format, page count and needed packages of every file before anything is sent. A file
     # that is no document (empty, another format) is reported and left out, as a page that
     # fails is; a missing package (ImportError) stops the run: every such file would fail.
@@ -398,7 +441,7 @@ def _cmd_pages(args: argparse.Namespace) -> int:
     unreadable = 0
     for path in paths:
         try:
-            infos.append(documents.inspect(path))
+            infos.append(documents.inspect(files[path], name=path))
         except (documents.DocumentError, OSError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             unreadable += 1
@@ -421,7 +464,10 @@ def _cmd_pages(args: argparse.Namespace) -> int:
         for info in infos:
             produced = 0
             try:
-                for page in documents.iter_pages(info.source, pdf_dpi=args.pdf_dpi):
+                pages_of = documents.iter_pages(
+                    files[info.source], pdf_dpi=args.pdf_dpi, name=info.source
+                )
+                for page in pages_of:
                     if not window.enter():
                         return
                     sent.append((page.source, page.index))
@@ -678,7 +724,9 @@ def _build_parser() -> argparse.ArgumentParser:
         parents=[common, spread],
         help="recognise text-line images (one line of text each)",
     )
-    p_lines.add_argument("images", nargs="+", metavar="IMG", help="image files")
+    p_lines.add_argument(
+        "images", nargs="+", metavar="IMG", help="image files ('-': standard input)"
+    )
     p_lines.add_argument("--json", action="store_true", help="print results as JSON")
     p_lines.add_argument("--model", default="", help="model name (default: the server's)")
     p_lines.set_defaults(func=_cmd_lines)
@@ -698,7 +746,9 @@ def _build_parser() -> argparse.ArgumentParser:
             "--timeout is per page."
         ),
     )
-    p_pages.add_argument("files", nargs="+", metavar="FILE", help="image, TIFF or PDF files")
+    p_pages.add_argument(
+        "files", nargs="+", metavar="FILE", help="image, TIFF or PDF files ('-': standard input)"
+    )
     p_pages.add_argument(
         "-f",
         "--format",

@@ -111,15 +111,15 @@ def detect_format(head: bytes) -> Format | None:
     return None
 
 
-def _sniff(path: Path) -> Format:
+def _sniff(path: Path, name: str) -> Format:
     with path.open("rb") as f:
         head = f.read(_SNIFF_BYTES)
     if not head:
-        raise DocumentError(f"{path}: the file is empty")
+        raise DocumentError(f"{name}: the file is empty")
     fmt = detect_format(head)
     if fmt is None:
         raise DocumentError(
-            f"{path}: not a supported document (PNG, JPEG, BMP, WebP, GIF, TIFF or PDF); "
+            f"{name}: not a supported document (PNG, JPEG, BMP, WebP, GIF, TIFF or PDF); "
             f"it starts with {head[:8]!r}"
         )
     return fmt
@@ -176,38 +176,40 @@ def _import_pdfium(what: str) -> Any:
     return pypdfium2
 
 
-def _open_pdf(pdfium: Any, path: Path) -> Any:
+def _open_pdf(pdfium: Any, path: Path, name: str) -> Any:
     try:
         return pdfium.PdfDocument(str(path))
     except pdfium.PdfiumError as exc:
-        raise DocumentError(f"{path}: cannot read the PDF ({exc})") from exc
+        raise DocumentError(f"{name}: cannot read the PDF ({exc})") from exc
 
 
-def inspect(path: PathInput) -> DocumentInfo:
+def inspect(path: PathInput, *, name: str | None = None) -> DocumentInfo:
     """Format and page count of a file, cheaply (no page is decoded or rendered).
 
     Meant to be called on every input before anything is sent, so that a wrong file, or a
     missing optional package, fails at once rather than after other files' pages were sent.
     Raises :class:`DocumentError` for an unsupported or unreadable file, ``ImportError``
     (naming the extra to install) when the file needs Pillow or pypdfium2 and it is missing,
-    and ``OSError`` when the file cannot be opened.
+    and ``OSError`` when the file cannot be opened. ``name``: what the file is called in
+    ``source`` and in messages (default: ``path``), e.g. ``-`` for data read from stdin.
     """
     p = Path(path)
-    fmt = _sniff(p)
+    source = os.fspath(path) if name is None else name
+    fmt = _sniff(p, source)
     if fmt == "tiff":
         with p.open("rb") as f:
-            count = _tiff_page_count(f, str(p))
+            count = _tiff_page_count(f, source)
         if count > 1:
             _import_pillow("splitting a multi-page TIFF")
-        return DocumentInfo(os.fspath(path), fmt, count)
+        return DocumentInfo(source, fmt, count)
     if fmt == "pdf":
         pdfium = _import_pdfium("rendering a PDF")
-        pdf = _open_pdf(pdfium, p)
+        pdf = _open_pdf(pdfium, p, source)
         try:
-            return DocumentInfo(os.fspath(path), fmt, len(pdf))
+            return DocumentInfo(source, fmt, len(pdf))
         finally:
             pdf.close()
-    return DocumentInfo(os.fspath(path), fmt, 1)
+    return DocumentInfo(source, fmt, 1)
 
 
 def iter_pages(
@@ -215,28 +217,29 @@ def iter_pages(
     *,
     pdf_dpi: int = DEFAULT_PDF_DPI,
     max_pixels: int | None = DEFAULT_MAX_PAGE_PIXELS,
+    name: str | None = None,
 ) -> Iterator[DocumentPage]:
     """The pages of one file, in order, one at a time (a generator: nothing is read until the
     first page is asked for, and each page is made only when asked for).
 
     ``pdf_dpi`` is the resolution PDF pages are rendered at; a page that would exceed
-    ``max_pixels`` (None: no limit) is rendered at the highest resolution within it. Raises
-    as :func:`inspect` does.
+    ``max_pixels`` (None: no limit) is rendered at the highest resolution within it.
+    ``name`` as for :func:`inspect`. Raises as :func:`inspect` does.
     """
     if pdf_dpi <= 0:
         raise ValueError(f"pdf_dpi must be positive, got {pdf_dpi}")
-    source = os.fspath(path)
+    source = os.fspath(path) if name is None else name
     p = Path(path)
-    fmt = _sniff(p)
+    fmt = _sniff(p, source)
     if fmt == "pdf":
-        for index, image in enumerate(_pdf_images(p, pdf_dpi, max_pixels)):
+        for index, image in enumerate(_pdf_images(p, source, pdf_dpi, max_pixels)):
             yield DocumentPage(source, index, image)
         return
     if fmt == "tiff":
         with p.open("rb") as f:
             count = _tiff_page_count(f, source)
         if count > 1:
-            for index, image in enumerate(_tiff_images(p, count)):
+            for index, image in enumerate(_tiff_images(p, source, count)):
                 yield DocumentPage(source, index, image)
             return
     data = p.read_bytes()
@@ -278,7 +281,7 @@ def _gray_or_rgb(pil_image: Any, image_module: Any) -> Any:
     return pil_image.convert("RGB")  # palette, CMYK, YCbCr, LAB...
 
 
-def _tiff_images(path: Path, count: int) -> Iterator[ocr_pb2.Image]:
+def _tiff_images(path: Path, name: str, count: int) -> Iterator[ocr_pb2.Image]:
     image_module = _import_pillow("splitting a multi-page TIFF")
     try:
         with image_module.open(path) as tiff:
@@ -289,7 +292,7 @@ def _tiff_images(path: Path, count: int) -> Iterator[ocr_pb2.Image]:
                 yield _raw_image(frame.width, frame.height, channels, frame.tobytes())
     except (OSError, EOFError, SyntaxError, ValueError) as exc:
         # Pillow reports broken files as any of these (SyntaxError for bad headers).
-        raise DocumentError(f"{path}: cannot read the TIFF ({exc})") from exc
+        raise DocumentError(f"{name}: cannot read the TIFF ({exc})") from exc
 
 
 # --------------------------------------------------------------------------- PDF
@@ -337,16 +340,16 @@ def _render_pdf_page(page: Any, where: str, dpi: int, max_pixels: int | None) ->
         bitmap.close()
 
 
-def _pdf_images(path: Path, dpi: int, max_pixels: int | None) -> Iterator[ocr_pb2.Image]:
+def _pdf_images(path: Path, name: str, dpi: int, max_pixels: int | None) -> Iterator[ocr_pb2.Image]:
     pdfium = _import_pdfium("rendering a PDF")
-    pdf = _open_pdf(pdfium, path)
+    pdf = _open_pdf(pdfium, path, name)
     try:
         for index in range(len(pdf)):
             page = pdf[index]
             try:
-                image = _render_pdf_page(page, f"{path}: page {index + 1}", dpi, max_pixels)
+                image = _render_pdf_page(page, f"{name}: page {index + 1}", dpi, max_pixels)
             except pdfium.PdfiumError as exc:
-                raise DocumentError(f"{path}: cannot render page {index + 1} ({exc})") from exc
+                raise DocumentError(f"{name}: cannot render page {index + 1} ({exc})") from exc
             finally:
                 page.close()
             yield image

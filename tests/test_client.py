@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import queue
 import socket
@@ -779,6 +780,45 @@ def test_cli_lines_single_and_several(
     assert cli.main(["lines", *paths, "--address", fake.address, "--model", "m"]) == 0
     assert capsys.readouterr().out == f"{paths[0]}\t1 bytes\n{paths[1]}\t22 bytes\n"
     assert fake.servicer.recognize_requests[-1].model == "m"
+
+
+def _stdin(monkeypatch: pytest.MonkeyPatch, data: bytes) -> None:
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(data)))
+
+
+def test_cli_lines_reads_dash_from_stdin(
+    fake: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _stdin(monkeypatch, b"from a pipe")
+    assert cli.main(["lines", "-", "--address", fake.address]) == 0
+    assert capsys.readouterr().out == "11 bytes\n"
+    (one,) = _write_images(tmp_path, 3)
+    _stdin(monkeypatch, b"piped")
+    assert cli.main(["lines", one, "-", "--json", "--address", fake.address]) == 0
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert [(r["image"], r["text"]) for r in results] == [(one, "3 bytes"), ("-", "5 bytes")]
+
+
+@pytest.mark.parametrize(
+    ("argv", "data", "message"),
+    [
+        (["-", "-"], b"x", "'-' (standard input) can be given only once"),
+        (["-"], b"", "-: standard input is empty"),
+    ],
+)
+def test_cli_dash_refused_before_anything_is_sent(
+    fake: Fake,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    argv: list[str],
+    data: bytes,
+    message: str,
+) -> None:
+    for command in ("lines", "pages"):
+        _stdin(monkeypatch, data)
+        assert cli.main([command, *argv, "--address", fake.address]) == 1
+        assert capsys.readouterr().err == f"error: {message}\n"
+    assert not fake.servicer.recognize_requests
 
 
 def test_cli_lines_json(fake: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

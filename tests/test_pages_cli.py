@@ -63,9 +63,12 @@ def _lines(text: str) -> list[str]:
     return [line for line in text.split("\n") if line]
 
 
-def _pages_cli(server: ServerProcess, *args: str) -> subprocess.CompletedProcess[bytes]:
+def _pages_cli(
+    server: ServerProcess, *args: str, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         [sys.executable, "-m", "ocr_client.cli", "pages", *args, "--address", server.address],
+        input=stdin,
         capture_output=True,
         timeout=CLI_TIMEOUT_S,
         check=False,
@@ -100,6 +103,19 @@ def test_pages_of_every_file_come_back_in_order(
     assert [line["text"] for line in first["lines"]] == PNG_LINES
     tops = [line["bounds"]["y"] for line in first["lines"]]
     assert tops == sorted(tops)
+
+
+def test_a_document_piped_to_dash_is_read_as_any_file(
+    server: ServerProcess, inputs: dict[str, Path]
+) -> None:
+    """``-`` reads standard input: here a 2-page TIFF (split by the CLI) beside a PNG file;
+    its pages are named ``-`` in the results."""
+    png = str(inputs["png"])
+    proc = _pages_cli(server, png, "-", "-f", "json", stdin=inputs["tif"].read_bytes())
+    assert proc.returncode == 0, proc.stderr.decode()
+    pages = json.loads(proc.stdout)["pages"]
+    assert [(p["source"], p["pageIndex"]) for p in pages] == [(png, 0), ("-", 0), ("-", 1)]
+    assert [_lines(p["result"]["text"]) for p in pages] == [PNG_LINES, *TIFF_PAGES]
 
 
 def test_a_gif_page_is_read_and_a_file_that_is_no_page_is_skipped(
