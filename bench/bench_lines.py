@@ -262,6 +262,9 @@ def run_raw(
     )
 
 
+RAW_SINGLE = "batch-1"
+
+
 @dataclass
 class RawRig:
     """The raw limit's sessions and prepared inputs, kept for the windows that bracket the
@@ -269,7 +272,7 @@ class RawRig:
 
     sessions: list[Any]
     input_name: str
-    feeds: dict[str, list[tuple[Any, int, int, int]]]  # raw mode -> its inputs
+    feeds: dict[str, list[tuple[Any, int, int, int]]]  # raw mode -> inputs: batch-1, bucket
     batches_per_cycle: int
     bucket_widths: list[int]
 
@@ -298,18 +301,11 @@ def prepare_raw(model_path: Path, height: int, lines: Sequence[LineImage], args:
         input_name=sessions[0].get_inputs()[0].name,
         feeds={
             RAW_SINGLE: [feed([p]) for p in prepared],
-            raw_batched_mode(args.max_batch): [feed(b) for b in batches],
+            f"bucket-batched (<= {args.max_batch})": [feed(b) for b in batches],
         },
         batches_per_cycle=len(batches),
         bucket_widths=sorted({p.bucket_width for p in prepared}),
     )
-
-
-RAW_SINGLE = "batch-1"
-
-
-def raw_batched_mode(max_batch: int) -> str:
-    return f"bucket-batched (<= {max_batch})"
 
 
 def measure_raw(
@@ -318,29 +314,26 @@ def measure_raw(
     lines: Sequence[LineImage],
     args: Any,
     latency_reference: bool = True,
-    rig: RawRig | None = None,
 ) -> dict:
     """Both raw modes (batch 1 and bucket-batched); the better one is the raw limit.
 
-    ``latency_reference`` adds a third run, one session alone (see below); ``args`` holds
-    ``workers``, ``threads``, ``graph_optimization``, ``max_batch``, ``warmup``, ``duration``
-    and ``server_args``. ``rig``: sessions and inputs already prepared (``prepare_raw``).
+    ``latency_reference`` adds a third run, one session alone (see ``measure_rig``); ``args``
+    holds ``workers``, ``threads``, ``graph_optimization``, ``max_batch``, ``warmup``,
+    ``duration`` and ``server_args``.
     """
-    rig = rig or prepare_raw(model_path, height, lines, args)
-    single = rig.feeds[RAW_SINGLE]
+    return measure_rig(prepare_raw(model_path, height, lines, args), args, latency_reference)
+
+
+def measure_rig(rig: RawRig, args: Any, latency_reference: bool = True) -> dict:
+    """``measure_raw`` on sessions and inputs already prepared (``prepare_raw``)."""
     # The first two modes use every session (the server's layout) and decide the raw limit;
     # the third runs one session alone, the latency a lone request could get at best, which
     # is what a server call at concurrency 1 should be compared with.
-    runs = [
-        (RAW_SINGLE, single, rig.sessions),
-        (
-            raw_batched_mode(args.max_batch),
-            rig.feeds[raw_batched_mode(args.max_batch)],
-            rig.sessions,
-        ),
-    ]
+    runs = [(mode, feeds, rig.sessions) for mode, feeds in rig.feeds.items()]
     if latency_reference:
-        runs.append(("batch-1, one session (latency reference)", single, rig.sessions[:1]))
+        runs.append(
+            ("batch-1, one session (latency reference)", rig.feeds[RAW_SINGLE], rig.sessions[:1])
+        )
     results = []
     for mode, feeds, used in runs:
         print(f"raw {mode}: {args.warmup:g} s warm-up + {args.duration:g} s ...", flush=True)
@@ -1359,9 +1352,7 @@ def run_repeat(
     """One repeat for one model: the raw modes, then a fresh server per mode, with a raw
     window after every level from ``--bracket-from`` in flight (``bracket_window``)."""
     rig = prepare_raw(spec.recognizer_path, spec.input_height, lines, args)
-    result: dict[str, Any] = {
-        "raw": measure_raw(spec.recognizer_path, spec.input_height, lines, args, rig=rig)
-    }
+    result: dict[str, Any] = {"raw": measure_rig(rig, args)}
     limit_mode = result["raw"]["limit_mode"]
     windows = [{"time": time.time(), "lines_per_s": result["raw"]["limit_lines_per_s"]}]
     server_args = replace_model(args, model)
