@@ -201,7 +201,7 @@ def _cmd_lines(args: argparse.Namespace) -> int:
     paths: list[str] = args.images
     _check_files(paths)
     stdin = _read_stdin(paths)
-    inputs: list[str | bytes] = [stdin if p == STDIN and stdin else p for p in paths]
+    inputs: list[str | bytes] = [stdin if p == STDIN and stdin is not None else p for p in paths]
     with _client(args) as client:
         limit = MAX_IMAGES_PER_CALL
         if len(paths) > 1:

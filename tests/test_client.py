@@ -818,7 +818,7 @@ def test_cli_dash_refused_before_anything_is_sent(
         _stdin(monkeypatch, data)
         assert cli.main([command, *argv, "--address", fake.address]) == 1
         assert capsys.readouterr().err == f"error: {message}\n"
-    assert not fake.servicer.recognize_requests
+    assert not fake.servicer.recognize_requests and not fake.servicer.stream_requests
 
 
 def test_cli_lines_json(fake: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
