@@ -139,6 +139,10 @@ class OcrEngine:
         }
         self._preprocess_threads = preprocess_threads
         self._loop_decode_max_pixels = loop_decode_max_pixels
+        # A lone line decoded on the idle thread: up to twice the model's height at the idle
+        # bound's width (~6 ms of PNG decode at the default bound); unbounded idle: any size.
+        idle = batch_limits.idle_max_pixels
+        self._alone_decode_max_pixels = 4 * idle if idle is not None else 2**62
         self._pool: ThreadPoolExecutor | None = None
         # Not bound to a loop until first used (Python >= 3.10), so it can be made here.
         self._page_slots = asyncio.Semaphore(request_limits.max_pages_in_flight)
@@ -227,29 +231,36 @@ class OcrEngine:
             )
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
-        if len(images) == 1:  # larger requests decode faster on the pool's threads
+        # Larger requests decode faster on the pool's threads. A large image is not decoded
+        # on the idle thread either: the batcher counts as busy meanwhile, so every other
+        # caller would wait for its decode.
+        if len(images) == 1 and self._within(images[0], self._alone_decode_max_pixels):
             results = await served.batcher.recognize_alone(
                 lambda: self._prepare_all(served, images), deadline
             )
             if results is not None:
                 return served.recognizer.name, results
-        if len(images) == 1 and self._decodes_quickly(images[0]):
+        if len(images) == 1 and self._within(images[0], self._loop_decode_max_pixels):
             lines = self._prepare_all(served, images)  # cheaper than a trip to the pool
         else:
             lines = await loop.run_in_executor(self._pool, self._prepare_all, served, images)
         results = await served.batcher.recognize(lines, deadline)
         return served.recognizer.name, results
 
-    def _decodes_quickly(self, image: ImageSource) -> bool:
-        """Whether ``image`` is within ``loop_decode_max_pixels`` (read from its header)."""
+    @staticmethod
+    def _within(image: ImageSource, max_pixels: int) -> bool:
+        """Whether ``image`` is at most ``max_pixels`` (an encoded file: by its header, and
+        at most 4 bytes per pixel, so no long run of metadata gets decoded either)."""
         if isinstance(image, RawPixels):
             pixels = image.width * image.height
         else:
+            if len(image) > 4 * max_pixels:
+                return False
             size = declared_size(image)
             if size is None:
                 return False  # the pool's decode gives the error
             pixels = size[0] * size[1]
-        return 0 < pixels <= self._loop_decode_max_pixels
+        return 0 < pixels <= max_pixels
 
     def _prepare_all(
         self, served: ServedModel, images: Sequence[ImageSource]

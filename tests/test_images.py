@@ -367,6 +367,28 @@ def test_small_file_declaring_a_huge_image_is_refused_before_decoding(
     assert time.perf_counter() - start < 0.5
 
 
+def _jpeg_with_empty_segments(count: int) -> bytes:
+    """An 8 x 8 JPEG with ``count`` empty APP15 segments between SOI and the first table."""
+    data = encode(".jpg", bgr_pattern(8, 8))
+    return data[:2] + b"\xff\xef\x00\x02" * count + data[2:]
+
+
+def test_jpeg_with_a_few_hundred_segments_is_read() -> None:
+    """An ICC profile spread over APP2 has at most 255 segments; files like that decode."""
+    data = _jpeg_with_empty_segments(300)
+    assert declared_size(data) == (8, 8)
+    assert_bgr8(decode_image(data, MAX), 8, 8)
+
+
+def test_jpeg_with_a_flood_of_segments_is_refused_without_walking_them() -> None:
+    """Marker segments are walked in Python (on the event loop for a small declared size):
+    a file of 4-byte segments once held it ~0.1 s per MiB before the frame header."""
+    data = _jpeg_with_empty_segments(250_000)  # 1 MB
+    assert declared_size(data) is None
+    with pytest.raises(InvalidInput, match="not a decodable PNG, JPEG"):
+        decode_image(data, MAX)
+
+
 @pytest.mark.parametrize(
     ("ext", "img"),
     [
