@@ -31,6 +31,7 @@ from ocr_core.pages import PageModels, PageOptions
 from ocr_core.recognizer import LineRecognizer, SessionConfig
 from ocr_core.registry import ModelRegistry, ModelSpec
 from ocr_core.sessions import PooledModel, resolve_idle_threads
+from ocr_server.call_limit import CallLimitInterceptor
 from ocr_server.config import ServerConfig, loop_decode_bound
 from ocr_server.metrics import ServerMetrics
 from ocr_server.security import TokenAuthInterceptor, load_tokens, server_credentials
@@ -250,10 +251,13 @@ async def serve(
         log.info("Prometheus metrics on port %d at /metrics", metrics_port)
 
     server = grpc.aio.server(
-        interceptors=[TokenAuthInterceptor(tokens)] if tokens else [],
-        # Bounds concurrent calls and streams; gRPC itself refuses the next one with
-        # RESOURCE_EXHAUSTED, so a flood of open streams cannot pile up without limit.
-        maximum_concurrent_rpcs=config.max_concurrent_rpcs,
+        # Calls without a valid token are refused before they take one of the bounded slots
+        # for calls and streams at once (health takes none), so a flood of open streams
+        # cannot pile up without limit nor starve the probes.
+        interceptors=[
+            *([TokenAuthInterceptor(tokens)] if tokens else []),
+            CallLimitInterceptor(config.max_concurrent_rpcs),
+        ],
         options=[
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.max_send_message_length", config.max_message_bytes),

@@ -306,7 +306,8 @@ def build_parser(
     add(
         "--max-concurrent-rpcs",
         d.max_concurrent_rpcs,
-        "calls (streams included) handled at once; beyond, gRPC answers RESOURCE_EXHAUSTED",
+        "calls (streams included) handled at once, health checks not counted; beyond, "
+        "RESOURCE_EXHAUSTED",
         type=int,
     )
     switch(

@@ -56,6 +56,14 @@ def test_concurrent_calls_beyond_the_bound_are_refused_then_served(tmp_path) -> 
             with pytest.raises(grpc.RpcError) as info:
                 stub.RecognizeLines(ocr_pb2.RecognizeLinesRequest(images=[line]), timeout=30)
             assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "limit of 2 calls and streams" in info.value.details()
+            assert "--max-concurrent-rpcs" in info.value.details()
+            # Probes are not counted: a liveness check must not fail (and restart the pod,
+            # ending every stream) because streams hold every slot.
+            health = health_pb2_grpc.HealthStub(channel)
+            for service in ("", "ocr.v1.OcrService"):
+                reply = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+                assert reply.status == health_pb2.HealthCheckResponse.SERVING
             release.set()
             for call in streams:
                 assert list(call) == []
@@ -71,6 +79,44 @@ def test_concurrent_calls_beyond_the_bound_are_refused_then_served(tmp_path) -> 
                     assert time.monotonic() < deadline
                     time.sleep(0.1)
             assert response.results[0].text == "open stream"
+    finally:
+        release.set()
+        assert stop_server(srv) == 0, srv.log()
+
+
+def test_cancelled_and_failed_calls_give_their_slot_back(tmp_path) -> None:
+    """With one slot, a stream the client cancels and a call that fails must each free it:
+    a leaked slot would refuse every later call."""
+    srv = start_server(tmp_path / "slot.log", "--max-concurrent-rpcs", "1")
+    line = ocr_pb2.Image(data=png(render_line("one slot")))
+    release = threading.Event()
+
+    def held_open():
+        yield ocr_pb2.StreamRecognizeRequest(id="first", line=line)
+        release.wait(60)
+
+    def served() -> ocr_pb2.RecognizeLinesResponse:
+        deadline = time.monotonic() + 30
+        while True:  # the slot frees once the server has seen the call end
+            try:
+                return stub.RecognizeLines(ocr_pb2.RecognizeLinesRequest(images=[line]), timeout=30)
+            except grpc.RpcError as exc:
+                assert exc.code() is grpc.StatusCode.RESOURCE_EXHAUSTED, exc.details()
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+
+    try:
+        with grpc.insecure_channel(srv.address) as channel:
+            stub = ocr_pb2_grpc.OcrServiceStub(channel)
+            for _ in range(3):
+                call = stub.StreamRecognize(held_open(), timeout=120)
+                assert next(call).line.text == "one slot"
+                call.cancel()
+                assert served().results[0].text == "one slot"
+                with pytest.raises(grpc.RpcError) as info:
+                    stub.RecognizeLines(ocr_pb2.RecognizeLinesRequest(), timeout=30)
+                assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+                assert served().results[0].text == "one slot"
     finally:
         release.set()
         assert stop_server(srv) == 0, srv.log()
