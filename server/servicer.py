@@ -364,7 +364,7 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
         try:
             async for request in request_iterator:
                 received += 1
-                if seq == 0 and not tasks and request.HasField("options"):
+                if received == 1 and request.HasField("options"):
                     state.model = request.options.model
                     state.ordered = request.options.ordered
                     self._engine.resolve(state.model)  # unknown model: fail the stream at once

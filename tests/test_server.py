@@ -371,6 +371,24 @@ def test_stream_options_on_a_later_message_fail_only_that_item(stub) -> None:
     assert responses["3"].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
 
 
+def test_stream_options_after_an_options_only_first_message_fail_only_that_item(stub) -> None:
+    """A first message may carry options alone; options on the next one are still late
+    (they once replaced the first message's, model included, or failed the whole call)."""
+    image = ocr_pb2.Image(data=png(render_line("fine")))
+    requests = [
+        ocr_pb2.StreamRecognizeRequest(options=ocr_pb2.StreamOptions(ordered=True)),
+        ocr_pb2.StreamRecognizeRequest(
+            id="a", line=image, options=ocr_pb2.StreamOptions(model="nope")
+        ),
+        ocr_pb2.StreamRecognizeRequest(id="b", line=image),
+    ]
+    responses = list(stub.StreamRecognize(iter(requests), timeout=60))
+    assert [r.id for r in responses] == ["a", "b"]
+    assert responses[0].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "first message" in responses[0].error.message
+    assert responses[1].line.text == "fine"
+
+
 def test_stream_with_unknown_model_fails_the_call(server: ServerProcess) -> None:
     with OcrClient(server.address) as client, pytest.raises(ModelNotFound):
         list(client.stream_recognize([png(render_line("x"))], model="nope"))
