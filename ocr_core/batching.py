@@ -190,7 +190,8 @@ class _Ran:
 
     #: The lines it ran, a subset of the batch in order: cancelled and expired ones are not.
     lines: list[PendingLine]
-    #: When inference started, on the loop's clock; 0.0 when nothing ran.
+    #: When the thread took the batch up and inference started, on the loop's clock; 0.0 when
+    #: the batcher was closing.
     started: float = 0.0
     seconds: float = 0.0
     results: list[LineText] | None = None
@@ -522,7 +523,7 @@ class MicroBatcher:
         alive: list[PendingLine] = []
         for item in self._pending:
             if item.future.done():
-                self._stats.dropped_cancelled += 1
+                self._count_dropped(item, now)
             elif item.deadline is not None and now >= item.deadline:
                 self._stats.dropped_expired += 1
                 item.future.set_exception(
@@ -531,6 +532,14 @@ class MicroBatcher:
             else:
                 alive.append(item)
         self._pending = alive
+
+    def _count_dropped(self, item: PendingLine, now: float) -> None:
+        """Count a line its caller gave up on: gRPC cancels a call at its deadline before the
+        batcher's own check sees it, so one past its deadline counts as expired."""
+        if item.deadline is not None and now >= item.deadline:
+            self._stats.dropped_expired += 1
+        else:
+            self._stats.dropped_cancelled += 1
 
     async def _take_batch(self) -> tuple[list[PendingLine], bool] | None:
         """The next batch and whether it runs on the idle function; None once closed."""
@@ -592,7 +601,7 @@ class MicroBatcher:
             if not item.future.done() and (item.deadline is None or now < item.deadline)
         ]
         if not lines:
-            return _Ran([])
+            return _Ran([], now)
         pixels = [item.line for item in lines]
         if alone:
             infer_idle = self._infer_idle
@@ -617,7 +626,7 @@ class MicroBatcher:
             if id(item) in run:
                 continue
             if item.future.done():
-                stats.dropped_cancelled += 1
+                self._count_dropped(item, ran.started)
             else:
                 stats.dropped_expired += 1
                 item.future.set_exception(

@@ -39,6 +39,19 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+#: How a call the server did not finish ended, by status code, for its log line.
+_ENDED = {
+    "CANCELLED": "cancelled by the client",
+    "DEADLINE_EXCEEDED": "ended at the client's deadline",
+}
+
+
+def _ended_code(context: grpc.aio.ServicerContext) -> str:
+    """The status of a call gRPC cancelled: at its deadline, or by the client going away."""
+    remaining = context.time_remaining()
+    return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
+
+
 def _request_id(context: grpc.aio.ServicerContext) -> str:
     for key, value in context.invocation_metadata() or ():
         if key == "x-request-id" and value:
@@ -110,8 +123,9 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
         try:
             result = await call()
         except asyncio.CancelledError:
-            log.info("%s cancelled by the client", method, extra={"method": method})
-            self._record(method, "CANCELLED", start)
+            code_name = _ended_code(context)
+            log.info("%s %s", method, _ENDED[code_name], extra={"method": method})
+            self._record(method, code_name, start)
             raise
         except Exception as exc:  # the error boundary: everything maps to a status here
             code, message = status_for(exc, rid)
@@ -176,6 +190,10 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
         await context.send_initial_metadata((("x-request-id", rid),))
         start = time.perf_counter()
         pages = 0
+        failure: tuple[grpc.StatusCode, str] | None = None
+        finished = False
+        # The outcome is logged and counted in ``finally``: a client that cancels while the
+        # generator waits at ``yield`` closes it (GeneratorExit), not with CancelledError.
         try:
             options = self._page_options(request.options)
             async for model, page in self._engine.recognize_document(
@@ -184,28 +202,41 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
                 self._count_page(model)
                 yield page_result(page, model)
                 pages += 1
+            finished = True
         except asyncio.CancelledError:
-            log.info("RecognizeDocument cancelled by the client after %d pages", pages)
-            self._record("RecognizeDocument", "CANCELLED", start)
             raise
         except Exception as exc:  # the error boundary of this streaming call
-            code, message = status_for(exc, rid)
-            log.info(
-                "RecognizeDocument %s after %d pages: %s",
-                code.name,
-                pages,
-                message,
-                extra={"method": "RecognizeDocument", "status": code.name},
-            )
-            self._record("RecognizeDocument", code.name, start)
-            await context.abort(code, message)
-        log.info(
-            "RecognizeDocument OK, %d pages in %.1f ms",
-            pages,
-            (time.perf_counter() - start) * 1e3,
-            extra={"method": "RecognizeDocument", "status": "OK"},
-        )
-        self._record("RecognizeDocument", "OK", start)
+            failure = status_for(exc, rid)
+        finally:
+            extra = {"method": "RecognizeDocument"}
+            if failure is not None:
+                code_name = failure[0].name
+                log.info(
+                    "RecognizeDocument %s after %d pages: %s",
+                    code_name,
+                    pages,
+                    failure[1],
+                    extra={**extra, "status": code_name},
+                )
+            elif finished:
+                code_name = "OK"
+                log.info(
+                    "RecognizeDocument OK, %d pages in %.1f ms",
+                    pages,
+                    (time.perf_counter() - start) * 1e3,
+                    extra={**extra, "status": code_name},
+                )
+            else:
+                code_name = _ended_code(context)
+                log.info(
+                    "RecognizeDocument %s after %d pages",
+                    _ENDED[code_name],
+                    pages,
+                    extra={**extra, "status": code_name},
+                )
+            self._record("RecognizeDocument", code_name, start)
+        if failure is not None:
+            await context.abort(*failure)
 
     async def ListModels(
         self, request: ocr_pb2.ListModelsRequest, context: grpc.aio.ServicerContext
@@ -307,7 +338,10 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
             reader.cancel()
             for task in list(tasks):
                 task.cancel()
-            code = failure[0].name if failure is not None else "OK" if finished else "CANCELLED"
+            if failure is not None:
+                code = failure[0].name
+            else:
+                code = "OK" if finished else _ended_code(context)
             self._record("StreamRecognize", code, start)
             self._log_stream_end(code, answered, errors, start, failure)
         if failure is not None:
@@ -325,9 +359,10 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
         its item errors (counted here) are otherwise only in the responses."""
         ms = (time.perf_counter() - start) * 1e3
         extra = {"method": "StreamRecognize", "status": code}
-        if code == "CANCELLED":
+        if code in _ENDED:
             log.info(
-                "StreamRecognize cancelled by the client after %d answers in %.1f ms",
+                "StreamRecognize %s after %d answers in %.1f ms",
+                _ENDED[code],
                 answered,
                 ms,
                 extra=extra,

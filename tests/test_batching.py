@@ -274,6 +274,28 @@ async def test_expired_lines_fail_with_deadline_and_are_never_computed(gated) ->
     assert batcher.stats().dropped_expired == 1
 
 
+async def test_lines_whose_caller_went_at_the_deadline_count_as_expired(gated) -> None:
+    """gRPC cancels a call at its deadline before the batcher's check sees it: the queued
+    lines of such a call count as expired, those of a caller that left early as cancelled."""
+    batcher, fake = gated
+    blocker = asyncio.create_task(batcher.recognize([line(1, 64)]))
+    await started(fake)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 0.001
+    timed_out = asyncio.create_task(batcher.recognize([line(2, 64)], deadline=deadline))
+    left = asyncio.create_task(batcher.recognize([line(3, 64)], deadline=loop.time() + 3600))
+    while loop.time() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.001)
+    timed_out.cancel()
+    left.cancel()
+    fake.gate.set()
+    await blocker
+    await until(lambda: batcher.queue_depth == 0, "the queue to empty")
+    stats = batcher.stats()
+    assert (stats.dropped_expired, stats.dropped_cancelled) == (1, 1)
+    assert all(2 not in b and 3 not in b for b in fake.batches)
+
+
 async def until(condition, what: str) -> None:
     """Yield to the loop until ``condition()`` holds (a few iterations; no sleeps)."""
     for _ in range(1000):

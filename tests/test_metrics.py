@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import time
 import urllib.request
 from collections.abc import Iterator
 
 import grpc
 import pytest
+from PIL import Image as PILImage
 from prometheus_client.parser import text_string_to_metric_families
 
 from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
@@ -109,3 +112,47 @@ def test_calls_lines_pages_and_batches_are_counted(metrics_server) -> None:
     assert delta("ocr_batch_pixels_total", model="ppocr-v6-small", kind="content") > 0
     assert value(after, "ocr_queue_depth", model="ppocr-v6-small") == 0
     assert value(after, "ocr_queue_capacity", model="ppocr-v6-small") == 1024
+
+
+def test_calls_that_end_early_are_counted_and_logged_by_how_they_ended(metrics_server) -> None:
+    """A document the client cancels after its first page, and a call cut off at its
+    deadline: each is counted (and logged) once, under CANCELLED and DEADLINE_EXCEEDED.
+    Before, the document left no trace at all (its generator is closed at ``yield``, not
+    cancelled) and the deadline read as a cancellation."""
+    server, port = metrics_server
+    before = scrape(port)
+    pages = [PILImage.fromarray(render_page([f"Page {n} of six"], width=900)) for n in range(6)]
+    tiff = io.BytesIO()
+    pages[0].save(tiff, format="TIFF", save_all=True, append_images=pages[1:])
+    wide = ocr_pb2.Image(data=png(render_line("deadline " * 12)))
+    with grpc.insecure_channel(server.address) as channel:
+        stub = ocr_pb2_grpc.OcrServiceStub(channel)
+        call = stub.RecognizeDocument(
+            ocr_pb2.RecognizeDocumentRequest(data=tiff.getvalue()), timeout=120
+        )
+        assert next(call).page_index == 0
+        call.cancel()
+        with pytest.raises(grpc.RpcError) as info:
+            stub.RecognizeLines(ocr_pb2.RecognizeLinesRequest(images=[wide] * 100), timeout=0.5)
+        assert info.value.code() is grpc.StatusCode.DEADLINE_EXCEEDED
+
+    def delta(after: Samples, **labels: str) -> float:
+        key = sample_key("ocr_rpc_calls_total", **labels)
+        return after.get(key, 0.0) - before.get(key, 0.0)
+
+    wanted = {
+        ("RecognizeDocument", "CANCELLED"): 1.0,
+        ("RecognizeLines", "DEADLINE_EXCEEDED"): 1.0,
+    }
+    deadline = time.monotonic() + 30
+    while True:  # the server records a call when its handler has ended
+        after = scrape(port)
+        seen = {(m, c): delta(after, method=m, code=c) for m, c in wanted}
+        if seen == wanted or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert seen == wanted
+    assert delta(after, method="RecognizeLines", code="CANCELLED") == 0
+    log = server.log()
+    assert "RecognizeDocument cancelled by the client after" in log
+    assert "RecognizeLines ended at the client's deadline" in log
