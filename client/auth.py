@@ -95,25 +95,47 @@ def _aio_details(details: Any, header: tuple[str, str]) -> grpc.aio.ClientCallDe
     )
 
 
-class AsyncBearerTokenInterceptor(
-    grpc.aio.UnaryUnaryClientInterceptor,
-    grpc.aio.UnaryStreamClientInterceptor,
-    grpc.aio.StreamUnaryClientInterceptor,
-    grpc.aio.StreamStreamClientInterceptor,
-):
-    """Adds ``authorization: Bearer <token>`` to every call of an asyncio channel."""
-
-    def __init__(self, token: str) -> None:
-        self._header = _bearer_header(token)
+class _AsyncTokenUnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
+    def __init__(self, header: tuple[str, str]) -> None:
+        self._header = header
 
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(_aio_details(details, self._header), request)
 
+
+class _AsyncTokenUnaryStream(grpc.aio.UnaryStreamClientInterceptor):
+    def __init__(self, header: tuple[str, str]) -> None:
+        self._header = header
+
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(_aio_details(details, self._header), request)
+
+
+class _AsyncTokenStreamUnary(grpc.aio.StreamUnaryClientInterceptor):
+    def __init__(self, header: tuple[str, str]) -> None:
+        self._header = header
 
     async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
         return await continuation(_aio_details(details, self._header), requests)
 
+
+class _AsyncTokenStreamStream(grpc.aio.StreamStreamClientInterceptor):
+    def __init__(self, header: tuple[str, str]) -> None:
+        self._header = header
+
     async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
         return await continuation(_aio_details(details, self._header), requests)
+
+
+def async_bearer_token_interceptors(token: str) -> list[grpc.aio.ClientInterceptor]:
+    """Interceptors that add ``authorization: Bearer <token>`` to every call of an asyncio
+    channel: one per kind of call, because grpc.aio files an interceptor under the first
+    kind it implements only (one object implementing all four sent the token on unary
+    calls alone, and streams were refused UNAUTHENTICATED)."""
+    header = _bearer_header(token)
+    return [
+        _AsyncTokenUnaryUnary(header),
+        _AsyncTokenUnaryStream(header),
+        _AsyncTokenStreamUnary(header),
+        _AsyncTokenStreamStream(header),
+    ]

@@ -46,7 +46,7 @@ from typing import Any, Self, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ocr_client.auth import AsyncBearerTokenInterceptor, BearerTokenInterceptor
+from ocr_client.auth import BearerTokenInterceptor, async_bearer_token_interceptors
 from ocr_client.errors import (
     OcrClientError,
     ServerError,
@@ -937,7 +937,7 @@ class AsyncOcrClient:
         """``address``, ``credentials``, ``token`` and ``connections`` as for
         :class:`OcrClient` (host names in a list are resolved here, before any event loop
         runs)."""
-        self._interceptors = [AsyncBearerTokenInterceptor(token)] if token else []
+        self._interceptors = async_bearer_token_interceptors(token) if token else []
         self._timeout = _check_timeout(timeout)
         self.address, self.target, self._options = _target_and_options(address, options)
         self._connections = _check_connections(connections)

@@ -25,6 +25,7 @@ from tests.conftest import (
     ServerProcess,
     png,
     render_line,
+    render_page,
     run_server_to_exit,
     start_server,
     stop_server,
@@ -215,11 +216,18 @@ def test_client_sends_its_token_sync_async_and_cli(token_server: ServerProcess) 
     with OcrClient(token_server.address) as client, pytest.raises(Unauthenticated):
         client.recognize_line(line)
 
-    async def run() -> str:
+    async def run() -> tuple[str, list[str], list[int]]:
         async with AsyncOcrClient(token_server.address, token=ENV_TOKEN) as client:
-            return (await client.recognize_line(line)).text
+            text = (await client.recognize_line(line)).text
+            # Every kind of call carries the token: streams once went without it.
+            ids = [r.id async for r in client.stream_recognize([("x", line)])]
+            pages = [p.page_index async for p in client.recognize_document(page)]
+            return text, ids, pages
 
-    assert asyncio.run(run()) == "Hello World 2026"
+    page = png(render_page(["Hello World 2026"]))
+    assert asyncio.run(run()) == ("Hello World 2026", ["x"], [0])
+    with OcrClient(token_server.address, token=TOKEN) as client:
+        assert [p.page_index for p in client.recognize_document(page)] == [0]
     image = token_server.log_path.parent / "line.png"
     image.write_bytes(line)
     command = [sys.executable, "-m", "ocr_client.cli", "lines", str(image)]
