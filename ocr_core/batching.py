@@ -359,17 +359,27 @@ class MicroBatcher:
         """Queue ``lines`` (all or none) and return one future per line.
 
         ``deadline`` is on the loop's clock (``loop.time()``). Raises ``Overloaded`` when the
-        queue has no room for all of them and ``ShuttingDown`` once closing.
+        queue has no room for all of them (more than its capacity fit only into an empty
+        queue) and ``ShuttingDown`` once closing.
         """
         if self._closed or self._changed is None:
             raise ShuttingDown("the server is shutting down; retry on another instance")
-        free = self.limits.queue_capacity - len(self._pending)
-        if len(lines) > free:
+        capacity = self.limits.queue_capacity
+        free = capacity - len(self._pending)
+        # More lines than the whole queue holds (a dense page's crops) are taken when the
+        # queue is empty, alone: refused always, they would fail however long one waited.
+        if len(lines) > free and (self._pending or len(lines) <= capacity):
             self._stats.rejected_queue_full += len(lines)
+            larger = len(lines) > capacity
             raise Overloaded(
                 f"the server's queue for model {self.name!r} is full ({len(self._pending)} of "
-                f"{self.limits.queue_capacity} lines waiting, {len(lines)} more asked); "
-                "retry with backoff or send fewer lines per call"
+                f"{capacity} lines waiting, {len(lines)} more asked); "
+                + (
+                    "a request larger than the whole queue is taken only when it is empty; "
+                    "retry with backoff or send fewer lines per call"
+                    if larger
+                    else "retry with backoff or send fewer lines per call"
+                )
             )
         loop = asyncio.get_running_loop()
         now = loop.time()

@@ -406,6 +406,29 @@ async def test_full_queue_rejects_whole_request_with_overloaded() -> None:
         await batcher.aclose()
 
 
+async def test_more_lines_than_the_whole_queue_are_taken_when_it_is_empty() -> None:
+    """A dense page's crops can outnumber the queue's capacity; refused always, such a
+    request failed RESOURCE_EXHAUSTED however long the caller backed off."""
+    fake = FakeInference(gate=threading.Event())
+    batcher = MicroBatcher("m", fake, 1, HEIGHT, BatchLimits(queue_capacity=3))
+    batcher.start()
+    try:
+        blocker = asyncio.create_task(batcher.recognize([line(1, 64)]))
+        await started(fake)
+        queued = asyncio.create_task(batcher.recognize([line(2, 64)]))
+        await asyncio.sleep(0)
+        big = [line(w, 64) for w in range(10, 15)]
+        with pytest.raises(Overloaded, match="larger than the whole queue is taken only when"):
+            batcher.submit(big)  # one line waits: not now
+        fake.gate.set()
+        await queued
+        await blocker
+        assert [r.text for r in await batcher.recognize(big)] == ["10", "11", "12", "13", "14"]
+    finally:
+        fake.gate.set()
+        await batcher.aclose()
+
+
 async def test_inference_error_fails_only_its_batch() -> None:
     fake = FakeInference(fail_width=66)
     batcher = MicroBatcher("m", fake, 1, HEIGHT, BatchLimits())

@@ -34,7 +34,6 @@ from ocr_client import (
     ModelNotFound,
     OcrClient,
     Page,
-    ServerBusy,
 )
 from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
 from ocr_core.cpus import usable_cpus
@@ -483,15 +482,15 @@ def test_small_limits_server_enforces_message_size_and_queue(tmp_path) -> None:
         with grpc.insecure_channel(srv.address) as channel:
             stub = ocr_pb2_grpc.OcrServiceStub(channel)
             big = ocr_pb2.Image(data=b"\x00" * 300_000)
-            code, details = code_of(lambda: recognize(stub, big))
+            code, _ = code_of(lambda: recognize(stub, big))
             assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
             line = ocr_pb2.Image(data=png(render_line("queue")))
-            code, details = code_of(lambda: recognize(stub, *[line] * 5))
-            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
-            assert "queue" in details and "full" in details
             assert recognize(stub, *[line] * 4).results[3].text == "queue"
-        with OcrClient(srv.address) as client, pytest.raises(ServerBusy):
-            client.recognize_lines([png(render_line("queue"))] * 6)
+            # More lines than the whole queue holds go in when it is empty (refused, they
+            # could never be served); a full queue's refusal is in tests/test_overload.py.
+            assert [r.text for r in recognize(stub, *[line] * 5).results] == ["queue"] * 5
+        with OcrClient(srv.address) as client:
+            assert len(client.recognize_lines([png(render_line("queue"))] * 8)) == 8
     finally:
         assert stop_server(srv) == 0, srv.log()
 
