@@ -592,16 +592,24 @@ class ModelRegistry:
         model = self._manifest[name]
         if not force and self.is_fetched(name):
             return
-        with _locked(self.model_dir(name) / ".lock"):
-            # Re-inspect under the lock: another process may have fetched meanwhile.
-            todo: list[_RemoteFile] = []
-            for f, path, state, actual in self._inspect(model):
-                if force or state is FetchState.MISSING:
-                    todo.append(f)
-                elif state is FetchState.MISMATCH:
-                    raise self._mismatch_error(name, path, f.sha256, actual)
-            if todo:
-                self._download_and_install(name, todo, say)
+        try:
+            with _locked(self.model_dir(name) / ".lock"):
+                # Re-inspect under the lock: another process may have fetched meanwhile.
+                todo: list[_RemoteFile] = []
+                for f, path, state, actual in self._inspect(model):
+                    if force or state is FetchState.MISSING:
+                        todo.append(f)
+                    elif state is FetchState.MISMATCH:
+                        raise self._mismatch_error(name, path, f.sha256, actual)
+                if todo:
+                    self._download_and_install(name, todo, say)
+        except OSError as exc:  # a cache folder that is a file, read-only, full, ...
+            where = exc.filename or self._cache_dir
+            raise ModelLoadError(
+                f"model {name!r}: cannot write the model cache at {where}: "
+                f"{exc.strerror or exc}; choose a writable folder with --cache-dir "
+                "(ocr-models), --model-dir (ocr-server) or $OCR_MODEL_DIR"
+            ) from exc
 
     def resolve(self, name: str, *, fetch_missing: bool = True) -> ModelSpec:
         """Return local, verified files for ``name``, fetching missing ones if allowed.

@@ -570,6 +570,20 @@ def test_cli_errors_are_one_line_exit_1(env: Env, capsys: pytest.CaptureFixture[
     assert "expected " + "1" * 64 in capsys.readouterr().err
 
 
+def test_a_cache_that_cannot_be_written_is_a_one_line_error(
+    env: Env, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A cache folder under a file (or read-only, or full) once ended in a traceback."""
+    blocker = env.tmp / "a-file"
+    blocker.write_text("not a folder")
+    env.cache = blocker / "models"
+    assert env.cli("fetch", "demo") == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "cannot write the model cache" in err and "--cache-dir" in err
+    assert str(blocker) in err
+
+
 def test_cli_user_config_from_env(
     env: Env, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
