@@ -19,11 +19,12 @@ import cv2
 import numpy as np
 
 from ocr_core.errors import InvalidInput, NotInstalled, TooLarge
-from ocr_core.images import decode_image, to_bgr8
+from ocr_core.images import decode_image, tiff_directory_size, to_bgr8
 
 DEFAULT_PDF_DPI = 200
 PDF_DPI_RANGE = (50, 600)
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*")
+_BIGTIFF_MAGICS = (b"II+\x00", b"MM\x00+")
 _MAX_IFDS = 100_000
 
 
@@ -61,6 +62,11 @@ def open_document(
     """Open ``data`` as a document by its leading bytes (never by a file name)."""
     if not data:
         raise InvalidInput("the document is empty (0 bytes); send the file's bytes in `data`")
+    if data[:4] in _BIGTIFF_MAGICS:
+        raise InvalidInput(
+            "BigTIFF (64-bit offsets) is not supported; save the document as a classic "
+            "TIFF or a PDF, or send its pages one by one"
+        )
     if data[:4] in _TIFF_MAGICS:
         doc: Document = _TiffDocument(data, limits)
     elif data[:5] == b"%PDF-":
@@ -88,11 +94,26 @@ class _ImageDocument(Document):
 
 class _TiffDocument(Document):
     def __init__(self, data: bytes, limits: DocumentLimits) -> None:
-        super().__init__(tiff_page_count(data))
+        self._sizes = tiff_page_sizes(data)
+        super().__init__(len(self._sizes))
         self._buffer = np.frombuffer(data, dtype=np.uint8)
         self._limits = limits
 
     def page(self, index: int) -> np.ndarray:
+        # The decoder allocates what the page's directory declares: check that first, so a
+        # small file declaring a huge page is refused without its seconds and gigabytes.
+        size = self._sizes[index]
+        if size is None:
+            raise InvalidInput(
+                f"TIFF page {index + 1} of {self.page_count} declares no width and height; "
+                "the file is corrupt"
+            )
+        width, height = size
+        if width * height > self._limits.max_image_pixels:
+            raise TooLarge(
+                f"TIFF page {index + 1} is {width}x{height} = {width * height} pixels, "
+                f"over the limit of {self._limits.max_image_pixels}"
+            )
         ok, mats = cv2.imdecodemulti(self._buffer, cv2.IMREAD_UNCHANGED, range=(index, index + 1))
         if not ok or not mats:
             raise InvalidInput(f"TIFF page {index + 1} of {self.page_count} cannot be decoded")
@@ -107,7 +128,13 @@ class _TiffDocument(Document):
 
 
 def tiff_page_count(data: bytes) -> int:
-    """Count a TIFF's pages by walking its chain of image file directories (IFDs).
+    """The number of pages of a TIFF (see ``tiff_page_sizes``)."""
+    return len(tiff_page_sizes(data))
+
+
+def tiff_page_sizes(data: bytes) -> list[tuple[int, int] | None]:
+    """Each page's declared (width, height), None where its directory has none, by walking
+    the chain of image file directories (IFDs).
 
     OpenCV can decode one page of a buffer but cannot count them without decoding all;
     the IFD chain is a few bytes per page. Classic TIFF only (BigTIFF is refused clearly).
@@ -117,6 +144,7 @@ def tiff_page_count(data: bytes) -> int:
         raise InvalidInput("the TIFF file is truncated (shorter than its 8-byte header)")
     (offset,) = struct.unpack(order + "I", data[4:8])
     count = 0
+    sizes: list[tuple[int, int] | None] = []
     seen: set[int] = set()
     while offset:
         if offset in seen or count >= _MAX_IFDS:
@@ -133,10 +161,11 @@ def tiff_page_count(data: bytes) -> int:
                 f"the TIFF file is truncated: page {count + 1}'s directory is past the end"
             )
         count += 1
+        sizes.append(tiff_directory_size(data, offset, order))
         (offset,) = struct.unpack(order + "I", data[next_at : next_at + 4])
     if count == 0:
         raise InvalidInput("the TIFF file has no pages")
-    return count
+    return sizes
 
 
 class _PdfDocument(Document):

@@ -231,6 +231,12 @@ def _tiff_size(data: bytes) -> tuple[int, int] | None:
     """ImageWidth and ImageLength of the first page (the one ``cv2.imdecode`` reads)."""
     order = "<" if data[:2] == b"II" else ">"
     (offset,) = struct.unpack(order + "I", data[4:8])
+    return tiff_directory_size(data, offset, order)
+
+
+def tiff_directory_size(data: bytes, offset: int, order: str) -> tuple[int, int] | None:
+    """ImageWidth and ImageLength of the TIFF directory (one page) at ``offset``; ``order``
+    is the struct byte order, "<" or ">". Raises ``struct.error`` when it is cut short."""
     (count,) = struct.unpack(order + "H", data[offset : offset + 2])
     found: dict[int, int] = {}
     for k in range(count):

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
+from ocr_core import documents
 from ocr_core.batching import BatchLimits
 from ocr_core.detection import DetectionOptions, detector_input_size, fit_band, regions_to_lines
-from ocr_core.documents import DocumentLimits, open_document, tiff_page_count
+from ocr_core.documents import DocumentLimits, open_document, tiff_page_count, tiff_page_sizes
 from ocr_core.engine import OcrEngine, RequestLimits
 from ocr_core.errors import InvalidInput, TooLarge, Unsupported
 from ocr_core.geometry import (
@@ -215,6 +216,51 @@ def test_broken_tiffs_are_invalid_input() -> None:
     ):
         with pytest.raises(InvalidInput, match=message):
             tiff_page_count(data)
+
+
+def _declare_page_size(data: bytes, page: int, width: int, height: int) -> bytes:
+    """``data`` (a little-endian TIFF) with page ``page``'s ImageWidth and ImageLength set."""
+    out = bytearray(data)
+    (offset,) = struct.unpack_from("<I", out, 4)
+    for _ in range(page):
+        (entries,) = struct.unpack_from("<H", out, offset)
+        (offset,) = struct.unpack_from("<I", out, offset + 2 + 12 * entries)
+    (entries,) = struct.unpack_from("<H", out, offset)
+    for k in range(entries):
+        entry = offset + 2 + 12 * k
+        tag, kind = struct.unpack_from("<HH", out, entry)
+        if tag in (256, 257):
+            value = width if tag == 256 else height
+            struct.pack_into("<H" if kind == 3 else "<I", out, entry + 8, value)
+    return bytes(out)
+
+
+def test_a_tiff_page_declaring_a_huge_size_is_refused_before_decoding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The page's directory is read first, as a single image's header is: decoded first,
+    a small file declaring 20000 x 20000 pixels cost seconds and over a gigabyte."""
+    data = _declare_page_size(_tiff(3), 1, 20_000, 20_000)
+    assert tiff_page_sizes(data) == [(60, 40), (20_000, 20_000), (60, 40)]
+    decoded: list[tuple[int, int]] = []
+    real = cv2.imdecodemulti
+
+    def spy(buf: np.ndarray, flags: int, range: tuple[int, int]) -> object:
+        decoded.append(range)
+        return real(buf, flags, range=range)
+
+    monkeypatch.setattr(documents.cv2, "imdecodemulti", spy)
+    doc = open_document(data, DocumentLimits(), threading.Lock())
+    assert int(doc.page(0)[0, 0, 0]) == 0
+    with pytest.raises(TooLarge, match="TIFF page 2 is 20000x20000 = 400000000 pixels"):
+        doc.page(1)
+    assert int(doc.page(2)[0, 0, 0]) == 100
+    assert decoded == [(0, 1), (2, 3)]
+
+
+def test_bigtiff_is_refused_by_name() -> None:
+    with pytest.raises(InvalidInput, match=r"BigTIFF .* not supported"):
+        open_document(b"II+\x00\x08\x00\x00\x00" + bytes(16), DocumentLimits(), threading.Lock())
 
 
 def test_pdf_pages_render_at_the_requested_resolution() -> None:
