@@ -10,6 +10,7 @@ by the mean probability inside it, then grown back ("unclipped") by area / perim
 from __future__ import annotations
 
 import functools
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
@@ -21,6 +22,8 @@ import pyclipper
 from ocr_core.errors import InvalidInput
 from ocr_core.geometry import Band, order_corners
 from ocr_core.sessions import PooledModel, SessionConfig
+
+log = logging.getLogger(__name__)
 
 #: Side lengths of the detector input must be multiples of this (the network's stride).
 STRIDE = 32
@@ -53,6 +56,9 @@ class DetectionOptions:
     box_threshold: float = 0.5
     unclip_ratio: float = 1.6
     min_line_height: int = 4
+    #: At most this many lines are kept per page, the highest-scoring ones (a warning is
+    #: logged when more are found). It bounds the recognizer work one page can ask for:
+    #: every line is a crop sent to the batcher at once, ~19 ms of CPU each.
     max_candidates: int = 1000
 
     def validate(self) -> None:
@@ -110,6 +116,8 @@ class TextDetector(PooledModel):
     """A DB detector run from the engine's worker threads (one session per running thread)."""
 
     INPUT_SHAPE = "[1, 3, H, W]"
+    OUTPUT_DIMS = (None, 1, None, None)
+    OUTPUT_SHAPE = "[1, 1, H, W] (a text probability map)"
     # Every page size is a new input shape: no per-shape memory patterns, but an arena, so
     # that each run reuses the buffers of the one before instead of faulting in fresh pages
     # (in process on a thread, the 12 real pages at 1024 px: 1.38-1.53 s instead of

@@ -52,6 +52,9 @@ class PageOrientation(PooledModel):
     """The 0/90/180/270 page classifier."""
 
     INPUT_SHAPE = "[N, 3, 224, 224]"
+    INPUT_HW = (224, 224)
+    OUTPUT_DIMS = (None, 4)
+    OUTPUT_SHAPE = "[N, 4] (scores of 0, 90, 180 and 270 degrees)"
 
     def upright_rotation(self, image_bgr: np.ndarray) -> tuple[int, float]:
         """(clockwise degrees that turn the page upright, the classifier's confidence)."""
@@ -96,6 +99,9 @@ class LineOrientation(PooledModel):
     """PP-OCR's 0/180 text-line classifier."""
 
     INPUT_SHAPE = "[N, 3, 48, 192]"
+    INPUT_HW = (48, 192)
+    OUTPUT_DIMS = (None, 2)
+    OUTPUT_SHAPE = "[N, 2] (scores of upright and upside down)"
 
     def upside_down(self, crops: Sequence[np.ndarray]) -> list[bool]:
         """For each upright-read line crop (HxWx3 uint8 BGR): is it upside down?

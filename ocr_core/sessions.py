@@ -198,6 +198,13 @@ class PooledModel:
 
     #: The input the model must have, as shown in the load error.
     INPUT_SHAPE = "[N, 3, H, W]"
+    #: The height and width fed to the model: where the model fixes a size of its own it
+    #: must be this one (None: sizes vary, so the model may fix none).
+    INPUT_HW: tuple[int | None, int | None] = (None, None)
+    #: The first output's shape as the code reads it: its rank, and the sizes that must hold
+    #: where the model fixes them (None: any); and that shape as shown in the load error.
+    OUTPUT_DIMS: tuple[int | None, ...] | None = None
+    OUTPUT_SHAPE = ""
     #: See ``create_session``: patterns off for models whose input size varies between runs.
     MEMORY_ARENA = True
     MEMORY_PATTERN = True
@@ -211,10 +218,22 @@ class PooledModel:
         """Build the sessions and check the model has one 3-channel image input."""
         pool = SessionPool.load(path, config, what, cls.MEMORY_ARENA, cls.MEMORY_PATTERN)
         inputs = pool.first.get_inputs()  # type: ignore[attr-defined]
-        if len(inputs) != 1 or len(inputs[0].shape) != 4 or inputs[0].shape[1] != 3:
+        if (
+            len(inputs) != 1
+            or len(inputs[0].shape) != 4
+            or inputs[0].shape[1] != 3
+            or not _fits(inputs[0].shape[2:], cls.INPUT_HW)
+        ):
             shapes = [(i.name, i.shape) for i in inputs]
             raise ModelLoadError(
-                f"{what} ({path}): expected one input {cls.INPUT_SHAPE}, got {shapes}"
+                f"{what} ({path}): expected one input {cls.INPUT_SHAPE}, got {shapes}; "
+                "is this the right file for this role?"
+            )
+        outputs = pool.first.get_outputs()  # type: ignore[attr-defined]
+        if cls.OUTPUT_DIMS is not None and not _fits(outputs[0].shape, cls.OUTPUT_DIMS):
+            raise ModelLoadError(
+                f"{what} ({path}): expected its first output {cls.OUTPUT_SHAPE}, got "
+                f"{outputs[0].shape}; is this the right file for this role?"
             )
         return cls(pool, str(inputs[0].name))
 
@@ -222,3 +241,11 @@ class PooledModel:
         """The model's first output for ``tensor``, on a session no other thread is using."""
         with self._sessions.session() as session:
             return np.asarray(session.run(None, {self._input_name: tensor}, run_options)[0])
+
+
+def _fits(declared: Sequence[object], wanted: Sequence[int | None]) -> bool:
+    """Whether a model's declared dimensions (ints where fixed, names or None where they
+    vary) can take ``wanted``: same rank, and every fixed one is the wanted size."""
+    if len(declared) != len(wanted):
+        return False
+    return all(not isinstance(d, int) or d == w for d, w in zip(declared, wanted, strict=True))

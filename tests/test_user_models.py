@@ -11,10 +11,13 @@ from pathlib import Path
 import cv2
 import pytest
 
+from ocr_core.detection import TextDetector
 from ocr_core.errors import ModelLoadError
+from ocr_core.orientation import LineOrientation, PageOrientation
 from ocr_core.preprocess import WidthBuckets, prepare_line
 from ocr_core.recognizer import LineRecognizer, SessionConfig
 from ocr_core.registry import ModelRegistry
+from ocr_core.sessions import PooledModel
 from tests.conftest import render_line
 
 pytestmark = pytest.mark.integration
@@ -66,3 +69,29 @@ def test_a_file_that_is_not_onnx_is_refused_with_its_path(tmp_path) -> None:
     spec = user_registry(tmp_path, bogus, 'charset_metadata_key = "character"\n').resolve("mine")
     with pytest.raises(ModelLoadError, match="cannot load"):
         LineRecognizer.load(spec, SessionConfig(workers=1))
+
+
+@pytest.mark.parametrize(
+    ("cls", "wrong", "message"),
+    [
+        (PageOrientation, "line_classifier_path", r"first output \[N, 4\]"),
+        (LineOrientation, "page_orientation_path", r"expected one input \[N, 3, 48, 192\]"),
+        (TextDetector, "recognizer_path", r"expected one input \[1, 3, H, W\]"),
+    ],
+)
+def test_a_page_model_file_in_the_wrong_role_is_refused_on_load(
+    cls: type[PooledModel], wrong: str, message: str
+) -> None:
+    """Swapped files once loaded: a line classifier as the page classifier turned half the
+    real pages by 270 degrees; others failed every page later, or the warm-up."""
+    spec = ModelRegistry.from_files().resolve("ppocr-v6-small")
+    right = {
+        PageOrientation: spec.page_orientation_path,
+        LineOrientation: spec.line_classifier_path,
+        TextDetector: spec.detector_path,
+    }[cls]
+    assert right is not None
+    cls.load(right, SessionConfig(workers=1), "model 'x' role")
+    with pytest.raises(ModelLoadError, match=message) as info:
+        cls.load(getattr(spec, wrong), SessionConfig(workers=1), "model 'x' role")
+    assert "model 'x' role" in str(info.value) and "right file for this role" in str(info.value)
