@@ -32,7 +32,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
@@ -44,6 +44,7 @@ from ocr_client import documents, formats
 from ocr_client.auth import tls_credentials
 from ocr_client.client import (
     DEFAULT_ADDRESS,
+    DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_TIMEOUT_S,
     LineResult,
     OcrClient,
@@ -61,6 +62,11 @@ from ocr_client.errors import (
 
 # The server's default max_lines_per_request; bigger inputs are sent as several calls.
 MAX_IMAGES_PER_CALL = 256
+# Bytes of a RecognizeLines request besides the image files, so that a call filled up to the
+# message limit with files still fits: each image's field tags and lengths (at most 12
+# bytes) and, once per request, the model name (counted apart) and spare room.
+_IMAGE_FRAMING_BYTES = 16
+_REQUEST_FRAMING_BYTES = 1024
 # More connections than this gain nothing against any server layout this project measured
 # (4 per process of `ocr-server --processes`); the cap catches typos like 1000.
 MAX_CONNECTIONS = 64
@@ -109,13 +115,31 @@ STDIN = "-"
 
 def _check_files(paths: Sequence[str]) -> None:
     """Every input is checked before the first call, so a typo in the last of many paths
-    does not cost (or half-print) the recognition of the others."""
+    does not cost (or half-print) the recognition of the others.
+
+    Anything that exists and is no folder is accepted: a FIFO or the ``/dev/fd/N`` of a
+    shell's ``<(command)`` too (see :func:`_read_streams`)."""
     for p in paths:
         if p == STDIN:
             continue
-        if not Path(p).is_file():
-            what = "not a file" if Path(p).exists() else "no such file"
-            raise _CliError(f"{p}: {what}")
+        if not Path(p).exists():
+            raise _CliError(f"{p}: no such file")
+        if Path(p).is_dir():
+            raise _CliError(f"{p}: is a directory, not a file")
+
+
+def _read_streams(paths: Sequence[str]) -> dict[str, bytes]:
+    """The bytes of every input in ``paths`` that is not a regular file (a FIFO, a shell's
+    ``<(command)``), read whole, once, before anything is sent.
+
+    Such an input can be read only once and has no size to plan calls with; regular files
+    stay paths, read when their call is built, so many of them are never all in memory.
+    """
+    streams: dict[str, bytes] = {}
+    for p in paths:
+        if p != STDIN and p not in streams and not Path(p).is_file():
+            streams[p] = Path(p).read_bytes()
+    return streams
 
 
 def _read_stdin(paths: Sequence[str]) -> bytes | None:
@@ -134,10 +158,6 @@ def _read_stdin(paths: Sequence[str]) -> bytes | None:
     if not data:
         raise _CliError("-: standard input is empty")
     return data
-
-
-def _chunks(items: Sequence[_T], size: int) -> list[Sequence[_T]]:
-    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _line_json(image: str, line: LineResult) -> dict[str, Any]:
@@ -197,35 +217,112 @@ def _image_error(err: OcrClientError) -> str:
     return text if err.image_index is None else text.removeprefix(f"image {err.image_index}: ")
 
 
+def _request_limits(client: OcrClient, several: bool) -> tuple[int, int]:
+    """The most images, and bytes, one RecognizeLines call may carry.
+
+    The server's limits are asked only when there are several images to split; the byte
+    limit is also this client's own (the channel refuses to send more, and the whole run
+    would fail before anything was sent). A limit the server does not report (0) is left
+    to the client's.
+    """
+    images, size = MAX_IMAGES_PER_CALL, DEFAULT_MAX_MESSAGE_BYTES
+    if several:
+        limits = client.server_limits()
+        # A server started with a lower --max-lines-per-request refuses bigger calls.
+        images = min(images, limits.max_lines_per_request or images)
+        size = min(size, limits.max_message_bytes or size)
+    return images, size
+
+
+def _plan_calls(
+    indices: Sequence[int], sizes: Sequence[int], images: int, room: int
+) -> list[list[int]]:
+    """``indices`` in order, cut into calls of at most ``images`` images whose files (with
+    their framing) add up to at most ``room`` bytes; each image fits alone."""
+    calls: list[list[int]] = []
+    used = 0
+    for i in indices:
+        cost = sizes[i] + _IMAGE_FRAMING_BYTES
+        if not calls or len(calls[-1]) == images or used + cost > room:
+            calls.append([])
+            used = 0
+        calls[-1].append(i)
+        used += cost
+    return calls
+
+
+def _run_calls(
+    client: OcrClient, calls: Sequence[Sequence[str | bytes]], model: str, workers: int
+) -> list[tuple[str, list[LineResult | OcrClientError]]]:
+    """Each call's model and outcomes, in order, up to ``workers`` calls at once.
+
+    On the first failure of a call, or Ctrl-C, the client is closed before the worker threads
+    are waited for: that cancels the calls in flight (the server drops their queued lines),
+    so the CLI exits at once rather than when the last call ends or times out. Calls not
+    started yet are never sent.
+    """
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        futures = [pool.submit(_recognize_chunk, client, call, model) for call in calls]
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+        for future in futures:  # the first failure in input order, of those done
+            if future in done and future.exception() is not None:
+                future.result()
+        return [future.result() for future in futures]
+    except BaseException:
+        client.close()
+        raise
+    finally:
+        pool.shutdown(cancel_futures=True)
+
+
+def _too_big(size: int, limit: int) -> OcrClientError:
+    """The failure of an image that would not fit in a request even alone."""
+    return OcrClientError(
+        f"the file is {size:,} bytes, over the {limit:,} a request may carry (the server's "
+        "--max-message-bytes or this client's limit); send it scaled down or compressed"
+    )
+
+
 def _cmd_lines(args: argparse.Namespace) -> int:
     paths: list[str] = args.images
     _check_files(paths)
     stdin = _read_stdin(paths)
-    inputs: list[str | bytes] = [stdin if p == STDIN and stdin is not None else p for p in paths]
-    with _client(args) as client:
-        limit = MAX_IMAGES_PER_CALL
-        if len(paths) > 1:
-            # A server started with a lower --max-lines-per-request refuses bigger calls.
-            limit = min(limit, client.server_limits().max_lines_per_request or limit)
-        # With several connections the images are split evenly, so that every connection
-        # (and so every server process behind one) gets a share, and the calls run at once.
-        per_call = min(limit, -(-len(paths) // args.connections))
-        chunks = _chunks(inputs, per_call)
-
-        def recognize(
-            chunk: Sequence[str | bytes],
-        ) -> tuple[str, list[LineResult | OcrClientError]]:
-            return _recognize_chunk(client, chunk, args.model)
-
-        pool = ThreadPoolExecutor(max_workers=min(args.connections, len(chunks)))
-        try:
-            answers = list(pool.map(recognize, chunks))
-        finally:
-            pool.shutdown(cancel_futures=True)  # after a failure, send no more chunks
+    streams = _read_streams(paths)
+    inputs: list[str | bytes] = [
+        stdin if p == STDIN and stdin is not None else streams.get(p, p) for p in paths
+    ]
+    sizes = [len(x) if isinstance(x, bytes) else os.stat(x).st_size for x in inputs]
+    # An image that cannot be sent fails alone, as one the server refuses: named on stderr
+    # while the others are still recognised and printed.
+    outcomes: list[LineResult | OcrClientError | None] = [
+        OcrClientError("the file is empty") if size == 0 else None for size in sizes
+    ]
+    answers: list[tuple[str, list[LineResult | OcrClientError]]] = []
+    if any(outcome is None for outcome in outcomes):
+        with _client(args) as client:
+            several = sum(outcome is None for outcome in outcomes) > 1
+            images, limit = _request_limits(client, several)
+            room = limit - _REQUEST_FRAMING_BYTES - len(args.model.encode())
+            for i, size in enumerate(sizes):
+                if outcomes[i] is None and size + _IMAGE_FRAMING_BYTES > room:
+                    outcomes[i] = _too_big(size, limit)
+            sendable = [i for i, outcome in enumerate(outcomes) if outcome is None]
+            # With several connections the images are split evenly, so that every connection
+            # (and so every server process behind one) gets a share, and the calls run at once.
+            per_call = min(images, -(-len(sendable) // args.connections))
+            calls = _plan_calls(sendable, sizes, per_call, room) if sendable else []
+            if calls:
+                workers = min(args.connections, len(calls))
+                batches = [[inputs[i] for i in call] for call in calls]
+                answers = _run_calls(client, batches, args.model, workers)
+            for call, (_, call_outcomes) in zip(calls, answers, strict=True):
+                for i, outcome in zip(call, call_outcomes, strict=True):
+                    outcomes[i] = outcome
     model = next((ran for ran, _ in answers if ran), "")
-    outcomes = [outcome for _, chunk_outcomes in answers for outcome in chunk_outcomes]
+    done = [outcome for outcome in outcomes if outcome is not None]  # every one, by now
     failed = 0
-    for p, outcome in zip(paths, outcomes, strict=True):
+    for p, outcome in zip(paths, done, strict=True):
         if isinstance(outcome, OcrClientError):
             failed += 1
             print(f"error: {p}: {_image_error(outcome)}", file=sys.stderr)
@@ -234,15 +331,15 @@ def _cmd_lines(args: argparse.Namespace) -> int:
             _line_json(p, r)
             if isinstance(r, LineResult)
             else {"image": p, "error": _image_error(r)}
-            for p, r in zip(paths, outcomes, strict=True)
+            for p, r in zip(paths, done, strict=True)
         ]
         doc = {"model": model, "results": results}
         print(json.dumps(doc, ensure_ascii=False, indent=2))
     elif len(paths) == 1:
-        if isinstance(outcomes[0], LineResult):
-            print(outcomes[0].text)
+        if isinstance(done[0], LineResult):
+            print(done[0].text)
     else:
-        for p, r in zip(paths, outcomes, strict=True):
+        for p, r in zip(paths, done, strict=True):
             if isinstance(r, LineResult):
                 print(f"{p}\t{r.text}")
     return 1 if failed else 0
@@ -422,12 +519,17 @@ def _cmd_pages(args: argparse.Namespace) -> int:
     _check_output(args.output)
     files = {p: p for p in paths}  # the name a file is given as -> where to read it
     stdin = _read_stdin(paths)
-    if stdin is None:
+    copies = _read_streams(paths)
+    if stdin is not None:
+        copies[STDIN] = stdin
+    if not copies:
         return _recognize_pages(args, paths, files)
     with tempfile.TemporaryDirectory(prefix="ocr-client-") as folder:
-        # Documents are read from a file (sniffed, split, rendered a page at a time).
-        files[STDIN] = os.path.join(folder, "stdin")
-        Path(files[STDIN]).write_bytes(stdin)
+        # Documents are read from a file (sniffed, split, rendered a page at a time), more
+        # than once: standard input and FIFOs are copied to one first.
+        for number, (name, data) in enumerate(copies.items()):
+            files[name] = os.path.join(folder, f"input{number}")
+            Path(files[name]).write_bytes(data)
         return _recognize_pages(args, paths, files)
 
 
@@ -837,14 +939,50 @@ def _hint(err: BaseException, args: argparse.Namespace) -> str:
         if os.environ.get("OCR_TOKEN"):
             return "; the token in $OCR_TOKEN was refused"
         return "; set $OCR_TOKEN to the server's token"
-    # gRPC's own words when no connection could be made (not a server answering UNAVAILABLE
-    # while it drains, which a retry fixes).
-    if isinstance(err, ServerUnavailable) and any(
-        words in err.details for words in ("failed to connect", "DNS resolution failed")
-    ):
-        return f"; is the server running at {args.address}? (--address or $OCR_ADDRESS)"
+    if isinstance(err, ServerUnavailable):
+        return _connection_hint(err.details, args)
     if isinstance(err, DeadlineExceeded):
         return f"; --timeout (now {args.timeout:g} s) allows more"
+    return ""
+
+
+def _connection_hint(details: str, args: argparse.Namespace) -> str:
+    """Which flag to check for an UNAVAILABLE call, from gRPC's own words (grpcio 1.85) when
+    no connection could be made; a server answering UNAVAILABLE while it drains (which a
+    retry fixes) gets none. TLS failures are told apart first: gRPC says "failed to connect"
+    for them too, though the server is running."""
+    tls = bool(args.tls or args.ca or args.cert or args.key)
+    text = details.lower()
+    if "failed to create security handshaker" in text:
+        # --ca, --cert or --key was read but could not be used.
+        return "; check --ca, --cert and --key: PEM files, --key the private key of --cert"
+    if "wrong_version_number" in text:  # a TLS client, a plaintext server
+        return "; the server does not seem to use TLS: leave out --tls, --ca, --cert and --key"
+    if "certificate_verify_failed" in text:
+        trusted = f"--ca {args.ca}" if args.ca else "the system's root CAs (no --ca given)"
+        return f"; the server's certificate is not signed by {trusted}: --ca takes the CA's PEM"
+    if "hostname verification" in text:
+        return (
+            f"; the server's certificate does not name the host of {args.address}: connect by "
+            "a name or address it was issued for"
+        )
+    if "handshake failed" in text:
+        return (
+            "; the TLS handshake failed: check --ca, --cert and --key, and that the server uses TLS"
+        )
+    if "socket closed" in text:
+        # A TLS server hangs up on a plaintext client, a mutual-TLS one on a client without a
+        # certificate (or one from a CA it does not trust), with nothing more said.
+        closed = "; the server closed the connection: if it"
+        if not tls:
+            return f"{closed} uses TLS, add --tls (and --ca for a private CA)"
+        if not args.cert:
+            return f"{closed} requires client certificates, give --cert and --key"
+        return f"{closed} requires client certificates, check that it trusts the CA of --cert"
+    if "errors resolving" in text or "dns resolution failed" in text:
+        return f"; the host of {args.address} could not be resolved (--address or $OCR_ADDRESS)"
+    if "failed to connect" in text:
+        return f"; is the server running at {args.address}? (--address or $OCR_ADDRESS)"
     return ""
 
 

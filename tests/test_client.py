@@ -13,14 +13,16 @@ import asyncio
 import contextlib
 import io
 import json
+import os
 import queue
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+import trustme
 from google.rpc import status_pb2
 from PIL import Image
 
@@ -134,6 +137,7 @@ class FakeOcr(ocr_pb2_grpc.OcrServiceServicer):
         self.page_requests: list[ocr_pb2.RecognizePageRequest] = []
         self.document_requests: list[ocr_pb2.RecognizeDocumentRequest] = []
         self.max_lines_per_request = 256
+        self.max_message_bytes = 0  # not reported, as by an older server
 
     def _enter(self, context: grpc.ServicerContext, model: str) -> None:
         self.deadlines.append(context.time_remaining())
@@ -237,7 +241,10 @@ class FakeOcr(ocr_pb2_grpc.OcrServiceServicer):
                 ),
                 ocr_pb2.ModelInfo(name="cjk", charset_size=6000, input_height=48, source="cfg"),
             ],
-            limits=ocr_pb2.ServerLimits(max_lines_per_request=self.max_lines_per_request),
+            limits=ocr_pb2.ServerLimits(
+                max_lines_per_request=self.max_lines_per_request,
+                max_message_bytes=self.max_message_bytes,
+            ),
         )
 
     def GetStats(
@@ -940,6 +947,207 @@ def test_cli_lines_splits_at_the_server_s_own_limit(
     assert [len(r.images) for r in fake.servicer.recognize_requests] == [2, 2, 1]
 
 
+def test_cli_lines_calls_stay_under_the_message_limit(
+    fake: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calls are cut by bytes as well as by images (256 line PNGs of 300 KB are more than
+    a 64 MiB request), under the smaller of the server's reported limit and the client's
+    own; a file that cannot fit in any call fails alone, and the others are recognised."""
+    fake.servicer.max_message_bytes = 100_000
+    paths = _write_images(tmp_path, *([30_000] * 7), 200_000, 10)
+    assert cli.main(["lines", *paths, "--address", fake.address]) == 1
+    captured = capsys.readouterr()
+    sizes = [*([30_000] * 7), None, 10]
+    printed = [f"{p}\t{n} bytes" for p, n in zip(paths, sizes, strict=True) if n]
+    assert captured.out.splitlines() == printed
+    assert captured.err == (
+        f"error: {paths[7]}: the file is 200,000 bytes, over the 100,000 a request may carry "
+        "(the server's --max-message-bytes or this client's limit); send it scaled down or "
+        "compressed\n"
+    )
+    requests = fake.servicer.recognize_requests
+    assert [len(r.images) for r in requests] == [3, 3, 2]
+    assert max(r.ByteSize() for r in requests) <= 100_000
+    # The client's own limit (64 MiB, smaller here) holds when the server reports none, and
+    # for a lone image, for which the server is not asked.
+    fake.servicer.max_message_bytes = 0
+    monkeypatch.setattr(cli, "DEFAULT_MAX_MESSAGE_BYTES", 100_000)
+    requests.clear()
+    assert cli.main(["lines", *paths, "--address", fake.address]) == 1
+    assert [len(r.images) for r in requests] == [3, 3, 2]
+    capsys.readouterr()
+    assert cli.main(["lines", paths[7], "--address", fake.address]) == 1
+    assert capsys.readouterr().err.startswith(f"error: {paths[7]}: the file is 200,000 bytes")
+    assert len(requests) == 3  # nothing sent
+
+
+def test_cli_lines_empty_file_fails_alone(
+    fake: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An empty file is named and the others printed (exit 1), as a file the server refuses
+    and as an empty file given to `pages`; it is never sent."""
+    paths = _write_images(tmp_path, 1, 0, 3)
+    assert cli.main(["lines", *paths, "--address", fake.address]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == f"{paths[0]}\t1 bytes\n{paths[2]}\t3 bytes\n"
+    assert captured.err == f"error: {paths[1]}: the file is empty\n"
+    assert [len(r.images) for r in fake.servicer.recognize_requests] == [2]
+    assert cli.main(["lines", paths[1], "--json", "--address", fake.address]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["results"] == [{"image": paths[1], "error": "the file is empty"}]
+    assert len(fake.servicer.recognize_requests) == 1
+
+
+def _fifo(path: Path, data: bytes) -> Callable[[], None]:
+    """A FIFO at ``path`` that a thread writes ``data`` to; the function returned releases
+    the thread if nothing read the FIFO."""
+    os.mkfifo(path)
+
+    def feed() -> None:
+        with contextlib.suppress(BrokenPipeError):
+            path.write_bytes(data)
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+
+    def release() -> None:
+        if writer.is_alive():
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+            writer.join(5)
+            os.close(fd)
+
+    return release
+
+
+def test_cli_lines_reads_fifos_and_process_substitution(
+    fake: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A FIFO or a shell's ``<(command)`` (a /dev/fd/N pipe) is an input like a file."""
+    release = _fifo(tmp_path / "line.fifo", b"from a fifo")
+    read_end, write_end = os.pipe()
+    os.write(write_end, b"substituted!")
+    os.close(write_end)
+    piped = f"/dev/fd/{read_end}"
+    try:
+        code = cli.main(["lines", str(tmp_path / "line.fifo"), piped, "--address", fake.address])
+    finally:
+        os.close(read_end)
+        release()
+    assert (code, capsys.readouterr().out) == (
+        0,
+        f"{tmp_path / 'line.fifo'}\t11 bytes\n{piped}\t12 bytes\n",
+    )
+    assert cli.main(["lines", str(tmp_path), "--address", fake.address]) == 1
+    assert capsys.readouterr().err == f"error: {tmp_path}: is a directory, not a file\n"
+    assert len(fake.servicer.recognize_requests) == 1
+
+
+def test_cli_pages_reads_fifos_beside_stdin(
+    pages_fake: Fake,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A FIFO is copied once, as standard input is: a document is read more than once."""
+    png, tif, _ = _documents(tmp_path)
+    release = _fifo(tmp_path / "scan.fifo", Path(tif).read_bytes())
+    _stdin(monkeypatch, Path(png).read_bytes())
+    try:
+        args = ["pages", str(tmp_path / "scan.fifo"), "-", "-f", "json"]
+        code = cli.main([*args, "--address", pages_fake.address])
+    finally:
+        release()
+    captured = capsys.readouterr()
+    assert (code, captured.err) == (0, "")
+    pages = json.loads(captured.out)["pages"]
+    fifo = str(tmp_path / "scan.fifo")
+    assert [(p["source"], p["pageIndex"]) for p in pages] == [
+        (fifo, 0),
+        (fifo, 1),
+        (fifo, 2),
+        ("-", 0),
+    ]
+
+
+# Ctrl-C in the CLI as in a terminal. Python turns SIGINT into KeyboardInterrupt only when
+# SIGINT was not ignored at its start, as it is for a shell's background jobs: set it here.
+_CLI_WITH_CTRL_C = (
+    "import signal, sys\n"
+    "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+    "from ocr_client import cli\n"
+    "sys.exit(cli.main(sys.argv[1:]))\n"
+)
+
+
+def test_cli_lines_ctrl_c_cancels_the_calls_in_flight(fake: Fake, tmp_path: Path) -> None:
+    """Ctrl-C exits (130) at once, cancelling the calls in flight, rather than once they have
+    ended or timed out; the server stops working on them."""
+    paths = _write_images(tmp_path, 1, 2)
+    args = ["lines", *paths, "--connections", "2", "--model", "slow", "--timeout", "30"]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _CLI_WITH_CTRL_C, *args, "--address", fake.address],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        end = time.monotonic() + 30
+        while len(fake.servicer.recognize_requests) < 2 and time.monotonic() < end:
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.02)
+        start = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        elapsed = time.monotonic() - start
+    finally:
+        proc.kill()
+        proc.wait()
+    assert (proc.returncode, out) == (130, ""), err
+    assert elapsed < 5, err  # the calls' deadline is 30 s away
+
+
+class _HangOrFail(FakeOcr):
+    """RecognizeLines with a b"hang" image waits until the call is cancelled; with a b"down"
+    image it fails UNAVAILABLE once the hanging call has arrived."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hanging = threading.Event()
+        self.cancelled = threading.Event()
+
+    def RecognizeLines(
+        self, request: ocr_pb2.RecognizeLinesRequest, context: grpc.ServicerContext
+    ) -> ocr_pb2.RecognizeLinesResponse:
+        data = [image.data for image in request.images]
+        if b"hang" in data:
+            self.hanging.set()
+            while context.is_active():
+                time.sleep(0.01)
+            self.cancelled.set()
+        if b"down" in data:
+            self.hanging.wait(10)
+            context.abort(grpc.StatusCode.UNAVAILABLE, "fake is going down")
+        return super().RecognizeLines(request, context)
+
+
+def test_cli_lines_failed_call_cancels_the_others(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The first call to fail ends the run at once (its error reported), whatever the order
+    of the calls, and cancels the others in flight."""
+    paths = _write_images(tmp_path, 1, 1)
+    Path(paths[0]).write_bytes(b"hang")
+    Path(paths[1]).write_bytes(b"down")
+    with _serve(_HangOrFail()) as served:
+        args = ["lines", *paths, "--connections", "2", "--timeout", "30"]
+        start = time.monotonic()
+        assert cli.main([*args, "--address", served.address]) == 1
+        assert time.monotonic() - start < 10  # the calls' deadline is 30 s away
+        assert served.servicer.cancelled.wait(5)
+    captured = capsys.readouterr()
+    assert (captured.out, captured.err) == ("", "error: fake is going down (UNAVAILABLE)\n")
+
+
 def test_cli_whole_call_failures_say_which_flag_to_change(
     fake: Fake,
     dead_address: str,
@@ -961,6 +1169,114 @@ def test_cli_whole_call_failures_say_which_flag_to_change(
     args = ["lines", one, "--model", "slow", "--timeout", "0.3", "--address", fake.address]
     assert cli.main(args) == 1
     assert capsys.readouterr().err.endswith("; --timeout (now 0.3 s) allows more\n")
+
+
+@pytest.fixture
+def tls_fake(tmp_path: Path) -> Iterator[tuple[Fake, Path]]:
+    """The fake over TLS (a certificate for 127.0.0.1 from a throwaway CA) and the CA's PEM."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    ca_pem = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(ca_pem)
+    chain = b"".join(blob.bytes() for blob in cert.cert_chain_pems)
+    server = grpc.server(ThreadPoolExecutor(max_workers=4))
+    servicer = FakeOcr()
+    ocr_pb2_grpc.add_OcrServiceServicer_to_server(servicer, server)
+    credentials = grpc.ssl_server_credentials([(cert.private_key_pem.bytes(), chain)])
+    port = server.add_secure_port("127.0.0.1:0", credentials)
+    server.start()
+    try:
+        yield Fake(servicer, f"127.0.0.1:{port}"), ca_pem
+    finally:
+        server.stop(None).wait()
+
+
+def test_cli_tls_failures_say_which_flag_to_change(
+    tls_fake: tuple[Fake, Path], fake: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A TLS mismatch against a running server is not "is the server running?"."""
+    served, ca = tls_fake
+    (one,) = _write_images(tmp_path, 3)
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a PEM file\n")
+    closed = "the server closed the connection: if it uses TLS, add --tls (and --ca for a "
+    untrusted = "the server's certificate is not signed by the system's root CAs (no --ca given)"
+    cases = [
+        ([], f"{closed}private CA)"),
+        (["--tls"], f"{untrusted}: --ca takes the CA's PEM"),
+        (["--ca", str(garbage)], "check --ca, --cert and --key: PEM files, --key the private key"),
+    ]
+    for flags, hint in cases:
+        assert cli.main(["lines", one, *flags, "--timeout", "5", "--address", served.address]) == 1
+        err = capsys.readouterr().err
+        assert f" (UNAVAILABLE); {hint}" in err, (flags, err)
+    assert cli.main(["lines", one, "--ca", str(ca), "--address", served.address]) == 0
+    assert capsys.readouterr().out == "3 bytes\n"
+    # TLS to a plaintext server.
+    assert (
+        cli.main(["lines", one, "--ca", str(ca), "--timeout", "5", "--address", fake.address]) == 1
+    )
+    hint = "the server does not seem to use TLS: leave out --tls, --ca, --cert and --key"
+    assert capsys.readouterr().err.endswith(f" (UNAVAILABLE); {hint}\n")
+
+
+@pytest.mark.parametrize(
+    ("details", "hint"),
+    [
+        # grpcio 1.85's words for each failure, as the CLI received them.
+        (
+            "errors resolving nosuchhost.invalid:50051: [field:hostname lookup error:address "
+            "lookup failed for nosuchhost.invalid:50051: Domain name not found]",
+            "the host of h:1 could not be resolved (--address or $OCR_ADDRESS)",
+        ),
+        (
+            "DNS resolution failed for nosuchhost.invalid:50051",
+            "the host of h:1 could not be resolved (--address or $OCR_ADDRESS)",
+        ),
+        (
+            "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: Failed "
+            "to connect to remote host: Connection refused",
+            "is the server running at h:1? (--address or $OCR_ADDRESS)",
+        ),
+        (
+            "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:4: Custom "
+            "verification check failed with error: UNAUTHENTICATED: Hostname Verification "
+            "Check failed.",
+            "the server's certificate does not name the host of h:1: connect by a name or "
+            "address it was issued for",
+        ),
+        ("fake is going down", ""),
+    ],
+)
+def test_cli_connection_hints(details: str, hint: str) -> None:
+    args = cli.parse_args(["--address", "h:1", "models"])
+    error = ServerUnavailable(details, grpc.StatusCode.UNAVAILABLE)
+    assert cli._hint(error, args) == (f"; {hint}" if hint else "")
+
+
+@pytest.mark.parametrize(
+    ("flags", "hint"),
+    [
+        ([], "uses TLS, add --tls (and --ca for a private CA)"),
+        (["--tls"], "requires client certificates, give --cert and --key"),
+        (["--ca", "c"], "requires client certificates, give --cert and --key"),
+        (
+            ["--cert", "c", "--key", "k"],
+            "requires client certificates, check that it trusts the CA of --cert",
+        ),
+    ],
+)
+def test_cli_hint_for_a_closed_connection_depends_on_the_tls_flags(
+    flags: list[str], hint: str
+) -> None:
+    """A server that closes the connection at once is most likely a TLS server that a
+    plaintext client reached, or a mutual-TLS one that refused the client's certificate."""
+    closed = (
+        "failed to connect to all addresses; last error: UNAVAILABLE: ipv4:1.2.3.4:1: Socket closed"
+    )
+    args = cli.parse_args([*flags, "models"])
+    error = ServerUnavailable(closed, grpc.StatusCode.UNAVAILABLE)
+    assert cli._hint(error, args) == f"; the server closed the connection: if it {hint}"
 
 
 def test_cli_address_from_environment(
