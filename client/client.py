@@ -376,8 +376,33 @@ def _target_and_options(
     service config and retry buffer, which the caller's options may still override."""
     target, balanced = resolve_target(address)
     text = address if isinstance(address, str) else ",".join(address)
-    extra = _SCALE_OUT_OPTIONS if balanced else ()
+    extra: list[tuple[str, Any]] = list(_SCALE_OUT_OPTIONS) if balanced else []
+    name = _shared_host_name(address)
+    if name is not None:
+        # The list was resolved to addresses, so TLS would check the certificate against an
+        # IP address; every server has the name, so that is the name to check.
+        extra.append(("grpc.ssl_target_name_override", name))
     return text, target, _channel_options([*extra, *options])
+
+
+def _shared_host_name(address: str | Sequence[str]) -> str | None:
+    """The host name of every ``host:port`` when ``address`` lists several with one name
+    (servers on several ports of a host, or replicas behind one name); else None."""
+    if isinstance(address, str):
+        if address.startswith(_BALANCED_SCHEMES):
+            return None
+        address = [x.strip() for x in address.split(",") if x.strip()]
+    if len(address) < 2:
+        return None
+    hosts = {_split_host_port(part)[0] for part in address}
+    if len(hosts) != 1:
+        return None
+    host = hosts.pop()
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    return None
 
 
 def _open_channel(

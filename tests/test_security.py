@@ -121,6 +121,17 @@ def test_tls_client_refuses_a_server_from_another_ca(tls_server: ServerProcess, 
         assert info.value.code() is grpc.StatusCode.UNAVAILABLE
 
 
+def test_a_list_of_one_host_name_keeps_tls_name_checks(tls_server: ServerProcess, pki) -> None:
+    """A list is resolved to IP addresses: the certificate (issued for the name only) was
+    checked against 127.0.0.1 and every call failed hostname verification."""
+    port = tls_server.address.rsplit(":", 1)[1]
+    credentials = tls_credentials(pki["ca"])
+    with OcrClient(f"{HOST}:{port},{HOST}:{port}", credentials=credentials) as client:
+        assert client.recognize_line(png(render_line("Hello World 2026"))).text == (
+            "Hello World 2026"
+        )
+
+
 @pytest.fixture(scope="module")
 def mtls_server(pki, tmp_path_factory) -> Iterator[ServerProcess]:
     yield from _tls_server(pki, tmp_path_factory.mktemp("mtls"), mutual=True)
