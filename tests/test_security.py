@@ -121,15 +121,34 @@ def test_tls_client_refuses_a_server_from_another_ca(tls_server: ServerProcess, 
         assert info.value.code() is grpc.StatusCode.UNAVAILABLE
 
 
-def test_a_list_of_one_host_name_keeps_tls_name_checks(tls_server: ServerProcess, pki) -> None:
-    """A list is resolved to IP addresses: the certificate (issued for the name only) was
-    checked against 127.0.0.1 and every call failed hostname verification."""
-    port = tls_server.address.rsplit(":", 1)[1]
-    credentials = tls_credentials(pki["ca"])
-    with OcrClient(f"{HOST}:{port},{HOST}:{port}", credentials=credentials) as client:
-        assert client.recognize_line(png(render_line("Hello World 2026"))).text == (
-            "Hello World 2026"
+def test_a_list_of_one_host_name_keeps_tls_name_checks(ca: trustme.CA, pki, tmp_path) -> None:
+    """A list is resolved to IP addresses: a certificate issued for the name only (as most
+    are) was checked against 127.0.0.1 and every call failed hostname verification."""
+    named = ca.issue_cert(HOST)
+    cert, key = tmp_path / "named.pem", tmp_path / "named.key"
+    cert.write_bytes(b"".join(blob.bytes() for blob in named.cert_chain_pems))
+    named.private_key_pem.write_to_path(key)
+    roots = grpc.ssl_channel_credentials(root_certificates=pki["ca"].read_bytes())
+
+    def by_name(address: str) -> grpc.Channel:
+        return grpc.secure_channel(
+            address, roots, options=[("grpc.ssl_target_name_override", HOST)]
         )
+
+    srv = start_server(
+        tmp_path / "server.log",
+        *("--tls-cert", str(cert), "--tls-key", str(key)),
+        channel_factory=by_name,
+    )
+    try:
+        port = srv.address.rsplit(":", 1)[1]
+        credentials = tls_credentials(pki["ca"])
+        with OcrClient(f"{HOST}:{port},{HOST}:{port}", credentials=credentials) as client:
+            assert client.recognize_line(png(render_line("Hello World 2026"))).text == (
+                "Hello World 2026"
+            )
+    finally:
+        assert stop_server(srv) == 0, srv.log()
 
 
 @pytest.fixture(scope="module")
