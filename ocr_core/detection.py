@@ -171,7 +171,14 @@ class TextDetector(PooledModel):
 def regions_to_lines(
     prob: np.ndarray, page_width: int, page_height: int, options: DetectionOptions
 ) -> list[DetectedLine]:
-    """Turn a probability map into scored, unclipped line quads in page pixels."""
+    """Turn a probability map into scored, unclipped line quads in page pixels.
+
+    Every region is filtered first and only then are the lines capped at
+    ``options.max_candidates``, keeping the highest-scoring ones. PP-OCR caps the raw
+    contours instead, but ``findContours`` lists them roughly bottom-up, so a dense page
+    (a 1200-cell table) silently lost its top rows. Filtering them all costs ~7 us a
+    region (a noise map of 1024 px with 8300 regions: 55 ms; the detector takes ~120 ms).
+    """
     map_h, map_w = prob.shape
     mask = (prob > options.pixel_threshold).astype(np.uint8)
     # A 2x2 dilation joins characters that the shrunk cores split (PP-OCR's use_dilation).
@@ -179,12 +186,14 @@ def regions_to_lines(
     contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
     sx, sy = page_width / map_w, page_height / map_h
     lines: list[DetectedLine] = []
-    for contour in contours[: options.max_candidates]:
+    for contour in contours:
+        if min(cv2.boundingRect(contour)[2:]) < MIN_REGION_SIDE:
+            continue  # cheaper than minAreaRect, whose sides are never longer
         rect = cv2.minAreaRect(contour)
         if min(rect[1]) < MIN_REGION_SIDE:
             continue
         box = cv2.boxPoints(rect)
-        score = _mean_inside(prob, contour.reshape(-1, 2).astype(np.float32))
+        score = _mean_inside(prob, contour)
         if score < options.box_threshold:
             continue
         grown = _unclip(box, options.unclip_ratio)
@@ -206,18 +215,38 @@ def regions_to_lines(
         if cv2.contourArea(contour) < CURVED_FILL * core_w * core_h and (
             core_w >= CURVED_MIN_ELONGATION * core_h
         ):
-            band = fit_band(contour, sx, sy, options.unclip_ratio)
+            band = fit_band(contour, sx, sy, options.unclip_ratio, (page_width, page_height))
         lines.append(DetectedLine(quad=quad, score=float(score), band=band))
+    if len(lines) > options.max_candidates:
+        log.warning(
+            "page of %dx%d px: %d text lines found, only the %d highest-scoring are read "
+            "(max_candidates)",
+            page_width,
+            page_height,
+            len(lines),
+            options.max_candidates,
+        )
+        # Stable: among equal scores the contour order decides, as before the cap.
+        best = sorted(range(len(lines)), key=lambda i: -lines[i].score)
+        lines = [lines[i] for i in sorted(best[: options.max_candidates])]
     return lines
 
 
-def fit_band(contour: np.ndarray, sx: float, sy: float, unclip_ratio: float) -> Band | None:
+def fit_band(
+    contour: np.ndarray,
+    sx: float,
+    sy: float,
+    unclip_ratio: float,
+    page_size: tuple[int, int] | None = None,
+) -> Band | None:
     """Fit a curved band to a region of the probability map, in page pixels.
 
     The region's pixels are projected on its long axis; the middle of each slice across the
     axis gives the line's centre there, a quadratic through those centres gives the curve,
     and the median slice thickness, grown like ``_unclip`` grows boxes, the height. Returns
     None for regions running more vertically than horizontally (read as quads).
+    ``page_size`` (width, height) keeps the band's edges, hence the line's and its words'
+    boxes, on the page, as straight lines' quads are.
     """
     x0, y0, w, h = cv2.boundingRect(contour)
     mask = np.zeros((h, w), dtype=np.uint8)
@@ -274,25 +303,21 @@ def fit_band(contour: np.ndarray, sx: float, sy: float, unclip_ratio: float) -> 
         u0=u_min - grow,
         u1=u_max + grow,
         half_height=thickness / 2 + grow,
+        page_size=page_size,
     )
 
 
-def _mean_inside(prob: np.ndarray, box: np.ndarray) -> float:
-    """Mean probability inside a polygon.
+def _mean_inside(prob: np.ndarray, contour: np.ndarray) -> float:
+    """Mean probability inside a region's contour (integer points of the map).
 
     Scored on the region's own contour rather than its rectangle (PP-OCR's "slow" mode): a
     curved line on a bent page fills only part of its rectangle, and the rectangle's mean
     would drop it.
     """
-    h, w = prob.shape
-    x0 = int(np.clip(np.floor(box[:, 0].min()), 0, w - 1))
-    x1 = int(np.clip(np.ceil(box[:, 0].max()), 0, w - 1))
-    y0 = int(np.clip(np.floor(box[:, 1].min()), 0, h - 1))
-    y1 = int(np.clip(np.ceil(box[:, 1].max()), 0, h - 1))
-    mask = np.zeros((y1 - y0 + 1, x1 - x0 + 1), dtype=np.uint8)
-    shifted = (box - np.array([x0, y0], dtype=np.float32)).astype(np.int32)
-    cv2.fillPoly(mask, shifted.reshape(1, -1, 2), 1)
-    return float(cv2.mean(prob[y0 : y1 + 1, x0 : x1 + 1], mask)[0])
+    x0, y0, w, h = cv2.boundingRect(contour)
+    mask = np.zeros((h, w), dtype=np.uint8)
+    cv2.fillPoly(mask, [contour.reshape(-1, 1, 2)], 1, offset=(-x0, -y0))
+    return float(cv2.mean(prob[y0 : y0 + h, x0 : x0 + w], mask)[0])
 
 
 def _unclip(box: np.ndarray, ratio: float) -> np.ndarray | None:

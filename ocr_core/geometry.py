@@ -135,7 +135,10 @@ class Band:
     ``u`` runs along the line from ``u0`` to ``u1`` (the axis at ``angle`` radians through
     ``origin``), ``v`` across it; the band covers ``half_height`` either side of the curve.
     Lines on a bent page or a curled photo are cut along the band, not their rectangle,
-    which would hold parts of the lines above and below.
+    which would hold parts of the lines above and below. The band grown around a line at
+    the page's edge reaches past it; with ``page_size`` (width, height) its edges are
+    clipped to the page like a straight line's quad, while the crop still samples the band
+    itself (replicating the border) so that the line is not squeezed.
     """
 
     origin: tuple[float, float]
@@ -144,6 +147,7 @@ class Band:
     u0: float
     u1: float
     half_height: float
+    page_size: tuple[int, int] | None = None
 
     def _to_image(self, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         c, s = math.cos(self.angle), math.sin(self.angle)
@@ -160,10 +164,13 @@ class Band:
         width, _ = self.size()
         u = np.linspace(self.u0, self.u1, width + 1, dtype=np.float32)
         centre = np.polyval(self.curve, u).astype(np.float32)
-        return (
-            self._to_image(u, centre - self.half_height),
-            self._to_image(u, centre + self.half_height),
-        )
+        top = self._to_image(u, centre - self.half_height)
+        bottom = self._to_image(u, centre + self.half_height)
+        if self.page_size is not None:
+            for points in (top, bottom):
+                np.clip(points[:, 0], 0, self.page_size[0], out=points[:, 0])
+                np.clip(points[:, 1], 0, self.page_size[1], out=points[:, 1])
+        return top, bottom
 
     def quad(self) -> np.ndarray:
         top, bottom = self.edges()

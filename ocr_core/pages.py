@@ -5,7 +5,8 @@ shared micro-batcher in between:
 
 1. ``find_lines``: turn the page upright (page classifier), detect text regions, order their
    corners as the text reads, cut each line out of the full-resolution page, and turn
-   upside-down lines (line classifier);
+   upside-down lines (line classifier, which also undoes a 180° page turn that leaves the
+   lines reading upside down);
 2. the engine sends every crop to the recognizer's batcher, where lines of all pages and all
    ``RecognizeLines`` calls share batches;
 3. ``assemble_page``: drop empty and low-confidence lines, map words back onto the page as
@@ -33,7 +34,12 @@ from ocr_core.geometry import (
     unrotate_points,
 )
 from ocr_core.layout import Box, reading_order, rows
-from ocr_core.orientation import LineOrientation, PageOrientation
+from ocr_core.orientation import (
+    LINE_THRESHOLD,
+    LineOrientation,
+    PageOrientation,
+    reads_upside_down,
+)
 
 
 @dataclass(frozen=True)
@@ -140,8 +146,25 @@ def find_lines(
             crops.append(crop_quad(upright, quad))
             edges.append(quad_edges(quad, crops[-1].shape[1]))
     flags = [False] * len(crops)
-    if options.correct_line_rotation and models.line_orientation is not None and crops:
-        flags = models.line_orientation.upside_down(crops)
+    classifier = models.line_orientation
+    if classifier is None or not crops or not (options.correct_line_rotation or rotation == 180):
+        return FoundLines(width, height, rotation, edges, flags), crops
+    turned = classifier.turned_probability(crops)
+    if rotation == 180 and reads_upside_down(turned, crops):
+        # The line classifier, which sees each line at its own scale, overrules the page
+        # classifier's 180° turn: the lines are the page's as sent, read the other way.
+        rotation = 0
+        crops = [cv2.rotate(c, cv2.ROTATE_180) for c in crops]
+        edges = [
+            (
+                unrotate_points(bottom, 180, width, height)[::-1],
+                unrotate_points(top, 180, width, height)[::-1],
+            )
+            for top, bottom in edges
+        ]
+        turned = 1.0 - turned
+    if options.correct_line_rotation:
+        flags = [bool(p > LINE_THRESHOLD) for p in turned]
         for i, flip in enumerate(flags):
             if flip:
                 crops[i] = cv2.rotate(crops[i], cv2.ROTATE_180)
