@@ -1,6 +1,6 @@
 """Reading order: group a page's lines into blocks and order them as a person reads.
 
-Recursive XY-cut over the lines' bounding boxes (on the upright page): a set of lines is
+Recursive XY-cut over the lines' boxes (``line_boxes``, upright page): a set of lines is
 split at horizontal gaps (whitespace running across the whole set) taller than a paragraph
 break, else at vertical gaps (column gutters) wider than a few character widths, and the
 parts are read top to bottom / left to right. A set that cannot be split is a block; its
@@ -9,23 +9,39 @@ lines are read row by row, and lines side by side on one row left to right.
 Vertical gaps are only cut when both sides look like running text (columns), not when the
 lines on either side sit on shared rows: a receipt's item names and prices, or a table's
 cells, are read across the row, not one column after the other.
+
+The boxes come from ``line_boxes``: on a page tilted by a few degrees, or a photo of a bent
+sheet, the axis-aligned box around a line's outline is much taller than the line and
+overlaps the lines above and below, which would merge a paragraph into one "row" read left
+to right. So the page's tilt is measured from its lines and taken out, and each line is
+represented by its centre line's height on the page plus or minus half its own thickness;
+rows follow the centre lines (``rows``).
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 
 @dataclass(frozen=True)
 class Box:
-    """An axis-aligned line box on the upright page."""
+    """A line's box on the upright page: its extent, and where its centre line runs.
+
+    ``centre`` holds the centre line's heights at evenly spaced x from ``x0`` to ``x1`` for a
+    line that need not be straight (a bowed line on a photo of a bent sheet); without it the
+    centre runs straight at mid-height.
+    """
 
     x0: float
     y0: float
     x1: float
     y1: float
+    centre: tuple[float, ...] = ()
 
     @property
     def height(self) -> float:
@@ -34,6 +50,15 @@ class Box:
     @property
     def width(self) -> float:
         return self.x1 - self.x0
+
+    def centre_at(self, x: float) -> float:
+        """The centre line's height at ``x`` (its end's height beyond the line's ends)."""
+        if len(self.centre) < 2 or self.x1 <= self.x0:
+            return (self.y0 + self.y1) / 2
+        step = (self.x1 - self.x0) / (len(self.centre) - 1)
+        position = min(max((x - self.x0) / step, 0.0), len(self.centre) - 1.0)
+        k = min(int(position), len(self.centre) - 2)
+        return self.centre[k] + (self.centre[k + 1] - self.centre[k]) * (position - k)
 
 
 #: A horizontal gap taller than this many line heights separates blocks (paragraph breaks).
@@ -44,6 +69,96 @@ COLUMN_GAP_LINES = 1.0
 TABLE_ROW_SHARE = 0.5
 #: Columns of running text have lines at least this many line heights long (median).
 COLUMN_LINE_LENGTH = 6.0
+#: Lines running within this many degrees of horizontal (on the upright page) measure the
+#: page's tilt; steeper ones are vertical text or noise. The page classifier has already
+#: turned the page by quarter turns, so what remains is a scan's or a photo's skew.
+MAX_SKEW_DEGREES = 20.0
+#: Points kept of a line's centre line (``Box.centre``): enough to follow a page's bend.
+CENTRE_SAMPLES = 9
+#: Points of each edge that ``line_boxes`` looks at (evenly spaced, both ends included).
+EDGE_POINTS = 33
+#: A line may join any of the last this many rows, not only the last one (see ``rows``).
+ROWS_BACK = 3
+
+
+def line_boxes(edges: Sequence[tuple[np.ndarray, np.ndarray]]) -> list[Box]:
+    """Layout boxes of lines given by their top and bottom edge points on the upright page.
+
+    The points are turned by the page's tilt (``page_skew``) so that rows and gaps line up
+    with the axes again. A horizontal line's box is then its centre line's mean height plus
+    or minus half the line's median thickness, not the box around its outline: a long line
+    tilted by 3° or bowed on a bent photo spans several line heights vertically, and boxes
+    that tall would overlap their neighbours. The centre line itself is kept as well
+    (``Box.centre``), so that rows can be followed along a bend. Vertical lines keep the box
+    around their points.
+    """
+    skew = page_skew(edges)
+    cos, sin = math.cos(skew), math.sin(skew)
+    # rotating by -skew: x' = x cos + y sin, y' = -x sin + y cos
+    turn = np.array([[cos, -sin], [sin, cos]], dtype=np.float64)
+    boxes = []
+    for top, bottom in edges:
+        # the edges have a point per crop column; a few dozen describe the line as well
+        keep = np.linspace(0, len(top) - 1, min(len(top), EDGE_POINTS)).round().astype(int)
+        top_r = np.asarray(top, np.float64)[keep] @ turn
+        bottom_r = np.asarray(bottom, np.float64)[keep] @ turn
+        points = np.concatenate([top_r, bottom_r])
+        (x0, y0), (x1, y1) = points.min(axis=0), points.max(axis=0)
+        if abs(_direction(top, bottom) - skew) > math.radians(MAX_SKEW_DEGREES):
+            boxes.append(Box(float(x0), float(y0), float(x1), float(y1)))
+            continue
+        centre = (top_r + bottom_r) / 2
+        centre = centre[np.argsort(centre[:, 0], kind="stable")]
+        heights = np.interp(np.linspace(x0, x1, CENTRE_SAMPLES), centre[:, 0], centre[:, 1])
+        middle = float(centre[:, 1].mean())
+        half = float(np.median(np.linalg.norm(bottom_r - top_r, axis=1))) / 2
+        boxes.append(
+            Box(
+                float(x0),
+                middle - half,
+                float(x1),
+                middle + half,
+                tuple(float(h) for h in heights),
+            )
+        )
+    return boxes
+
+
+def page_skew(edges: Sequence[tuple[np.ndarray, np.ndarray]]) -> float:
+    """The page's tilt in radians (positive: lines run down to the right in image axes).
+
+    The length-weighted median direction of the lines near horizontal: long lines measure
+    it best, and the median ignores a few odd ones (a slanted stamp, a vertical caption).
+    """
+    limit = math.radians(MAX_SKEW_DEGREES)
+    measured = []
+    for top, bottom in edges:
+        angle = _direction(top, bottom)
+        if abs(angle) <= limit:
+            length = float(np.linalg.norm((top[-1] + bottom[-1] - top[0] - bottom[0]) / 2))
+            measured.append((angle, length))
+    if not measured:
+        return 0.0
+    measured.sort()
+    half = sum(length for _, length in measured) / 2
+    reach = 0.0
+    for angle, length in measured:
+        reach += length
+        if reach >= half:
+            return angle
+    return measured[-1][0]
+
+
+def _direction(top: np.ndarray, bottom: np.ndarray) -> float:
+    """The direction of a line's centre line in (-90°, 90°], in radians.
+
+    Upside-down lines have their edges reversed (reading order); the direction on the page
+    is the same either way.
+    """
+    dx, dy = ((top[-1] + bottom[-1]) - (top[0] + bottom[0])) / 2
+    if dx < 0 or (dx == 0 and dy < 0):
+        dx, dy = -dx, -dy
+    return math.atan2(float(dy), float(dx))
 
 
 def reading_order(boxes: Sequence[Box]) -> list[list[int]]:
@@ -58,21 +173,26 @@ def reading_order(boxes: Sequence[Box]) -> list[list[int]]:
 
 
 def rows(indexes: Sequence[int], boxes: Sequence[Box]) -> list[list[int]]:
-    """Group lines into rows (vertical overlap of at least half the smaller height)."""
+    """Group lines into rows, each read left to right.
+
+    Lines are taken top to bottom (by mean height); a line joins a row when it is on one row
+    (``_same_row``) with the row's line nearest to it across the page. Not with the span of
+    the whole row: that span grows with every line that joins, and on a slightly uneven page
+    it would swallow the next line, then the one after, until a paragraph became one row.
+    The last few rows are tried, not only the last: on a bent page, the two pieces of one
+    bowed row can have a line of the next row between them in mean height.
+    """
     ordered = sorted(indexes, key=lambda i: (boxes[i].y0 + boxes[i].y1) / 2)
     result: list[list[int]] = []
     for i in ordered:
         b = boxes[i]
-        if result:
-            last = result[-1]
-            top = min(boxes[j].y0 for j in last)
-            bottom = max(boxes[j].y1 for j in last)
-            overlap = min(bottom, b.y1) - max(top, b.y0)
-            smaller = min(b.height, bottom - top)
-            if smaller > 0 and overlap >= 0.5 * smaller:
-                last.append(i)
-                continue
-        result.append([i])
+        for row in reversed(result[-ROWS_BACK:]):
+            nearest = min(row, key=lambda j: _x_gap(boxes[j], b))
+            if _same_row(boxes[nearest], b):
+                row.append(i)
+                break
+        else:
+            result.append([i])
     return [sorted(row, key=lambda i: boxes[i].x0) for row in result]
 
 
@@ -125,5 +245,23 @@ def _are_columns(parts: list[list[int]], boxes: Sequence[Box], unit: float) -> b
 
 
 def _same_row(a: Box, b: Box) -> bool:
-    overlap = min(a.y1, b.y1) - max(a.y0, b.y0)
+    """Whether two lines share at least half the smaller height where they meet.
+
+    They are compared at their centre lines' heights where they overlap across the page, or
+    at the ends that face each other where they do not: two pieces of one bowed line meet
+    end to end, though their mean heights differ.
+    """
+    if a.x1 < b.x0:
+        at_a, at_b = a.x1, b.x0
+    elif b.x1 < a.x0:
+        at_a, at_b = a.x0, b.x1
+    else:
+        at_a = at_b = (max(a.x0, b.x0) + min(a.x1, b.x1)) / 2
+    ca, cb = a.centre_at(at_a), b.centre_at(at_b)
+    overlap = min(ca + a.height / 2, cb + b.height / 2) - max(ca - a.height / 2, cb - b.height / 2)
     return overlap >= 0.5 * min(a.height, b.height) > 0
+
+
+def _x_gap(a: Box, b: Box) -> float:
+    """The horizontal gap between two boxes (negative where they overlap)."""
+    return max(a.x0 - b.x1, b.x0 - a.x1)

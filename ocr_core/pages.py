@@ -33,7 +33,7 @@ from ocr_core.geometry import (
     rotate_image,
     unrotate_points,
 )
-from ocr_core.layout import Box, reading_order, rows
+from ocr_core.layout import line_boxes, reading_order, rows
 from ocr_core.orientation import (
     LINE_THRESHOLD,
     LineOrientation,
@@ -180,11 +180,8 @@ def assemble_page(
     keep = [
         i for i, t in enumerate(texts) if t.text.strip() and t.confidence >= options.min_confidence
     ]
-    upright_boxes = []
-    for i in keep:
-        points = np.concatenate(found.edges[i])
-        (x0, y0), (x1, y1) = points.min(axis=0), points.max(axis=0)
-        upright_boxes.append(Box(float(x0), float(y0), float(x1), float(y1)))
+    # deskewed centre-line boxes, not the boxes around tilted or bowed outlines (layout.py)
+    upright_boxes = line_boxes([found.edges[i] for i in keep])
     blocks_order = reading_order(upright_boxes)
 
     def to_page(points: np.ndarray) -> np.ndarray:
