@@ -104,7 +104,7 @@ def measure_pass(
     clock = StageClock()
     timed = [
         (page_models.page_orientation, "upright_rotation", "page orientation"),
-        (page_models.line_orientation, "upside_down", "line classifier"),
+        (page_models.line_orientation, "turned_probability", "line classifier"),
         # detect() calls probability_map(): its own time is the regions' minus the model's.
         (page_models.detector, "probability_map", "detection: resize and model"),
         (page_models.detector, "detect", "detection: regions"),

@@ -17,7 +17,6 @@ import pytest
 
 from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
 from ocr_core.detection import DetectedLine, DetectionOptions, regions_to_lines
-from ocr_core.orientation import LINE_THRESHOLD
 from ocr_core.pages import PageModels, PageOptions, find_lines
 from tests.conftest import ServerProcess
 
@@ -129,9 +128,6 @@ class _FakeLineClassifier:
 
     def turned_probability(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         return np.full(len(crops), self.turned)
-
-    def upside_down(self, crops: Sequence[np.ndarray]) -> list[bool]:
-        return [self.turned > LINE_THRESHOLD] * len(crops)
 
 
 def _strip() -> np.ndarray:
