@@ -31,7 +31,6 @@ from ocr_core.pages import PageModels, PageOptions
 from ocr_core.recognizer import LineRecognizer, SessionConfig
 from ocr_core.registry import ModelRegistry, ModelSpec
 from ocr_core.sessions import PooledModel, resolve_idle_threads
-from ocr_server.call_limit import CallLimitInterceptor
 from ocr_server.config import ServerConfig, loop_decode_bound
 from ocr_server.metrics import ServerMetrics
 from ocr_server.security import TokenAuthInterceptor, load_tokens, server_credentials
@@ -53,6 +52,8 @@ PAGES_OFF = (
 )
 
 SERVICE_NAME = ocr_pb2.DESCRIPTOR.services_by_name["OcrService"].full_name
+#: Calls of health and reflection gRPC admits beyond --max-concurrent-rpcs OCR calls.
+OTHER_SERVICES_CALLS = 64
 
 
 def load_page_models(
@@ -251,13 +252,12 @@ async def serve(
         log.info("Prometheus metrics on port %d at /metrics", metrics_port)
 
     server = grpc.aio.server(
-        # Calls without a valid token are refused before they take one of the bounded slots
-        # for calls and streams at once (health takes none), so a flood of open streams
-        # cannot pile up without limit nor starve the probes.
-        interceptors=[
-            *([TokenAuthInterceptor(tokens)] if tokens else []),
-            CallLimitInterceptor(config.max_concurrent_rpcs),
-        ],
+        interceptors=[TokenAuthInterceptor(tokens)] if tokens else [],
+        # The OCR service counts its own calls and streams against --max-concurrent-rpcs
+        # (OcrServicer); gRPC's bound, which counts every service, sits above it so that
+        # health checks still answer while streams hold every OCR slot, and reflection and
+        # health cannot pile up without limit either.
+        maximum_concurrent_rpcs=config.max_concurrent_rpcs + OTHER_SERVICES_CALLS,
         options=[
             ("grpc.max_receive_message_length", config.max_message_bytes),
             ("grpc.max_send_message_length", config.max_message_bytes),
@@ -279,6 +279,7 @@ async def serve(
             config.stream_max_pages_in_flight,
             PageOptions(detection=DetectionOptions(max_side=config.page_max_side)),
             metrics,
+            config.max_concurrent_rpcs,
         ),
         server,
     )

@@ -7,6 +7,7 @@ Handlers only convert messages and await the engine; errors become status codes 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -87,9 +88,14 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
         stream_max_pages_in_flight: int = 4,
         page_defaults: PageOptions | None = None,
         metrics: ServerMetrics | None = None,
+        max_calls: int = 1000,
     ) -> None:
+        """``max_calls``: calls and streams of this service handled at once
+        (``--max-concurrent-rpcs``); the next is refused RESOURCE_EXHAUSTED."""
         self._engine = engine
         self._metrics = metrics
+        self._max_calls = max_calls
+        self._active_calls = 0
         self._limits = limits
         self._stream_max_pages = stream_max_pages_in_flight
         self._page_defaults = page_defaults or PageOptions()
@@ -101,6 +107,31 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
     def _record(self, method: str, code: str, start: float) -> None:
         if self._metrics is not None:
             self._metrics.observe_call(method, code, time.perf_counter() - start)
+
+    @contextlib.asynccontextmanager
+    async def _call_slot(
+        self, context: grpc.aio.ServicerContext, method: str
+    ) -> AsyncIterator[None]:
+        """Hold one of the ``max_calls`` slots for the call, or refuse it RESOURCE_EXHAUSTED.
+
+        Counted here rather than by gRPC's ``maximum_concurrent_rpcs``, which counts every
+        service: with the slots held by streams, a health check was refused, so a Kubernetes
+        liveness probe failed and the restart ended every one of those streams. A counter
+        costs nothing per call, where a server interceptor costs every call a coroutine.
+        """
+        if self._active_calls >= self._max_calls:
+            self._record(method, "RESOURCE_EXHAUSTED", time.perf_counter())
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the server is handling its limit of {self._max_calls} calls and streams at "
+                "once (--max-concurrent-rpcs); retry with backoff, or send more work per call "
+                "or stream",
+            )
+        self._active_calls += 1
+        try:
+            yield
+        finally:
+            self._active_calls -= 1
 
     def _count_page(self, model: str) -> None:
         if self._metrics is not None:
@@ -116,6 +147,13 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
         about a tenth of the server's GIL time under one-line calls. A successful call logs
         at DEBUG (metrics count them); anything else logs at INFO.
         """
+        async with self._call_slot(context, method):
+            return await self._answer(context, method, call)
+
+    async def _answer(
+        self, context: grpc.aio.ServicerContext, method: str, call: Callable[[], Awaitable[T]]
+    ) -> T:
+        """``_guard``'s work, once the call holds a slot."""
         rid = _request_id(context)
         request_id_var.set(rid)
         context.set_trailing_metadata((("x-request-id", rid),))
@@ -185,6 +223,16 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
         self, request: ocr_pb2.RecognizeDocumentRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[ocr_pb2.PageResult]:
         """Stream one PageResult per page; an error ends the stream with its status."""
+        async with (
+            self._call_slot(context, "RecognizeDocument"),
+            contextlib.aclosing(self._recognize_document(request, context)) as pages,
+        ):
+            async for page in pages:
+                yield page
+
+    async def _recognize_document(
+        self, request: ocr_pb2.RecognizeDocumentRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[ocr_pb2.PageResult]:
         rid = _request_id(context)
         request_id_var.set(rid)
         await context.send_initial_metadata((("x-request-id", rid),))
@@ -280,6 +328,19 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
         return await self._guard(context, "GetStats", call)
 
     async def StreamRecognize(
+        self,
+        request_iterator: AsyncIterator[ocr_pb2.StreamRecognizeRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[ocr_pb2.StreamRecognizeResponse]:
+        """Answer a stream of items (``_stream_recognize``) while it holds a call slot."""
+        async with (
+            self._call_slot(context, "StreamRecognize"),
+            contextlib.aclosing(self._stream_recognize(request_iterator, context)) as answers,
+        ):
+            async for answer in answers:
+                yield answer
+
+    async def _stream_recognize(
         self,
         request_iterator: AsyncIterator[ocr_pb2.StreamRecognizeRequest],
         context: grpc.aio.ServicerContext,
