@@ -10,6 +10,11 @@ Vertical gaps are only cut when both sides look like running text (columns), not
 lines on either side sit on shared rows: a receipt's item names and prices, or a table's
 cells, are read across the row, not one column after the other.
 
+Where no gap is wide enough, a gutter between two columns of running text is still cut when
+few lines cross it (``_gutter``): magazine columns stand a few pixels apart, and a title or
+a caption spanning both bridges the gutter; such lines are read in their place (a title
+above the columns first) or, with the columns running on beside them, after the columns.
+
 The boxes come from ``line_boxes``: on a page tilted by a few degrees, or a photo of a bent
 sheet, the axis-aligned box around a line's outline is much taller than the line and
 overlaps the lines above and below, which would merge a paragraph into one "row" read left
@@ -69,6 +74,13 @@ COLUMN_GAP_LINES = 1.0
 TABLE_ROW_SHARE = 0.5
 #: Columns of running text have lines at least this many line heights long (median).
 COLUMN_LINE_LENGTH = 6.0
+#: A gutter narrower than ``COLUMN_GAP_LINES``, or one that a title or a caption crosses, is
+#: still cut between two columns of running text with at least this many lines each...
+GUTTER_MIN_LINES = 5
+#: ...when fewer lines than this share of the smaller column's cross it (``_gutter``).
+GUTTER_CROSSING_SHARE = 0.25
+#: A line reaching less than this many line heights past a gutter does not cross it.
+GUTTER_REACH_LINES = 0.5
 #: Lines running within this many degrees of horizontal (on the upright page) measure the
 #: page's tilt; steeper ones are vertical text or noise. The page classifier has already
 #: turned the page by quarter turns, so what remains is a scan's or a photo's skew.
@@ -205,6 +217,8 @@ def _cut(indexes: list[int], boxes: Sequence[Box], unit: float, out: list[list[i
             ]
             if len(parts) > 1 and not _are_columns(parts, boxes, unit):
                 parts = [indexes]
+        if len(parts) == 1:
+            parts = _gutter(indexes, boxes, unit)
         if len(parts) > 1:
             for part in parts:
                 _cut(part, boxes, unit, out)
@@ -230,6 +244,73 @@ def _split(indexes: list[int], boxes: Sequence[Box], axis: int, min_gap: float) 
             parts[-1].append(i)
         reach = max(reach, end)
     return parts
+
+
+def _gutter(indexes: list[int], boxes: Sequence[Box], unit: float) -> list[list[int]]:
+    """Parts, in reading order, of a set split at a gutter that the gap rules miss.
+
+    The gap rules need whitespace at least ``COLUMN_GAP_LINES`` wide across the whole set.
+    Magazine columns can miss it twice over: their line boxes reach into a narrow gutter
+    (7 px apart on a real scan, or even overlapping by a few pixels once the page is turned
+    and deskewed), and a title or a figure caption spanning both columns bridges any gap.
+    So this looks for the x that the fewest lines cross, the widest gap among equals, where:
+
+    - each side holds running text (``_running_text``: at least ``GUTTER_MIN_LINES`` lines,
+      long ones), so a table's or a receipt's cells, read across their rows, never qualify;
+    - fewer than ``GUTTER_CROSSING_SHARE`` of the smaller side's lines cross it (a title, a
+      caption), where a line reaching less than ``GUTTER_REACH_LINES`` past it is no crosser
+      but on the side holding its middle (a box's padding poking into the gutter).
+
+    A crossing line with nothing beside it (a title above, between or below the columns) is
+    read in its place: the set is cut above and below it, and the parts are cut again.
+    Crossing lines with columns beside them (a caption set into the gutter) are read after
+    both columns, so they do not interrupt the text. ``[indexes]`` where there is no gutter.
+    """
+    x0 = np.array([boxes[i].x0 for i in indexes])
+    x1 = np.array([boxes[i].x1 for i in indexes])
+    at = np.unique(np.concatenate([x0, x1]))[:, None]  # candidate gutters, one per row
+    reach = GUTTER_REACH_LINES * unit
+    crosses = (x0 < at - reach) & (x1 > at + reach)
+    on_left = ~crosses & ((x0 + x1) / 2 < at)
+    on_right = ~crosses & ~on_left
+    n_cross = crosses.sum(axis=1)
+    smaller = np.minimum(on_left.sum(axis=1), on_right.sum(axis=1))
+    gap = np.where(on_right, x0, np.inf).min(axis=1) - np.where(on_left, x1, -np.inf).max(axis=1)
+    fit = (smaller >= GUTTER_MIN_LINES) & (n_cross < GUTTER_CROSSING_SHARE * smaller)
+    for k in sorted(np.flatnonzero(fit), key=lambda k: (n_cross[k], -gap[k])):
+        left = [i for i, on in zip(indexes, on_left[k], strict=True) if on]
+        right = [i for i, on in zip(indexes, on_right[k], strict=True) if on]
+        if _running_text(left, boxes, unit) and _running_text(right, boxes, unit):
+            crossing = [i for i, on in zip(indexes, crosses[k], strict=True) if on]
+            return _around_crossing(indexes, left + right, crossing, boxes) or [
+                p for p in (left, right, crossing) if p
+            ]
+    return [indexes]
+
+
+def _around_crossing(
+    indexes: list[int], sides: list[int], crossing: list[int], boxes: Sequence[Box]
+) -> list[list[int]] | None:
+    """The set cut above and below the topmost crossing line that has no line beside it
+    (no line of either side has its middle within the crossing line's height), or None."""
+
+    def middle(i: int) -> float:
+        return (boxes[i].y0 + boxes[i].y1) / 2
+
+    for c in sorted(crossing, key=lambda i: boxes[i].y0):
+        if not any(boxes[c].y0 <= middle(i) <= boxes[c].y1 for i in sides):
+            above = [i for i in indexes if i != c and middle(i) < middle(c)]
+            below = [i for i in indexes if i != c and middle(i) >= middle(c)]
+            return [p for p in (above, [c], below) if p]
+    return None
+
+
+def _running_text(side: list[int], boxes: Sequence[Box], unit: float) -> bool:
+    """Whether lines look like a column of running text: enough of them, and long."""
+    if len(side) < GUTTER_MIN_LINES:
+        return False
+    widths = sorted(boxes[i].width for i in side)
+    return widths[len(widths) // 2] >= COLUMN_LINE_LENGTH * unit
 
 
 def _are_columns(parts: list[list[int]], boxes: Sequence[Box], unit: float) -> bool:
