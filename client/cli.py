@@ -26,6 +26,7 @@ import dataclasses
 import json
 import os
 import queue
+import signal
 import sys
 import tempfile
 import threading
@@ -992,6 +993,13 @@ def main(argv: list[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
+    except BrokenPipeError:
+        # The reader went away (`ocr-client lines *.png | head -1`): end quietly with the
+        # status of a process killed by SIGPIPE, as other command-line tools do, and point
+        # stdout at /dev/null so that the interpreter's last flush does not fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     # OSError / ValueError: an input file that cannot be read or is empty (DocumentError is
     # a ValueError); ImportError: an optional package a document needs is missing.
     except (OcrClientError, _CliError, OSError, ValueError, ImportError) as err:

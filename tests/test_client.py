@@ -1106,6 +1106,23 @@ def test_cli_lines_ctrl_c_cancels_the_calls_in_flight(fake: Fake, tmp_path: Path
     assert elapsed < 5, err  # the calls' deadline is 30 s away
 
 
+def test_cli_output_into_a_closed_pipe_ends_quietly(fake: Fake, tmp_path: Path) -> None:
+    """`ocr-client lines *.png | head -1`: the reader leaves after one line. The CLI used to
+    print 'error: [Errno 32] Broken pipe' and exit 1; now it ends silently with 141."""
+    paths = _write_images(tmp_path, *[3] * 600)
+    command = [sys.executable, "-m", "ocr_client.cli", "lines", *paths]
+    with subprocess.Popen(
+        [*command, "--address", fake.address], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        first = proc.stdout.readline()
+        proc.stdout.close()
+        err = proc.stderr.read().decode()
+        assert proc.wait(timeout=60) == 128 + signal.SIGPIPE, err
+    assert first.startswith(paths[0].encode() + b"\t")
+    assert err == ""
+
+
 class _HangOrFail(FakeOcr):
     """RecognizeLines with a b"hang" image waits until the call is cancelled; with a b"down"
     image it fails UNAVAILABLE once the hanging call has arrived."""
