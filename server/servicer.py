@@ -11,7 +11,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -133,6 +133,21 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
         finally:
             self._active_calls -= 1
 
+    async def _in_slot(
+        self, context: grpc.aio.ServicerContext, method: str, responses: AsyncGenerator[T, None]
+    ) -> AsyncIterator[T]:
+        """A streaming handler's responses while its call holds a slot (``_call_slot``).
+
+        ``responses`` is closed when this ends, however it ends: a client that goes away
+        while the handler waits at ``yield`` closes it, which must end the work at once.
+        """
+        async with (
+            self._call_slot(context, method),
+            contextlib.aclosing(responses) as each,
+        ):
+            async for response in each:
+                yield response
+
     def _count_page(self, model: str) -> None:
         if self._metrics is not None:
             self._metrics.pages.labels(model).inc()
@@ -223,16 +238,13 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
         self, request: ocr_pb2.RecognizeDocumentRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[ocr_pb2.PageResult]:
         """Stream one PageResult per page; an error ends the stream with its status."""
-        async with (
-            self._call_slot(context, "RecognizeDocument"),
-            contextlib.aclosing(self._recognize_document(request, context)) as pages,
-        ):
-            async for page in pages:
-                yield page
+        pages = self._recognize_document(request, context)
+        async for page in self._in_slot(context, "RecognizeDocument", pages):
+            yield page
 
     async def _recognize_document(
         self, request: ocr_pb2.RecognizeDocumentRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[ocr_pb2.PageResult]:
+    ) -> AsyncGenerator[ocr_pb2.PageResult, None]:
         rid = _request_id(context)
         request_id_var.set(rid)
         await context.send_initial_metadata((("x-request-id", rid),))
@@ -333,18 +345,15 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[ocr_pb2.StreamRecognizeResponse]:
         """Answer a stream of items (``_stream_recognize``) while it holds a call slot."""
-        async with (
-            self._call_slot(context, "StreamRecognize"),
-            contextlib.aclosing(self._stream_recognize(request_iterator, context)) as answers,
-        ):
-            async for answer in answers:
-                yield answer
+        answers = self._stream_recognize(request_iterator, context)
+        async for answer in self._in_slot(context, "StreamRecognize", answers):
+            yield answer
 
     async def _stream_recognize(
         self,
         request_iterator: AsyncIterator[ocr_pb2.StreamRecognizeRequest],
         context: grpc.aio.ServicerContext,
-    ) -> AsyncIterator[ocr_pb2.StreamRecognizeResponse]:
+    ) -> AsyncGenerator[ocr_pb2.StreamRecognizeResponse, None]:
         """Read items, run each as its own task, and send responses as they complete.
 
         A semaphore bounds the items in flight (accepted, response not yet sent): at the
