@@ -212,6 +212,15 @@ class _Alone:
     expired: bool = False
 
 
+#: A call cancelled this close to its deadline ended at it: the client cancels at its own
+#: deadline, which comes before the server's by the request's time in transit.
+DEADLINE_SLACK_S = 0.1
+
+
+def _expired(item: PendingLine, now: float) -> bool:
+    return item.deadline is not None and now >= item.deadline
+
+
 def _timed_run(
     infer: Callable[[], list[LineText]], lines: int
 ) -> tuple[list[LineText] | None, float, Exception | None]:
@@ -365,21 +374,19 @@ class MicroBatcher:
         if self._closed or self._changed is None:
             raise ShuttingDown("the server is shutting down; retry on another instance")
         capacity = self.limits.queue_capacity
-        free = capacity - len(self._pending)
-        # More lines than the whole queue holds (a dense page's crops) are taken when the
-        # queue is empty, alone: refused always, they would fail however long one waited.
-        if len(lines) > free and (self._pending or len(lines) <= capacity):
+        # An empty queue takes any request: more lines than the whole queue holds (a dense
+        # page's crops) would otherwise be refused however long the caller waited.
+        if self._pending and len(lines) > capacity - len(self._pending):
             self._stats.rejected_queue_full += len(lines)
-            larger = len(lines) > capacity
+            larger = (
+                "a request larger than the whole queue is taken only when it is empty; "
+                if len(lines) > capacity
+                else ""
+            )
             raise Overloaded(
                 f"the server's queue for model {self.name!r} is full ({len(self._pending)} of "
                 f"{capacity} lines waiting, {len(lines)} more asked); "
-                + (
-                    "a request larger than the whole queue is taken only when it is empty; "
-                    "retry with backoff or send fewer lines per call"
-                    if larger
-                    else "retry with backoff or send fewer lines per call"
-                )
+                f"{larger}retry with backoff or send fewer lines per call"
             )
         loop = asyncio.get_running_loop()
         now = loop.time()
@@ -532,24 +539,25 @@ class MicroBatcher:
         """Remove cancelled lines and fail expired ones, before any batch is planned."""
         alive: list[PendingLine] = []
         for item in self._pending:
-            if item.future.done():
-                self._count_dropped(item, now)
-            elif item.deadline is not None and now >= item.deadline:
-                self._stats.dropped_expired += 1
-                item.future.set_exception(
-                    DeadlineExpired("the deadline passed while the line was queued; it was not run")
-                )
+            if item.future.done() or _expired(item, now):
+                self._drop(item, now)
             else:
                 alive.append(item)
         self._pending = alive
 
-    def _count_dropped(self, item: PendingLine, now: float) -> None:
-        """Count a line its caller gave up on: gRPC cancels a call at its deadline before the
-        batcher's own check sees it, so one past its deadline counts as expired."""
-        if item.deadline is not None and now >= item.deadline:
+    def _drop(self, item: PendingLine, now: float) -> None:
+        """Count a line that will not run, failing it with ``DeadlineExpired`` if its caller
+        still waits. One past its deadline counts as expired even when its caller has gone:
+        gRPC cancels a call at its deadline before the batcher's own check sees it."""
+        gone_near_deadline = item.future.done() and _expired(item, now + DEADLINE_SLACK_S)
+        if _expired(item, now) or gone_near_deadline:
             self._stats.dropped_expired += 1
         else:
             self._stats.dropped_cancelled += 1
+        if not item.future.done():
+            item.future.set_exception(
+                DeadlineExpired("the deadline passed while the line was queued; it was not run")
+            )
 
     async def _take_batch(self) -> tuple[list[PendingLine], bool] | None:
         """The next batch and whether it runs on the idle function; None once closed."""
@@ -605,11 +613,7 @@ class MicroBatcher:
         if self._closed:
             return _Ran([], closed=True)
         now = clock()
-        lines = [
-            item
-            for item in batch
-            if not item.future.done() and (item.deadline is None or now < item.deadline)
-        ]
+        lines = [item for item in batch if not item.future.done() and not _expired(item, now)]
         if not lines:
             return _Ran([], now)
         pixels = [item.line for item in lines]
@@ -633,15 +637,8 @@ class MicroBatcher:
             return
         run = {id(item) for item in ran.lines}
         for item in batch:
-            if id(item) in run:
-                continue
-            if item.future.done():
-                self._count_dropped(item, ran.started)
-            else:
-                stats.dropped_expired += 1
-                item.future.set_exception(
-                    DeadlineExpired("the deadline passed while the line was queued; it was not run")
-                )
+            if id(item) not in run:  # cancelled, or expired when the thread took it up
+                self._drop(item, ran.started)
         if not ran.lines:
             return
         for item in ran.lines:

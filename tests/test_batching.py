@@ -182,6 +182,17 @@ async def gated():
     await batcher.aclose()
 
 
+@pytest.fixture
+async def gated_queue_of_3():
+    """``gated`` with room for 3 waiting lines."""
+    fake = FakeInference(gate=threading.Event())
+    batcher = MicroBatcher("m", fake, 1, HEIGHT, BatchLimits(queue_capacity=3))
+    batcher.start()
+    yield batcher, fake
+    fake.gate.set()
+    await batcher.aclose()
+
+
 async def test_idle_batcher_runs_a_lone_line_without_waiting_for_max_delay() -> None:
     fake = FakeInference()
     batcher = MicroBatcher("m", fake, 1, HEIGHT, BatchLimits(max_delay_s=3600.0))
@@ -254,17 +265,26 @@ async def test_cancelled_call_lines_are_dropped_before_inference(gated) -> None:
     assert batcher.stats().dropped_cancelled == 2
 
 
-async def test_expired_lines_fail_with_deadline_and_are_never_computed(gated) -> None:
-    batcher, fake = gated
+async def _past_one_deadline(
+    batcher: MicroBatcher, fake: FakeInference
+) -> tuple[asyncio.Task[list[LineText]], ...]:
+    """With line 1 running (its worker blocked), queue line 2 with a deadline 1 ms away and
+    line 3 with one an hour away, and wait until line 2's has passed; the calls of lines
+    2, 3 and 1."""
     blocker = asyncio.create_task(batcher.recognize([line(1, 64)]))
     await started(fake)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 0.001
-    expired = asyncio.create_task(batcher.recognize([line(2, 64)], deadline=deadline))
-    alive = asyncio.create_task(batcher.recognize([line(3, 64)], deadline=loop.time() + 3600))
-    # Let the short deadline pass while the worker is still blocked.
+    short = asyncio.create_task(batcher.recognize([line(2, 64)], deadline=deadline))
+    long = asyncio.create_task(batcher.recognize([line(3, 64)], deadline=loop.time() + 3600))
     while loop.time() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.001)
+    return short, long, blocker
+
+
+async def test_expired_lines_fail_with_deadline_and_are_never_computed(gated) -> None:
+    batcher, fake = gated
+    expired, alive, blocker = await _past_one_deadline(batcher, fake)
     fake.gate.set()
     with pytest.raises(DeadlineExpired):
         await expired
@@ -278,14 +298,7 @@ async def test_lines_whose_caller_went_at_the_deadline_count_as_expired(gated) -
     """gRPC cancels a call at its deadline before the batcher's check sees it: the queued
     lines of such a call count as expired, those of a caller that left early as cancelled."""
     batcher, fake = gated
-    blocker = asyncio.create_task(batcher.recognize([line(1, 64)]))
-    await started(fake)
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 0.001
-    timed_out = asyncio.create_task(batcher.recognize([line(2, 64)], deadline=deadline))
-    left = asyncio.create_task(batcher.recognize([line(3, 64)], deadline=loop.time() + 3600))
-    while loop.time() < deadline:  # noqa: ASYNC110
-        await asyncio.sleep(0.001)
+    timed_out, left, blocker = await _past_one_deadline(batcher, fake)
     timed_out.cancel()
     left.cancel()
     fake.gate.set()
@@ -385,48 +398,38 @@ async def test_close_fails_a_taken_batch_that_has_not_started(gated) -> None:
     assert fake.batches == [[1]]
 
 
-async def test_full_queue_rejects_whole_request_with_overloaded() -> None:
-    fake = FakeInference(gate=threading.Event())
-    batcher = MicroBatcher("m", fake, 1, HEIGHT, BatchLimits(queue_capacity=3))
-    batcher.start()
-    try:
-        blocker = asyncio.create_task(batcher.recognize([line(1, 64)]))
-        await started(fake)
-        queued = asyncio.create_task(batcher.recognize([line(2, 64), line(3, 64)]))
-        await asyncio.sleep(0)
-        with pytest.raises(Overloaded, match=r"queue .* is full"):
-            batcher.submit([line(4, 64), line(5, 64)])
-        assert batcher.queue_depth == 2  # all or nothing: nothing of the refused call queued
-        fake.gate.set()
-        assert [r.text for r in await queued] == ["2", "3"]
-        await blocker
-        assert batcher.stats().rejected_queue_full == 2
-    finally:
-        fake.gate.set()
-        await batcher.aclose()
+async def test_full_queue_rejects_whole_request_with_overloaded(gated_queue_of_3) -> None:
+    batcher, fake = gated_queue_of_3
+    blocker = asyncio.create_task(batcher.recognize([line(1, 64)]))
+    await started(fake)
+    queued = asyncio.create_task(batcher.recognize([line(2, 64), line(3, 64)]))
+    await asyncio.sleep(0)
+    with pytest.raises(Overloaded, match=r"queue .* is full"):
+        batcher.submit([line(4, 64), line(5, 64)])
+    assert batcher.queue_depth == 2  # all or nothing: nothing of the refused call queued
+    fake.gate.set()
+    assert [r.text for r in await queued] == ["2", "3"]
+    await blocker
+    assert batcher.stats().rejected_queue_full == 2
 
 
-async def test_more_lines_than_the_whole_queue_are_taken_when_it_is_empty() -> None:
+async def test_more_lines_than_the_whole_queue_are_taken_when_it_is_empty(
+    gated_queue_of_3,
+) -> None:
     """A dense page's crops can outnumber the queue's capacity; refused always, such a
     request failed RESOURCE_EXHAUSTED however long the caller backed off."""
-    fake = FakeInference(gate=threading.Event())
-    batcher = MicroBatcher("m", fake, 1, HEIGHT, BatchLimits(queue_capacity=3))
-    batcher.start()
-    try:
-        blocker = asyncio.create_task(batcher.recognize([line(1, 64)]))
-        await started(fake)
-        queued = asyncio.create_task(batcher.recognize([line(2, 64)]))
-        await asyncio.sleep(0)
-        big = [line(w, 64) for w in range(10, 15)]
-        with pytest.raises(Overloaded, match="larger than the whole queue is taken only when"):
-            batcher.submit(big)  # one line waits: not now
-        fake.gate.set()
-        await queued
-        await blocker
-        assert [r.text for r in await batcher.recognize(big)] == ["10", "11", "12", "13", "14"]
-    finally:
-        fake.gate.set()
-        await batcher.aclose()
+    batcher, fake = gated_queue_of_3
+    blocker = asyncio.create_task(batcher.recognize([line(1, 64)]))
+    await started(fake)
+    queued = asyncio.create_task(batcher.recognize([line(2, 64)]))
+    await asyncio.sleep(0)
+    big = [line(w, 64) for w in range(10, 15)]
+    with pytest.raises(Overloaded, match="larger than the whole queue is taken only when"):
+        batcher.submit(big)  # one line waits: not now
+    fake.gate.set()
+    await queued
+    await blocker
+    assert [r.text for r in await batcher.recognize(big)] == ["10", "11", "12", "13", "14"]
 
 
 async def test_inference_error_fails_only_its_batch() -> None:
