@@ -21,6 +21,7 @@ from google.rpc import status_pb2
 
 from ocr_client.errors import STATUS_DETAILS_KEY
 from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
+from ocr_core.batching import DEADLINE_SLACK_S
 from ocr_core.engine import OcrEngine
 from ocr_core.errors import InvalidInput, OcrError
 from ocr_core.pages import PageOptions
@@ -50,7 +51,8 @@ _ENDED = {
 def _ended_code(context: grpc.aio.ServicerContext) -> str:
     """The status of a call gRPC cancelled: at its deadline, or by the client going away."""
     remaining = context.time_remaining()
-    return "DEADLINE_EXCEEDED" if remaining is not None and remaining <= 0 else "CANCELLED"
+    at_deadline = remaining is not None and remaining <= DEADLINE_SLACK_S
+    return "DEADLINE_EXCEEDED" if at_deadline else "CANCELLED"
 
 
 def _request_id(context: grpc.aio.ServicerContext) -> str:
@@ -268,32 +270,20 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
         except Exception as exc:  # the error boundary of this streaming call
             failure = status_for(exc, rid)
         finally:
-            extra = {"method": "RecognizeDocument"}
             if failure is not None:
                 code_name = failure[0].name
-                log.info(
-                    "RecognizeDocument %s after %d pages: %s",
-                    code_name,
-                    pages,
-                    failure[1],
-                    extra={**extra, "status": code_name},
-                )
+                outcome = f"{code_name} after {pages} pages: {failure[1]}"
             elif finished:
                 code_name = "OK"
-                log.info(
-                    "RecognizeDocument OK, %d pages in %.1f ms",
-                    pages,
-                    (time.perf_counter() - start) * 1e3,
-                    extra={**extra, "status": code_name},
-                )
+                outcome = f"OK, {pages} pages in {(time.perf_counter() - start) * 1e3:.1f} ms"
             else:
                 code_name = _ended_code(context)
-                log.info(
-                    "RecognizeDocument %s after %d pages",
-                    _ENDED[code_name],
-                    pages,
-                    extra={**extra, "status": code_name},
-                )
+                outcome = f"{_ENDED[code_name]} after {pages} pages"
+            log.info(
+                "RecognizeDocument %s",
+                outcome,
+                extra={"method": "RecognizeDocument", "status": code_name},
+            )
             self._record("RecognizeDocument", code_name, start)
         if failure is not None:
             await context.abort(*failure)
