@@ -127,11 +127,6 @@ class _TiffDocument(Document):
         return to_bgr8(image)
 
 
-def tiff_page_count(data: bytes) -> int:
-    """The number of pages of a TIFF (see ``tiff_page_sizes``)."""
-    return len(tiff_page_sizes(data))
-
-
 def tiff_page_sizes(data: bytes) -> list[tuple[int, int] | None]:
     """Each page's declared (width, height), None where its directory has none, by walking
     the chain of image file directories (IFDs).
@@ -143,27 +138,25 @@ def tiff_page_sizes(data: bytes) -> list[tuple[int, int] | None]:
     if len(data) < 8:
         raise InvalidInput("the TIFF file is truncated (shorter than its 8-byte header)")
     (offset,) = struct.unpack(order + "I", data[4:8])
-    count = 0
     sizes: list[tuple[int, int] | None] = []
     seen: set[int] = set()
     while offset:
-        if offset in seen or count >= _MAX_IFDS:
+        if offset in seen or len(sizes) >= _MAX_IFDS:
             raise InvalidInput("the TIFF file's page directory chain loops; the file is corrupt")
         seen.add(offset)
         if offset + 2 > len(data):
             raise InvalidInput(
-                f"the TIFF file is truncated: page {count + 1}'s directory is past the end"
+                f"the TIFF file is truncated: page {len(sizes) + 1}'s directory is past the end"
             )
         (entries,) = struct.unpack(order + "H", data[offset : offset + 2])
         next_at = offset + 2 + 12 * entries
         if next_at + 4 > len(data):
             raise InvalidInput(
-                f"the TIFF file is truncated: page {count + 1}'s directory is past the end"
+                f"the TIFF file is truncated: page {len(sizes) + 1}'s directory is past the end"
             )
-        count += 1
         sizes.append(tiff_directory_size(data, offset, order))
         (offset,) = struct.unpack(order + "I", data[next_at : next_at + 4])
-    if count == 0:
+    if not sizes:
         raise InvalidInput("the TIFF file has no pages")
     return sizes
 

@@ -15,7 +15,7 @@ from PIL import Image as PILImage
 from ocr_core import documents
 from ocr_core.batching import BatchLimits
 from ocr_core.detection import DetectionOptions, detector_input_size, fit_band, regions_to_lines
-from ocr_core.documents import DocumentLimits, open_document, tiff_page_count, tiff_page_sizes
+from ocr_core.documents import DocumentLimits, open_document, tiff_page_sizes
 from ocr_core.engine import OcrEngine, RequestLimits
 from ocr_core.errors import InvalidInput, TooLarge, Unsupported
 from ocr_core.geometry import (
@@ -195,7 +195,7 @@ def _tiff(count: int) -> bytes:
 
 def test_tiff_pages_are_counted_and_decoded_one_by_one() -> None:
     data = _tiff(3)
-    assert tiff_page_count(data) == 3
+    assert len(tiff_page_sizes(data)) == 3
     doc = open_document(data, DocumentLimits(), threading.Lock())
     assert doc.page_count == 3
     assert [int(doc.page(i)[0, 0, 0]) for i in range(3)] == [0, 50, 100]
@@ -215,7 +215,7 @@ def test_broken_tiffs_are_invalid_input() -> None:
         (b"II*\x00" + struct.pack("<I", 0), "no pages"),
     ):
         with pytest.raises(InvalidInput, match=message):
-            tiff_page_count(data)
+            tiff_page_sizes(data)
 
 
 def _declare_page_size(data: bytes, page: int, width: int, height: int) -> bytes:
