@@ -95,36 +95,30 @@ def _aio_details(details: Any, header: tuple[str, str]) -> grpc.aio.ClientCallDe
     )
 
 
-class _AsyncTokenUnaryUnary(grpc.aio.UnaryUnaryClientInterceptor):
+class _AsyncToken:
+    """Adds the token to one kind of call (see ``async_bearer_token_interceptors``)."""
+
     def __init__(self, header: tuple[str, str]) -> None:
         self._header = header
 
-    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+    async def _forward(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(_aio_details(details, self._header), request)
 
 
-class _AsyncTokenUnaryStream(grpc.aio.UnaryStreamClientInterceptor):
-    def __init__(self, header: tuple[str, str]) -> None:
-        self._header = header
-
-    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(_aio_details(details, self._header), request)
+class _AsyncTokenUnaryUnary(_AsyncToken, grpc.aio.UnaryUnaryClientInterceptor):
+    intercept_unary_unary = _AsyncToken._forward
 
 
-class _AsyncTokenStreamUnary(grpc.aio.StreamUnaryClientInterceptor):
-    def __init__(self, header: tuple[str, str]) -> None:
-        self._header = header
-
-    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
-        return await continuation(_aio_details(details, self._header), requests)
+class _AsyncTokenUnaryStream(_AsyncToken, grpc.aio.UnaryStreamClientInterceptor):
+    intercept_unary_stream = _AsyncToken._forward
 
 
-class _AsyncTokenStreamStream(grpc.aio.StreamStreamClientInterceptor):
-    def __init__(self, header: tuple[str, str]) -> None:
-        self._header = header
+class _AsyncTokenStreamUnary(_AsyncToken, grpc.aio.StreamUnaryClientInterceptor):
+    intercept_stream_unary = _AsyncToken._forward
 
-    async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
-        return await continuation(_aio_details(details, self._header), requests)
+
+class _AsyncTokenStreamStream(_AsyncToken, grpc.aio.StreamStreamClientInterceptor):
+    intercept_stream_stream = _AsyncToken._forward
 
 
 def async_bearer_token_interceptors(token: str) -> list[grpc.aio.ClientInterceptor]:

@@ -318,6 +318,21 @@ def _ip_addresses(host: str, port: int) -> tuple[list[str], list[str]]:
     return list(dict.fromkeys(v4)), list(dict.fromkeys(v6))
 
 
+def _address_parts(address: str | Sequence[str]) -> list[str]:
+    """The servers ``address`` names: a ``dns:///``, ``ipv4:`` or ``ipv6:`` target whole,
+    else each ``host:port`` of a list or of a comma-separated string."""
+    if isinstance(address, str):
+        balanced_target = address.startswith(_BALANCED_SCHEMES)
+        parts = (
+            [address] if balanced_target else [x.strip() for x in address.split(",") if x.strip()]
+        )
+    else:
+        parts = [x.strip() if isinstance(x, str) else x for x in address]
+    if not parts or not all(isinstance(p, str) and p for p in parts):
+        raise ValueError(f"expected a server address or a list of them, got {address!r}")
+    return parts
+
+
 def resolve_target(address: str | Sequence[str]) -> tuple[str, bool]:
     """The gRPC target for ``address`` and whether it may name several servers.
 
@@ -331,15 +346,7 @@ def resolve_target(address: str | Sequence[str]) -> tuple[str, bool]:
       a gRPC target can name several addresses but not several names; for a membership that
       changes, give one DNS name instead.
     """
-    if isinstance(address, str):
-        balanced_target = address.startswith(_BALANCED_SCHEMES)
-        parts = (
-            [address] if balanced_target else [x.strip() for x in address.split(",") if x.strip()]
-        )
-    else:
-        parts = [x.strip() if isinstance(x, str) else x for x in address]
-    if not parts or not all(isinstance(p, str) and p for p in parts):
-        raise ValueError(f"expected a server address or a list of them, got {address!r}")
+    parts = _address_parts(address)
     if len(parts) == 1:
         return parts[0], parts[0].startswith(_BALANCED_SCHEMES)
     v4: list[str] = []
@@ -388,13 +395,10 @@ def _target_and_options(
 def _shared_host_name(address: str | Sequence[str]) -> str | None:
     """The host name of every ``host:port`` when ``address`` lists several with one name
     (servers on several ports of a host, or replicas behind one name); else None."""
-    if isinstance(address, str):
-        if address.startswith(_BALANCED_SCHEMES):
-            return None
-        address = [x.strip() for x in address.split(",") if x.strip()]
-    if len(address) < 2:
+    parts = _address_parts(address)
+    if len(parts) < 2:
         return None
-    hosts = {_split_host_port(part)[0] for part in address}
+    hosts = {_split_host_port(part)[0] for part in parts}
     if len(hosts) != 1:
         return None
     host = hosts.pop()
