@@ -130,15 +130,16 @@ def _check_files(paths: Sequence[str]) -> None:
 
 
 def _read_streams(paths: Sequence[str]) -> dict[str, bytes]:
-    """The bytes of every input in ``paths`` that is not a regular file (a FIFO, a shell's
-    ``<(command)``), read whole, once, before anything is sent.
+    """The bytes of every input in ``paths`` that is not a regular file (``-``, a FIFO, a
+    shell's ``<(command)``), read whole, once, before anything is sent.
 
     Such an input can be read only once and has no size to plan calls with; regular files
     stay paths, read when their call is built, so many of them are never all in memory.
     """
-    streams: dict[str, bytes] = {}
+    stdin = _read_stdin(paths)
+    streams: dict[str, bytes] = {} if stdin is None else {STDIN: stdin}
     for p in paths:
-        if p != STDIN and p not in streams and not Path(p).is_file():
+        if p not in streams and not Path(p).is_file():
             streams[p] = Path(p).read_bytes()
     return streams
 
@@ -288,11 +289,8 @@ def _too_big(size: int, limit: int) -> OcrClientError:
 def _cmd_lines(args: argparse.Namespace) -> int:
     paths: list[str] = args.images
     _check_files(paths)
-    stdin = _read_stdin(paths)
     streams = _read_streams(paths)
-    inputs: list[str | bytes] = [
-        stdin if p == STDIN and stdin is not None else streams.get(p, p) for p in paths
-    ]
+    inputs: list[str | bytes] = [streams.get(p, p) for p in paths]
     sizes = [len(x) if isinstance(x, bytes) else os.stat(x).st_size for x in inputs]
     # An image that cannot be sent fails alone, as one the server refuses: named on stderr
     # while the others are still recognised and printed.
@@ -519,10 +517,7 @@ def _cmd_pages(args: argparse.Namespace) -> int:
     _check_files(paths)
     _check_output(args.output)
     files = {p: p for p in paths}  # the name a file is given as -> where to read it
-    stdin = _read_stdin(paths)
     copies = _read_streams(paths)
-    if stdin is not None:
-        copies[STDIN] = stdin
     if not copies:
         return _recognize_pages(args, paths, files)
     with tempfile.TemporaryDirectory(prefix="ocr-client-") as folder:

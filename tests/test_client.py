@@ -1109,7 +1109,9 @@ def test_cli_lines_ctrl_c_cancels_the_calls_in_flight(fake: Fake, tmp_path: Path
 def test_cli_output_into_a_closed_pipe_ends_quietly(fake: Fake, tmp_path: Path) -> None:
     """`ocr-client lines *.png | head -1`: the reader leaves after one line. The CLI used to
     print 'error: [Errno 32] Broken pipe' and exit 1; now it ends silently with 141."""
-    paths = _write_images(tmp_path, *[3] * 600)
+    # Far more output than a pipe holds (64 KiB), so the CLI is still writing when the
+    # reader leaves; with less, it could finish into the pipe's buffer first and exit 0.
+    paths = _write_images(tmp_path, *[3] * 3000)
     command = [sys.executable, "-m", "ocr_client.cli", "lines", *paths]
     with subprocess.Popen(
         [*command, "--address", fake.address], stdout=subprocess.PIPE, stderr=subprocess.PIPE
