@@ -623,6 +623,12 @@ def _recognize_pages(args: argparse.Namespace, paths: list[str], files: dict[str
                 if result.page is not None:
                     result.page.page_index = index  # stream page items always say 0
                     results[number] = (source, result.page)
+                    if result.page.lines_left_out:
+                        progress.message(
+                            f"warning: {source} page {index + 1}: "
+                            f"{result.page.lines_left_out} more text lines found than the "
+                            "server reads on one page, not read (its --page-max-lines)"
+                        )
                     progress.advance()
                 else:
                     progress.message(f"error: {source} page {index + 1}: {result.error}")

@@ -57,8 +57,8 @@ class DetectionOptions:
     unclip_ratio: float = 1.6
     min_line_height: int = 4
     #: At most this many lines are kept per page, the highest-scoring ones (a warning is
-    #: logged when more are found). It bounds the recognizer work one page can ask for:
-    #: every line is a crop sent to the batcher at once, ~19 ms of CPU each.
+    #: logged and the page says how many were left out). It bounds the recognizer work one
+    #: page can ask for: every line is a crop sent to the batcher at once, ~19 ms of CPU each.
     max_candidates: int = 1000
 
     def validate(self) -> None:
@@ -161,11 +161,18 @@ class TextDetector(PooledModel):
             raise RuntimeError(f"detector output shape {output.shape} for input {tensor.shape}")
         return output[0, 0]
 
-    def detect(self, image_bgr: np.ndarray, options: DetectionOptions) -> list[DetectedLine]:
-        """Find text lines on an HxWx3 uint8 BGR page; quads are in the page's pixels."""
+    def detect(
+        self, image_bgr: np.ndarray, options: DetectionOptions
+    ) -> tuple[list[DetectedLine], int]:
+        """Find text lines on an HxWx3 uint8 BGR page; quads are in the page's pixels.
+
+        Returns the lines kept (at most ``options.max_candidates``) and how many more were
+        found and left out.
+        """
         h, w = image_bgr.shape[:2]
         prob = self.probability_map(image_bgr, options.max_side)
-        return regions_to_lines(prob, w, h, options)
+        lines = regions_to_lines(prob, w, h, options)
+        return keep_best(lines, options.max_candidates, (w, h))
 
 
 def regions_to_lines(
@@ -173,11 +180,11 @@ def regions_to_lines(
 ) -> list[DetectedLine]:
     """Turn a probability map into scored, unclipped line quads in page pixels.
 
-    Every region is filtered first and only then are the lines capped at
-    ``options.max_candidates``, keeping the highest-scoring ones. PP-OCR caps the raw
-    contours instead, but ``findContours`` lists them roughly bottom-up, so a dense page
-    (a 1200-cell table) silently lost its top rows. Filtering them all costs ~7 us a
-    region (a noise map of 1024 px with 8300 regions: 55 ms; the detector takes ~120 ms).
+    Every region is filtered here, all of them: ``keep_best`` caps the lines afterwards.
+    PP-OCR caps the raw contours instead, but ``findContours`` lists them roughly
+    bottom-up, so a dense page (a 1200-cell table) silently lost its top rows. Filtering
+    them all costs ~7 us a region (a noise map of 1024 px with 8300 regions: 55 ms; the
+    detector takes ~120 ms).
     """
     map_h, map_w = prob.shape
     mask = (prob > options.pixel_threshold).astype(np.uint8)
@@ -217,19 +224,29 @@ def regions_to_lines(
         ):
             band = fit_band(contour, sx, sy, options.unclip_ratio, (page_width, page_height))
         lines.append(DetectedLine(quad=quad, score=float(score), band=band))
-    if len(lines) > options.max_candidates:
-        log.warning(
-            "page of %dx%d px: %d text lines found, only the %d highest-scoring are read "
-            "(max_candidates)",
-            page_width,
-            page_height,
-            len(lines),
-            options.max_candidates,
-        )
-        # Stable: among equal scores the contour order decides, as before the cap.
-        best = sorted(range(len(lines)), key=lambda i: -lines[i].score)
-        lines = [lines[i] for i in sorted(best[: options.max_candidates])]
     return lines
+
+
+def keep_best(
+    lines: list[DetectedLine], limit: int, page_size: tuple[int, int]
+) -> tuple[list[DetectedLine], int]:
+    """At most ``limit`` lines, the highest-scoring, in their order; and how many are left out.
+
+    The count goes back to the caller with the page (``PageResult.lines_left_out``), so a
+    page over the limit is never read short without its reader knowing.
+    """
+    if len(lines) <= limit:
+        return lines, 0
+    log.warning(
+        "page of %dx%d px: %d text lines found, only the %d highest-scoring are read "
+        "(the per-page line limit)",
+        *page_size,
+        len(lines),
+        limit,
+    )
+    # Stable: among equal scores the contour order decides, as before the cap.
+    best = sorted(range(len(lines)), key=lambda i: -lines[i].score)
+    return [lines[i] for i in sorted(best[:limit])], len(lines) - limit
 
 
 def fit_band(

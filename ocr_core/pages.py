@@ -78,6 +78,8 @@ class FoundLines:
     #: Per line, the top and bottom edge points (upright page) of crop columns 0..width.
     edges: list[tuple[np.ndarray, np.ndarray]]
     upside_down: list[bool]
+    #: Lines found beyond the per-page limit and not read.
+    left_out: int = 0
 
     def quad(self, i: int) -> np.ndarray:
         """Line ``i``'s reading-order quad on the upright page."""
@@ -119,6 +121,8 @@ class PageText:
     blocks: tuple[PageBlock, ...]
     text: str
     page_index: int = 0
+    #: Lines the detector found beyond the per-page limit, which were not read.
+    lines_left_out: int = 0
 
 
 def find_lines(
@@ -137,7 +141,8 @@ def find_lines(
     upright = rotate_image(image_bgr, rotation)
     crops: list[np.ndarray] = []
     edges: list[tuple[np.ndarray, np.ndarray]] = []
-    for line in models.detector.detect(upright, options.detection):
+    detected, left_out = models.detector.detect(upright, options.detection)
+    for line in detected:
         if line.band is not None:
             crops.append(line.band.crop(upright))
             edges.append(line.band.edges())
@@ -148,7 +153,7 @@ def find_lines(
     flags = [False] * len(crops)
     classifier = models.line_orientation
     if classifier is None or not crops or not (options.correct_line_rotation or rotation == 180):
-        return FoundLines(width, height, rotation, edges, flags), crops
+        return FoundLines(width, height, rotation, edges, flags, left_out), crops
     turned = classifier.turned_probability(crops)
     if rotation == 180 and reads_upside_down(turned, crops):
         # The line classifier, which sees each line at its own scale, overrules the page
@@ -170,7 +175,7 @@ def find_lines(
                 crops[i] = cv2.rotate(crops[i], cv2.ROTATE_180)
                 top, bottom = edges[i]
                 edges[i] = (bottom[::-1], top[::-1])
-    return FoundLines(width, height, rotation, edges, flags), crops
+    return FoundLines(width, height, rotation, edges, flags, left_out), crops
 
 
 def assemble_page(
@@ -230,4 +235,5 @@ def assemble_page(
         blocks=tuple(blocks),
         text="\n\n".join(block_texts),
         page_index=page_index,
+        lines_left_out=found.left_out,
     )

@@ -171,6 +171,7 @@ def server_limits(config: ServerConfig) -> ocr_pb2.ServerLimits:
         max_message_bytes=config.max_message_bytes,
         stream_max_in_flight=config.stream_max_in_flight,
         max_document_pages=config.max_document_pages,
+        max_lines_per_page=config.page_max_lines,
         # A --no-pages server reads no documents at all, PDF or not.
         pdf_support=config.pages and pdf_supported(),
     )
@@ -277,7 +278,11 @@ async def serve(
             engine,
             server_limits(config),
             config.stream_max_pages_in_flight,
-            PageOptions(detection=DetectionOptions(max_side=config.page_max_side)),
+            PageOptions(
+                detection=DetectionOptions(
+                    max_side=config.page_max_side, max_candidates=config.page_max_lines
+                )
+            ),
             metrics,
             config.max_concurrent_rpcs,
         ),

@@ -62,6 +62,7 @@ class ServerConfig:
     max_pages_in_flight: int = 4
     max_document_pages: int = 1000
     page_max_side: int = 1024
+    page_max_lines: int = 1000
     #: Load the models' detectors and classifiers; False = a lines-only server (``--no-pages``).
     pages: bool = True
     metrics_port: int = 0
@@ -298,6 +299,13 @@ def build_parser(
         "default PageOptions.max_side: pages are scaled to this long side for text detection",
         type=int,
     )
+    add(
+        "--page-max-lines",
+        d.page_max_lines,
+        "most text lines read on one page, the highest-scoring (PageResult.lines_left_out "
+        "counts the rest); bounds the recognizer work one page asks for",
+        type=int,
+    )
     switch(
         "--no-pages",
         "read pre-cropped lines only: do not load the models' page detectors and classifiers "
@@ -442,6 +450,7 @@ def parse_config(
         max_pages_in_flight=a.max_pages_in_flight,
         max_document_pages=a.max_document_pages,
         page_max_side=a.page_max_side,
+        page_max_lines=a.page_max_lines,
         pages=not _bool(a.no_pages),
         metrics_port=a.metrics_port,
         max_concurrent_rpcs=a.max_concurrent_rpcs,
@@ -477,6 +486,7 @@ def _validate(parser: argparse.ArgumentParser, c: ServerConfig) -> None:
         "--stream-max-pages-in-flight": c.stream_max_pages_in_flight,
         "--max-pages-in-flight": c.max_pages_in_flight,
         "--max-document-pages": c.max_document_pages,
+        "--page-max-lines": c.page_max_lines,
         "--max-concurrent-rpcs": c.max_concurrent_rpcs,
         "--processes": c.processes,
     }

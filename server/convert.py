@@ -99,6 +99,7 @@ def page_options(
             box_threshold=pick("box_threshold", det.box_threshold),
             unclip_ratio=pick("unclip_ratio", det.unclip_ratio),
             min_line_height=pick("min_line_height", det.min_line_height),
+            max_candidates=det.max_candidates,
         ),
         correct_page_rotation=pick("correct_page_rotation", defaults.correct_page_rotation),
         correct_line_rotation=pick("correct_line_rotation", defaults.correct_line_rotation),
@@ -148,4 +149,5 @@ def page_result(page: PageText, model: str) -> ocr_pb2.PageResult:
         blocks=[ocr_pb2.TextBlock(bounds=_rect(*b.bounds), lines=b.lines) for b in page.blocks],
         text=page.text,
         model=model,
+        lines_left_out=page.lines_left_out,
     )

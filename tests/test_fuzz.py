@@ -285,12 +285,14 @@ def test_prepare_line_gives_the_model_height_and_a_bucket_by_the_rules(
 class _WholePageDetector:
     """Stands in for the DB detector: one line covering the page (when it is big enough)."""
 
-    def detect(self, image: np.ndarray, options: DetectionOptions) -> list[DetectedLine]:
+    def detect(
+        self, image: np.ndarray, options: DetectionOptions
+    ) -> tuple[list[DetectedLine], int]:
         h, w = image.shape[:2]
         if min(h, w) < options.min_line_height or min(h, w) < 2:
-            return []
+            return [], 0
         quad = np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float32)
-        return [DetectedLine(quad, 1.0)]
+        return [DetectedLine(quad, 1.0)], 0
 
 
 LIMITS = RequestLimits(max_lines_per_request=6, max_image_pixels=MAX_PIXELS, max_line_width=1024)

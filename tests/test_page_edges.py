@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
-from ocr_core.detection import DetectedLine, DetectionOptions, regions_to_lines
+from ocr_core.detection import DetectedLine, DetectionOptions, keep_best, regions_to_lines
 from ocr_core.pages import PageModels, PageOptions, find_lines
 from tests.conftest import ServerProcess
 
@@ -42,7 +42,7 @@ def _rows_found(lines: Sequence[DetectedLine]) -> set[int]:
 
 
 def test_noise_regions_do_not_use_up_the_line_budget(caplog: pytest.LogCaptureFixture) -> None:
-    """Regions are filtered before the ``max_candidates`` cap, not after.
+    """Regions are filtered before the per-page line cap, not after.
 
     Capping the raw contours (PP-OCR's way) let specks under the table, which findContours
     lists first, take the budget: the top rows of a dense page were lost without a word.
@@ -53,8 +53,8 @@ def test_noise_regions_do_not_use_up_the_line_budget(caplog: pytest.LogCaptureFi
     prob = np.vstack([prob, specks])
     h, w = prob.shape
     with caplog.at_level(logging.WARNING, logger="ocr_core.detection"):
-        lines = regions_to_lines(prob, w, h, DetectionOptions(max_candidates=100))
-    assert len(lines) == 100
+        lines, left_out = keep_best(regions_to_lines(prob, w, h, DetectionOptions()), 100, (w, h))
+    assert len(lines) == 100 and left_out == 0
     assert _rows_found(lines) == set(range(10))
     assert not caplog.records
 
@@ -64,11 +64,11 @@ def test_lines_over_the_cap_keep_the_best_anywhere_and_warn(
 ) -> None:
     prob = _grid_map(10, 10)
     h, w = prob.shape
-    everything = regions_to_lines(prob, w, h, DetectionOptions(max_candidates=1000))
+    everything = regions_to_lines(prob, w, h, DetectionOptions())
     assert len(everything) == 100
     with caplog.at_level(logging.WARNING, logger="ocr_core.detection"):
-        kept = regions_to_lines(prob, w, h, DetectionOptions(max_candidates=50))
-    assert len(kept) == 50
+        kept, left_out = keep_best(everything, 50, (w, h))
+    assert len(kept) == 50 and left_out == 50
     # The best-scoring half is the right half of every row, the top rows included.
     assert _rows_found(kept) == set(range(10))
     scores = sorted((line.score for line in everything), reverse=True)
@@ -108,11 +108,13 @@ def test_a_bent_line_at_the_page_corner_stays_on_the_page() -> None:
 class _FakeDetector:
     """Finds the one dark rectangle of the (possibly turned) page it is given."""
 
-    def detect(self, image: np.ndarray, options: DetectionOptions) -> list[DetectedLine]:
+    def detect(
+        self, image: np.ndarray, options: DetectionOptions
+    ) -> tuple[list[DetectedLine], int]:
         ys, xs = np.nonzero(image[:, :, 0] < 128)
         x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
         quad = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]], dtype=np.float32)
-        return [DetectedLine(quad=quad, score=0.9)]
+        return [DetectedLine(quad=quad, score=0.9)], 0
 
 
 class _FakePageClassifier:

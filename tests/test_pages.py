@@ -64,6 +64,7 @@ def test_page_lines_come_back_in_reading_order_with_boxes(stub, page: np.ndarray
     result = recognize_page(stub, page)
     assert result.text == PAGE_TEXT
     assert [line.text for line in result.lines] == LINES
+    assert result.lines_left_out == 0
     assert (result.width, result.height, result.rotation) == (page.shape[1], page.shape[0], 0)
     assert result.model == "ppocr-v6-small"
     tops = [line.bounds.y for line in result.lines]
@@ -218,6 +219,7 @@ def test_list_models_reports_page_support(stub) -> None:
     assert default.supports_pages and default.supports_page_rotation
     assert default.supports_line_rotation
     assert response.limits.max_document_pages >= 1 and response.limits.pdf_support
+    assert response.limits.max_lines_per_page == 1000
 
 
 def test_readme_grpcurl_page_request_json_works(stub, page: np.ndarray) -> None:
@@ -290,5 +292,46 @@ def test_no_pages_server_reads_lines_and_refuses_pages_with_the_reason(
         assert proc.stderr.startswith("error: model 'ppocr-v6-small' at "), proc.stderr
         assert "reads pre-cropped lines only" in proc.stderr
         assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    finally:
+        assert stop_server(srv) == 0, srv.log()
+
+
+def test_a_page_over_the_line_limit_says_how_many_lines_it_left_out(
+    tmp_path, page: np.ndarray
+) -> None:
+    """``--page-max-lines``: the best lines are read and the rest counted, never lost quietly.
+
+    The page result, RecognizeDocument's pages and the pages CLI (a warning on stderr, the
+    text still written) all carry the count; ListModels states the limit.
+    """
+    srv = start_server(tmp_path / "max-lines.log", "--page-max-lines", "2", "--workers", "1")
+    try:
+        with grpc.insecure_channel(srv.address) as channel:
+            stub = ocr_pb2_grpc.OcrServiceStub(channel)
+            limits = stub.ListModels(ocr_pb2.ListModelsRequest(), timeout=30).limits
+            assert limits.max_lines_per_page == 2
+            result = recognize_page(stub, page)
+            assert result.lines_left_out == 2
+            texts = [line.text for line in result.lines]
+            assert len(texts) == 2 and set(texts) <= set(LINES)
+            assert texts == sorted(texts, key=LINES.index)
+            (document_page,) = stub.RecognizeDocument(
+                ocr_pb2.RecognizeDocumentRequest(data=png(page)), timeout=120
+            )
+            assert document_page.lines_left_out == 2 and len(document_page.lines) == 2
+        assert "4 text lines found, only the 2 highest-scoring are read" in srv.log()
+
+        scan = tmp_path / "scan.png"
+        scan.write_bytes(png(page))
+        cli = [sys.executable, "-m", "ocr_client.cli", "--address", srv.address]
+        proc = subprocess.run(
+            [*cli, "pages", str(scan)], capture_output=True, text=True, timeout=120, check=False
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == result.text + "\n\f", proc.stdout
+        assert proc.stderr == (
+            f"warning: {scan} page 1: 2 more text lines found than the server reads on one "
+            "page, not read (its --page-max-lines)\n"
+        )
     finally:
         assert stop_server(srv) == 0, srv.log()

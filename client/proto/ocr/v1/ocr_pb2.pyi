@@ -154,7 +154,7 @@ class PageOptions(_message.Message):
     def __init__(self, max_side: _Optional[int] = ..., pixel_threshold: _Optional[float] = ..., box_threshold: _Optional[float] = ..., unclip_ratio: _Optional[float] = ..., min_line_height: _Optional[int] = ..., correct_page_rotation: _Optional[bool] = ..., correct_line_rotation: _Optional[bool] = ..., min_confidence: _Optional[float] = ...) -> None: ...
 
 class PageResult(_message.Message):
-    __slots__ = ("page_index", "width", "height", "rotation", "lines", "blocks", "text", "model")
+    __slots__ = ("page_index", "width", "height", "rotation", "lines", "blocks", "text", "model", "lines_left_out")
     PAGE_INDEX_FIELD_NUMBER: _ClassVar[int]
     WIDTH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -163,6 +163,7 @@ class PageResult(_message.Message):
     BLOCKS_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
+    LINES_LEFT_OUT_FIELD_NUMBER: _ClassVar[int]
     page_index: int
     width: int
     height: int
@@ -171,7 +172,8 @@ class PageResult(_message.Message):
     blocks: _containers.RepeatedCompositeFieldContainer[TextBlock]
     text: str
     model: str
-    def __init__(self, page_index: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., rotation: _Optional[int] = ..., lines: _Optional[_Iterable[_Union[PageLine, _Mapping]]] = ..., blocks: _Optional[_Iterable[_Union[TextBlock, _Mapping]]] = ..., text: _Optional[str] = ..., model: _Optional[str] = ...) -> None: ...
+    lines_left_out: int
+    def __init__(self, page_index: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., rotation: _Optional[int] = ..., lines: _Optional[_Iterable[_Union[PageLine, _Mapping]]] = ..., blocks: _Optional[_Iterable[_Union[TextBlock, _Mapping]]] = ..., text: _Optional[str] = ..., model: _Optional[str] = ..., lines_left_out: _Optional[int] = ...) -> None: ...
 
 class PageLine(_message.Message):
     __slots__ = ("text", "confidence", "box", "bounds", "words", "block", "upside_down")
@@ -250,7 +252,7 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[ModelInfo, _Mapping]]] = ..., limits: _Optional[_Union[ServerLimits, _Mapping]] = ...) -> None: ...
 
 class ServerLimits(_message.Message):
-    __slots__ = ("max_lines_per_request", "max_image_pixels", "max_line_width", "max_message_bytes", "stream_max_in_flight", "max_document_pages", "pdf_support")
+    __slots__ = ("max_lines_per_request", "max_image_pixels", "max_line_width", "max_message_bytes", "stream_max_in_flight", "max_document_pages", "pdf_support", "max_lines_per_page")
     MAX_LINES_PER_REQUEST_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGE_PIXELS_FIELD_NUMBER: _ClassVar[int]
     MAX_LINE_WIDTH_FIELD_NUMBER: _ClassVar[int]
@@ -258,6 +260,7 @@ class ServerLimits(_message.Message):
     STREAM_MAX_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
     MAX_DOCUMENT_PAGES_FIELD_NUMBER: _ClassVar[int]
     PDF_SUPPORT_FIELD_NUMBER: _ClassVar[int]
+    MAX_LINES_PER_PAGE_FIELD_NUMBER: _ClassVar[int]
     max_lines_per_request: int
     max_image_pixels: int
     max_line_width: int
@@ -265,7 +268,8 @@ class ServerLimits(_message.Message):
     stream_max_in_flight: int
     max_document_pages: int
     pdf_support: bool
-    def __init__(self, max_lines_per_request: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_line_width: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., stream_max_in_flight: _Optional[int] = ..., max_document_pages: _Optional[int] = ..., pdf_support: _Optional[bool] = ...) -> None: ...
+    max_lines_per_page: int
+    def __init__(self, max_lines_per_request: _Optional[int] = ..., max_image_pixels: _Optional[int] = ..., max_line_width: _Optional[int] = ..., max_message_bytes: _Optional[int] = ..., stream_max_in_flight: _Optional[int] = ..., max_document_pages: _Optional[int] = ..., pdf_support: _Optional[bool] = ..., max_lines_per_page: _Optional[int] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
     __slots__ = ("name", "is_default", "charset_size", "input_height", "source", "supports_pages", "supports_page_rotation", "supports_line_rotation")
