@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -36,7 +36,15 @@ from ocr_core.errors import (
     about_image,
 )
 from ocr_core.images import RawPixels, declared_size, decode_image, raw_to_bgr
-from ocr_core.pages import FoundLines, PageModels, PageOptions, PageText, assemble_page, find_lines
+from ocr_core.pages import (
+    FoundLines,
+    PageModels,
+    PageOptions,
+    PageText,
+    assemble_page,
+    check_abandoned,
+    find_lines,
+)
 from ocr_core.preprocess import PreparedLine, WidthBuckets, prepare_line
 from ocr_core.recognizer import LineRecognizer
 
@@ -287,8 +295,8 @@ class OcrEngine:
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s
         async with self._page_work():
-            found, lines = await loop.run_in_executor(
-                self._pool, lambda: self._lines_of(served, self._decode(image), options)
+            found, lines = await self._page_lines(
+                lambda abandoned: self._lines_of(served, self._decode(image), options, abandoned)
             )
             page = await self._finish_page(served, found, lines, options, deadline, page_index)
         return served.recognizer.name, page
@@ -344,11 +352,12 @@ class OcrEngine:
         options: PageOptions,
         deadline: float | None,
     ) -> PageText:
-        loop = asyncio.get_running_loop()
         async with self._page_work():
             try:
-                found, lines = await loop.run_in_executor(
-                    self._pool, lambda: self._lines_of(served, document.page(index), options)
+                found, lines = await self._page_lines(
+                    lambda abandoned: self._lines_of(
+                        served, document.page(index), options, abandoned
+                    )
                 )
             except OcrError as exc:
                 raise type(exc)(f"page {index + 1}: {exc}") from exc
@@ -391,11 +400,44 @@ class OcrEngine:
             return raw_to_bgr(image, limit)
         return decode_image(image, limit)
 
+    async def _page_lines(
+        self, stage: Callable[[threading.Event], tuple[FoundLines, list[PreparedLine]]]
+    ) -> tuple[FoundLines, list[PreparedLine]]:
+        """Run a page's first stage on the pool; a cancelled caller waits until the thread
+        is done with the page, which the event tells to skip its remaining steps.
+
+        Without the wait a cancelled call (the client gone, its deadline passed) released
+        its page slot while the thread still decoded and detected the page, so more pages
+        than ``max_pages_in_flight`` could be in memory, and pinning came back on beside a
+        running detector.
+        """
+        assert self._pool is not None
+        abandoned = threading.Event()
+        work = self._pool.submit(stage, abandoned)
+        try:
+            return await asyncio.wrap_future(work)
+        except asyncio.CancelledError:
+            if not work.cancel():  # running: it stops at its next step
+                abandoned.set()
+                ended = asyncio.wrap_future(work)
+                while not ended.done():
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.wait([ended])
+                if not ended.cancelled():
+                    ended.exception()  # PageAbandoned or a result no one wants: retrieved
+            raise
+
     def _lines_of(
-        self, served: ServedModel, bgr: np.ndarray, options: PageOptions
+        self,
+        served: ServedModel,
+        bgr: np.ndarray,
+        options: PageOptions,
+        abandoned: threading.Event | None = None,
     ) -> tuple[FoundLines, list[PreparedLine]]:
         assert served.pages is not None
-        found, crops = find_lines(bgr, served.pages, options)
+        check_abandoned(abandoned)
+        found, crops = find_lines(bgr, served.pages, options, abandoned)
+        check_abandoned(abandoned)
         height = served.recognizer.input_height
         lines = [prepare_line(c, height, served.buckets, squeeze_long=True) for c in crops]
         return found, lines

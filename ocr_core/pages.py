@@ -17,6 +17,7 @@ Nothing here knows about gRPC; coordinates are floats in the pixels of the page 
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import cv2
@@ -125,23 +126,39 @@ class PageText:
     lines_left_out: int = 0
 
 
+class PageAbandoned(Exception):
+    """The page's caller went away (cancelled, or out of time): its remaining stages are
+    skipped. Raised in the worker thread for the engine, which no longer waits for a result."""
+
+
+def check_abandoned(abandoned: threading.Event | None) -> None:
+    if abandoned is not None and abandoned.is_set():
+        raise PageAbandoned
+
+
 def find_lines(
-    image_bgr: np.ndarray, models: PageModels, options: PageOptions
+    image_bgr: np.ndarray,
+    models: PageModels,
+    options: PageOptions,
+    abandoned: threading.Event | None = None,
 ) -> tuple[FoundLines, list[np.ndarray]]:
     """Stage 1: orientation, detection, crops (runs in a worker thread).
 
     Returns the lines' positions and their upright crops; the crops are full-resolution,
     so they are returned apart, to be dropped once resized for the recognizer rather than
-    held until the page is assembled.
+    held until the page is assembled. Once ``abandoned`` is set, the next step raises
+    ``PageAbandoned`` instead of running (a step already running finishes).
     """
     height, width = image_bgr.shape[:2]
     rotation = 0
     if options.correct_page_rotation and models.page_orientation is not None:
         rotation, _ = models.page_orientation.upright_rotation(image_bgr)
+    check_abandoned(abandoned)
     upright = rotate_image(image_bgr, rotation)
     crops: list[np.ndarray] = []
     edges: list[tuple[np.ndarray, np.ndarray]] = []
     detected, left_out = models.detector.detect(upright, options.detection)
+    check_abandoned(abandoned)
     for line in detected:
         if line.band is not None:
             crops.append(line.band.crop(upright))
@@ -154,6 +171,7 @@ def find_lines(
     classifier = models.line_orientation
     if classifier is None or not crops or not (options.correct_line_rotation or rotation == 180):
         return FoundLines(width, height, rotation, edges, flags, left_out), crops
+    check_abandoned(abandoned)
     turned = classifier.turned_probability(crops)
     if rotation == 180 and reads_upside_down(turned, crops):
         # The line classifier, which sees each line at its own scale, overrules the page

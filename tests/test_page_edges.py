@@ -8,17 +8,22 @@ real server and is skipped where that folder is absent.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from collections.abc import Sequence
 
+import cv2
 import grpc
 import numpy as np
 import pytest
 
 from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
+from ocr_core.batching import BatchLimits
 from ocr_core.detection import DetectedLine, DetectionOptions, keep_best, regions_to_lines
+from ocr_core.engine import OcrEngine, RequestLimits
 from ocr_core.pages import PageModels, PageOptions, find_lines
-from tests.conftest import ServerProcess
+from tests.conftest import FakeRecognizer, ServerProcess
 
 # ---------------------------------------------------------------- dense pages
 
@@ -189,3 +194,78 @@ def test_real_line_strips_sent_as_pages_are_not_turned(
             if page.rotation:
                 turned.append((item["id"], page.rotation, page.text))
     assert not turned
+
+
+# ---------------------------------------------------------------- a page whose caller goes away
+
+
+class _HeldDetector:
+    """Blocks in ``detect`` until released, so a test can cancel the page meanwhile."""
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def detect(
+        self, image: np.ndarray, options: DetectionOptions
+    ) -> tuple[list[DetectedLine], int]:
+        self.started.set()
+        assert self.release.wait(30)
+        h, w = image.shape[:2]
+        quad = np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float32)
+        return [DetectedLine(quad=quad, score=0.9)], 0
+
+
+class _CountingLineClassifier(_FakeLineClassifier):
+    def __init__(self) -> None:
+        super().__init__(turned=0.0)
+        self.calls = 0
+
+    def turned_probability(self, crops: Sequence[np.ndarray]) -> np.ndarray:
+        self.calls += 1
+        return super().turned_probability(crops)
+
+
+def test_a_cancelled_page_keeps_its_slot_until_its_thread_stops_and_skips_the_rest() -> None:
+    """A page call cancelled while its page is being detected (the client gone, its
+    deadline passed) holds its page slot until the worker thread is done with the page, and
+    the thread skips the stages after the one it is in.
+
+    Before, the cancelled call released its slot at once: the next page started while the
+    first was still in a worker thread (more pages in memory than ``max_pages_in_flight``),
+    and the first went on to classify its lines for no one.
+    """
+    detector, classifier = _HeldDetector(), _CountingLineClassifier()
+    engine = OcrEngine(
+        {"fake": FakeRecognizer(text="x")},  # type: ignore[dict-item]
+        "fake",
+        BatchLimits(max_delay_s=0.0),
+        RequestLimits(max_pages_in_flight=1),
+        preprocess_threads=2,
+        page_models={
+            "fake": PageModels(detector=detector, line_orientation=classifier)  # type: ignore[arg-type]
+        },
+    )
+    page = cv2.imencode(".png", np.full((64, 256, 3), 255, np.uint8))[1].tobytes()
+
+    async def scenario() -> None:
+        engine.start()
+        try:
+            first = asyncio.create_task(engine.recognize_page(page))
+            assert await asyncio.to_thread(detector.started.wait, 30)
+            first.cancel()
+            second = asyncio.create_task(engine.recognize_page(page))
+            await asyncio.sleep(0.3)
+            # The first page is still in its thread: it holds the only slot.
+            assert not first.done() and engine._page_slots.locked()
+            detector.started.clear()
+            detector.release.set()
+            with pytest.raises(asyncio.CancelledError):
+                await first
+            _, text = await asyncio.wait_for(second, 30)
+            assert [line.text for line in text.lines] == ["x"]
+            assert classifier.calls == 1  # the second page's; the first stopped after detection
+        finally:
+            await engine.aclose()
+
+    asyncio.run(scenario())
