@@ -127,10 +127,27 @@ class LineRecognizer:
 
 def _load_charset(spec: ModelSpec, session: InferenceSession) -> list[str]:
     if spec.charset_path is not None:
-        text = Path(spec.charset_path).read_text(encoding="utf-8")
+        path = Path(spec.charset_path)
+        try:
+            # utf-8-sig: a byte-order mark (Windows Notepad) is not part of the first character
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise ModelLoadError(
+                f"model {spec.name!r}: charset file {path} is not UTF-8 "
+                f"(byte {exc.object[exc.start]:#04x} at offset {exc.start}); save it as UTF-8"
+            ) from None
+        except OSError as exc:
+            raise ModelLoadError(
+                f"model {spec.name!r}: cannot read charset file {path}: {exc.strerror or exc}"
+            ) from None
         chars = [line.rstrip("\r\n") for line in text.split("\n")]
         while chars and chars[-1] == "":
             chars.pop()
+        if not chars:
+            raise ModelLoadError(
+                f"model {spec.name!r}: charset file {path} is empty; it needs one character "
+                "per line, in the order of the model's classes"
+            )
         return chars
     key = spec.charset_metadata_key or "character"
     metadata = session.get_modelmeta().custom_metadata_map  # type: ignore[attr-defined]
@@ -140,6 +157,11 @@ def _load_charset(spec: ModelSpec, session: InferenceSession) -> list[str]:
             f"charset (keys: {sorted(metadata)}); give a charset file in the model config"
         )
     return metadata[key].split("\n")
+
+
+def _fixed(dim: object) -> bool:
+    """Whether an ONNX dimension is a fixed size (an int); -1 or None mean dynamic."""
+    return isinstance(dim, int) and dim > 0
 
 
 def _check_io(spec: ModelSpec, session: InferenceSession, charset_size: int) -> str:
@@ -159,7 +181,21 @@ def _check_io(spec: ModelSpec, session: InferenceSession, charset_size: int) -> 
         raise ModelLoadError(
             f"{where}: input height is {shape[2]} but the model config says {spec.input_height}"
         )
-    classes = outputs[0].shape[-1] if outputs[0].shape else None
+    # Lines are batched and as wide as they read: a fixed batch or width loads, then fails
+    # every call that is not exactly that shape.
+    fixed = [(name, d) for name, d in (("batch", shape[0]), ("width", shape[3])) if _fixed(d)]
+    if fixed:
+        found = ", ".join(f"{name} {d}" for name, d in fixed)
+        raise ModelLoadError(
+            f"{where}: input {shape} fixes its {found}; the server needs a dynamic batch and "
+            "width (export the model with both axes dynamic)"
+        )
+    if len(outputs[0].shape or ()) != 3:
+        raise ModelLoadError(
+            f"{where}: output must be [N, T, classes] (CTC scores per time step), found "
+            f"{outputs[0].shape}; is this a text recognizer?"
+        )
+    classes = outputs[0].shape[-1]
     if classes != charset_size + 2:
         raise ModelLoadError(
             f"{where}: output has {classes} classes but the charset has {charset_size} "

@@ -9,14 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import cv2
+import onnxruntime
 import pytest
 
 from ocr_core.detection import TextDetector
 from ocr_core.errors import ModelLoadError
 from ocr_core.orientation import LineOrientation, PageOrientation
 from ocr_core.preprocess import WidthBuckets, prepare_line
-from ocr_core.recognizer import LineRecognizer, SessionConfig
-from ocr_core.registry import ModelRegistry
+from ocr_core.recognizer import LineRecognizer, SessionConfig, _check_io
+from ocr_core.registry import ModelRegistry, ModelSpec
 from ocr_core.sessions import PooledModel
 from tests.conftest import render_line
 
@@ -95,3 +96,80 @@ def test_a_page_model_file_in_the_wrong_role_is_refused_on_load(
     with pytest.raises(ModelLoadError, match=message) as info:
         cls.load(getattr(spec, wrong), SessionConfig(workers=1), "model 'x' role")
     assert "model 'x' role" in str(info.value) and "right file for this role" in str(info.value)
+
+
+# ---------------------------------------------------------------- review, session 27
+
+
+def test_a_charset_saved_with_a_byte_order_mark_reads_as_without(tmp_path, real_onnx) -> None:
+    """Windows Notepad's UTF-8 starts with U+FEFF: it became part of the first character, so
+    every '!' came out with an invisible character in front, and the load check passed."""
+    meta = onnxruntime.InferenceSession(str(real_onnx)).get_modelmeta().custom_metadata_map
+    chars = meta["character"]
+    (tmp_path / "dict.txt").write_text("\ufeff" + chars, encoding="utf-8")
+    spec = user_registry(tmp_path, real_onnx, 'charset = "dict.txt"\n').resolve("mine")
+    recognizer = LineRecognizer.load(spec, SessionConfig(workers=1))
+    assert recognizer.labels[1] == chars.split("\n")[0] and "\ufeff" not in recognizer.labels[1]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("\u4e2d\n\u6587\n".encode("gb18030"), r"charset file .*dict.txt is not UTF-8 \(byte 0x"),
+        (b"", r"charset file .*dict.txt is empty"),
+        (b"\n\n", r"charset file .*dict.txt is empty"),
+    ],
+)
+def test_a_charset_file_that_cannot_be_used_is_one_clear_error(
+    tmp_path, real_onnx, content: bytes, message: str
+) -> None:
+    (tmp_path / "dict.txt").write_bytes(content)
+    spec = user_registry(tmp_path, real_onnx, 'charset = "dict.txt"\n').resolve("mine")
+    with pytest.raises(ModelLoadError, match=message):
+        LineRecognizer.load(spec, SessionConfig(workers=1))
+
+
+class _Node:
+    def __init__(self, shape: list[object], type_: str = "tensor(float)") -> None:
+        self.name, self.shape, self.type = "x", shape, type_
+
+
+class _DeclaredSession:
+    """An InferenceSession as far as the load checks look: declared inputs and outputs."""
+
+    def __init__(self, input_shape: list[object], output_shape: list[object]) -> None:
+        self._input, self._output = _Node(input_shape), _Node(output_shape)
+
+    def get_inputs(self) -> list[_Node]:
+        return [self._input]
+
+    def get_outputs(self) -> list[_Node]:
+        return [self._output]
+
+
+@pytest.mark.parametrize(
+    ("input_shape", "output_shape", "message"),
+    [
+        # PaddleOCR exports with a fixed batch or width loaded, then failed real calls
+        ([1, 3, 48, "w"], ["n", "t", 5], r"fixes its batch 1; the server needs a dynamic"),
+        (["n", 3, 48, 320], ["n", "t", 5], r"fixes its width 320"),
+        ([1, 3, 48, 320], ["n", "t", 5], r"fixes its batch 1, width 320"),
+        # a line classifier given as the recognizer, with 0 + 2 "classes"
+        (["n", 3, 48, "w"], ["n", 5], r"output must be \[N, T, classes\]"),
+    ],
+)
+def test_a_recognizer_whose_shapes_cannot_serve_lines_is_refused_on_load(
+    input_shape: list[object], output_shape: list[object], message: str
+) -> None:
+    spec = ModelSpec(
+        name="mine",
+        description="",
+        input_height=48,
+        recognizer_path=Path("mine.onnx"),
+        charset_path=None,
+        charset_metadata_key="character",
+        source="test",
+    )
+    with pytest.raises(ModelLoadError, match=message):
+        _check_io(spec, _DeclaredSession(input_shape, output_shape), 3)  # type: ignore[arg-type]
+    _check_io(spec, _DeclaredSession(["n", 3, 48, "w"], ["n", "t", 5]), 3)  # type: ignore[arg-type]
