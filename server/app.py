@@ -98,7 +98,11 @@ def load_recognizers(
     recognizers = {}
     page_models = {}
     for name in names:
-        spec = registry.resolve(name, fetch_missing=config.fetch_missing)
+        spec = registry.resolve(
+            name,
+            fetch_missing=config.fetch_missing,
+            log=lambda message, name=name: log.info("fetching model %s: %s", name, message),
+        )
         recognizers[name] = LineRecognizer.load(spec, sessions)
         pages = load_page_models(spec, sessions, config.page_max_side) if config.pages else None
         if pages is not None:

@@ -669,3 +669,64 @@ def test_user_model_missing_detector_file_is_named(tmp_path: Path) -> None:
     registry = ModelRegistry.from_files(cache_dir=tmp_path / "cache", user_config=config)
     with pytest.raises(ModelLoadError, match=r"nope\.onnx"):
         registry.resolve("mine")
+
+
+# ------------------------------------------------------------------ review, session 27
+
+
+def test_a_complete_model_loses_what_a_killed_force_fetch_left(env: Env) -> None:
+    """A killed ``fetch --force`` left its wheel beside complete files; no later fetch ran
+    (the model was complete), so it stayed for good. Now resolving or fetching removes it."""
+    env.registry().fetch("demo")
+    model_dir = env.cache / "demo"
+    (model_dir / ".download-k1ll").mkdir()
+    (model_dir / ".download-k1ll" / "demopkg-1.0-py3-none-any.whl").write_bytes(b"x" * 1000)
+    env.registry().resolve("demo")
+    assert not (model_dir / ".download-k1ll").exists()
+    (model_dir / ".charset.txt.0123456789abcdef.part").write_bytes(b"half")
+    env.registry().fetch("demo")
+    assert not list(model_dir.glob("*.part"))
+    assert env.downloader.calls == ["demopkg==1.0"]
+
+
+def test_a_cached_file_this_user_cannot_read_is_a_one_line_error(
+    env: Env, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cache filled by another user with umask 077: every command ended in a traceback."""
+    env.registry().fetch("demo")
+    unreadable = env.cache / "demo" / "recognizer.onnx"
+    real_sha256 = registry._sha256_of
+
+    def sha256_of(path: Path) -> str:
+        if path == unreadable:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_sha256(path)
+
+    monkeypatch.setattr(registry, "_sha256_of", sha256_of)
+    assert env.cli("list") == 0
+    demo = next(ln for ln in capsys.readouterr().out.splitlines() if " demo " in ln)
+    assert "unreadable" in demo
+    for command in (["fetch", "demo"], ["path", "demo"]):
+        assert env.cli(*command) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert f"cannot read cached file {unreadable}: Permission denied" in err
+    with pytest.raises(ModelLoadError, match="cannot read cached file"):
+        env.registry().resolve("demo")
+
+
+def test_a_user_model_path_that_is_a_folder_is_not_called_missing(env: Env) -> None:
+    config = write_user_model(
+        env, '[models.mine]\nrecognizer = "."\ncharset_metadata_key = "character"\n'
+    )
+    with pytest.raises(ModelLoadError, match=r"is not a file \(declared in user config"):
+        env.registry(user_config=config).resolve("mine")
+
+
+def test_resolve_reports_a_fetch_as_it_goes(env: Env) -> None:
+    """The server resolves its models at start; a missing one was fetched (~100 MB for the
+    default) without a word in its log."""
+    said: list[str] = []
+    env.registry().resolve("demo", log=said.append)
+    assert said[0] == "downloading demopkg==1.0 with pip"
+    assert any(line.startswith("installed ") for line in said)
