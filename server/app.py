@@ -265,7 +265,9 @@ async def serve(
         maximum_concurrent_rpcs=config.max_concurrent_rpcs + OTHER_SERVICES_CALLS,
         options=[
             ("grpc.max_receive_message_length", config.max_message_bytes),
-            ("grpc.max_send_message_length", config.max_message_bytes),
+            # Responses are not capped: --max-message-bytes bounds what a client may send,
+            # and a small one must not fail a call after its work is done for its answer.
+            ("grpc.max_send_message_length", -1),
             ("grpc.so_reuseport", 1 if config.reuse_port else 0),
             *(
                 [

@@ -495,6 +495,22 @@ def test_small_limits_server_enforces_message_size_and_queue(tmp_path) -> None:
         assert stop_server(srv) == 0, srv.log()
 
 
+def test_the_message_limit_bounds_requests_not_answers(tmp_path) -> None:
+    """``--max-message-bytes`` is "largest request"; it also capped what the server sent,
+    so a small limit failed calls with RESOURCE_EXHAUSTED after their work was done."""
+    srv = start_server(tmp_path / "tiny-limit.log", "--max-message-bytes", "64")
+    try:
+        with grpc.insecure_channel(srv.address) as channel:
+            stub = ocr_pb2_grpc.OcrServiceStub(channel)
+            listed = stub.ListModels(ocr_pb2.ListModelsRequest(), timeout=30)
+            assert listed.ByteSize() > 64 and listed.limits.max_message_bytes == 64
+            line = ocr_pb2.Image(data=png(render_line("too big")))
+            code, _ = code_of(lambda: recognize(stub, line))
+            assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    finally:
+        assert stop_server(srv) == 0, srv.log()
+
+
 def test_sigterm_finishes_in_flight_work_then_refuses_new_calls(tmp_path) -> None:
     """SIGTERM: health turns NOT_SERVING and a new call is refused with UNAVAILABLE while
     accepted work is still in flight; that work is then answered in full and the server
