@@ -504,3 +504,19 @@ def test_raw_huge_declared_size_too_large_without_buffer() -> None:
     # refused as too large, not as a length mismatch.
     with pytest.raises(TooLarge):
         raw_to_bgr(RawPixels(100_000, 100_000, 3, b"\x00"), MAX)
+
+
+def test_a_jpeg_exif_orientation_is_applied_and_other_formats_are_as_stored() -> None:
+    """The documented contract (proto, "Conventions"): a JPEG is read upright as viewers
+    show it, so its sizes and coordinates are the displayed image's; a PNG's eXIf chunk is
+    not applied. A marked corner tells where the stored top-left went."""
+    stored = np.full((40, 100, 3), 255, np.uint8)
+    stored[:8, :8] = 0  # the stored image's top-left corner
+    exif = PILImage.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    jpeg = pil_encode(stored, "JPEG", exif=exif.tobytes(), quality=95)
+    upright = decode_image(jpeg, 10**6)
+    assert upright.shape == (100, 40, 3)
+    assert upright[:8, -8:].mean() < 60 and upright[:8, :8].mean() > 200  # now top-right
+    png = pil_encode(stored, "PNG", exif=exif.tobytes())
+    assert decode_image(png, 10**6).shape == (40, 100, 3)

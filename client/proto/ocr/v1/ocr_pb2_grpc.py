@@ -104,6 +104,18 @@ class OcrServiceServicer:
         is reached the server stops reading the stream until items complete
         (flow control pushes back on the client; nothing is buffered without
         bound).
+
+        Errors of the whole stream (its status; items not yet answered are lost
+        and must be resent):
+        - NOT_FOUND: `options.model` names a model this server does not serve.
+        - INVALID_ARGUMENT: `options.page_options` out of range.
+        - RESOURCE_EXHAUSTED: a message larger than the server's message limit
+        (ServerLimits.max_message_bytes), or the server already runs its most
+        concurrent calls and streams (retry later).
+        - UNAVAILABLE: the server is shutting down (items sent before are answered
+        within its grace period).
+        - DEADLINE_EXCEEDED, CANCELLED: the stream's deadline passed, or the
+        client cancelled it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
