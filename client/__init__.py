@@ -42,6 +42,7 @@ from ocr_client.errors import (
     ServerError,
     ServerUnavailable,
     Unauthenticated,
+    Unsupported,
 )
 from ocr_client.images import to_proto_image
 
@@ -62,6 +63,7 @@ __all__ = [
     "ServerUnavailable",
     "StreamItemResult",
     "Unauthenticated",
+    "Unsupported",
     "Word",
     "tls_credentials",
     "to_proto_image",

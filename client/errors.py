@@ -24,6 +24,7 @@ __all__ = [
     "ServerError",
     "ServerUnavailable",
     "Unauthenticated",
+    "Unsupported",
     "from_rpc_error",
     "from_status",
 ]
@@ -83,6 +84,12 @@ class Unauthenticated(OcrClientError):
     """UNAUTHENTICATED or PERMISSION_DENIED: the channel's credentials were refused."""
 
 
+class Unsupported(OcrClientError):
+    """FAILED_PRECONDITION or UNIMPLEMENTED: this server or model cannot do what was asked
+    (pages from a ``--no-pages`` server or a recognizer-only model, a PDF on a server without
+    PDF support). Retrying will not help: the message says which model or server can."""
+
+
 class ServerError(OcrClientError):
     """Any other status (INTERNAL, UNKNOWN, CANCELLED...): a fault on the server side or in
     transport that the caller can only report (or retry)."""
@@ -96,6 +103,8 @@ _CLASS_BY_CODE: dict[grpc.StatusCode, type[OcrClientError]] = {
     grpc.StatusCode.UNAVAILABLE: ServerUnavailable,
     grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
     grpc.StatusCode.PERMISSION_DENIED: Unauthenticated,
+    grpc.StatusCode.FAILED_PRECONDITION: Unsupported,
+    grpc.StatusCode.UNIMPLEMENTED: Unsupported,
 }
 
 # google.rpc.Code numbers are the gRPC status numbers; grpc.StatusCode keeps the number as

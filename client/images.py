@@ -49,9 +49,20 @@ def _dtype_name(dtype: object) -> str:
     return str(getattr(dtype, "name", dtype))
 
 
+#: PIL modes whose array is samples the server reads as sent: gray, RGB, RGB + alpha.
+_PIL_MODES = ("L", "RGB", "RGBA")
+
+
 def _fill_raw(raw: ocr_pb2.RawImage, x: Any, color_order: str) -> None:
     """Pack a uint8 (H, W[, C]) array into ``raw`` as interleaved, unpadded, C-order pixels."""
     order = _color_order_enum(color_order)
+    mode = getattr(x, "mode", None)  # a PIL image; its array does not say what it holds
+    if isinstance(mode, str) and mode not in _PIL_MODES:
+        # CMYK's K would be read as alpha, a palette's indexes as gray, YCbCr as RGB...
+        raise ValueError(
+            f"a PIL image in mode {mode!r} cannot be sent as raw pixels; convert it first, "
+            "e.g. image.convert('RGB'), or send its encoded file"
+        )
     try:
         import numpy as np
     except ImportError:  # a numpy-like array from some other library, numpy absent

@@ -15,6 +15,7 @@ import io
 import json
 import os
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -49,6 +50,7 @@ from ocr_client import (
     ServerError,
     ServerUnavailable,
     Unauthenticated,
+    Unsupported,
     Word,
     cli,
     formats,
@@ -361,6 +363,19 @@ def test_non_uint8_array_is_refused(array: np.ndarray) -> None:
         to_proto_image(array)
 
 
+def test_pil_images_are_sent_only_in_modes_whose_samples_the_server_reads() -> None:
+    """A CMYK image went out as RGBA (K read as alpha: blank text, no error), a palette
+    image as its indexes, YCbCr as RGB."""
+    for mode in ("L", "RGB", "RGBA"):
+        image = Image.new(mode, (6, 4))
+        raw = to_proto_image(image).raw
+        assert (raw.width, raw.height, raw.channels) == (6, 4, len(mode))
+        assert raw.pixels == image.tobytes()
+    for mode in ("CMYK", "P", "YCbCr", "LA", "I;16", "1"):
+        with pytest.raises(ValueError, match=rf"mode '{re.escape(mode)}' cannot be sent"):
+            to_proto_image(Image.new(mode, (6, 4)))
+
+
 @pytest.mark.parametrize("shape", [(24,), (4, 6, 2), (4, 6, 5), (1, 4, 6, 3), (0, 6), (4, 0, 3)])
 def test_bad_array_shape_is_refused(shape: tuple[int, ...]) -> None:
     with pytest.raises(ValueError, match="shape"):
@@ -426,6 +441,8 @@ def test_client_imports_without_numpy_extras_or_server_code() -> None:
         (grpc.StatusCode.UNAVAILABLE, ServerUnavailable),
         (grpc.StatusCode.UNAUTHENTICATED, Unauthenticated),
         (grpc.StatusCode.PERMISSION_DENIED, Unauthenticated),
+        (grpc.StatusCode.FAILED_PRECONDITION, Unsupported),
+        (grpc.StatusCode.UNIMPLEMENTED, Unsupported),
         (grpc.StatusCode.INTERNAL, ServerError),
         (grpc.StatusCode.UNKNOWN, ServerError),
     ],
