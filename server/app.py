@@ -279,21 +279,19 @@ async def serve(
             ),
         ],
     )
-    add_to_server(
-        OcrServicer(
-            engine,
-            server_limits(config),
-            config.stream_max_pages_in_flight,
-            PageOptions(
-                detection=DetectionOptions(
-                    max_side=config.page_max_side, max_candidates=config.page_max_lines
-                )
-            ),
-            metrics,
-            config.max_concurrent_rpcs,
+    servicer = OcrServicer(
+        engine,
+        server_limits(config),
+        config.stream_max_pages_in_flight,
+        PageOptions(
+            detection=DetectionOptions(
+                max_side=config.page_max_side, max_candidates=config.page_max_lines
+            )
         ),
-        server,
+        metrics,
+        config.max_concurrent_rpcs,
     )
+    add_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     if config.reflection:
@@ -341,6 +339,7 @@ async def serve(
         await health_servicer.enter_graceful_shutdown()
         if metrics is not None:
             metrics.serving.set(0)
+        servicer.begin_shutdown()
         await server.stop(config.grace_s)
     finally:
         await server.stop(0)

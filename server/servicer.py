@@ -45,14 +45,8 @@ T = TypeVar("T")
 _ENDED = {
     "CANCELLED": "cancelled by the client",
     "DEADLINE_EXCEEDED": "ended at the client's deadline",
+    "UNAVAILABLE": "cut off by the server's shutdown (grace period over)",
 }
-
-
-def _ended_code(context: grpc.aio.ServicerContext) -> str:
-    """The status of a call gRPC cancelled: at its deadline, or by the client going away."""
-    remaining = context.time_remaining()
-    at_deadline = remaining is not None and remaining <= DEADLINE_SLACK_S
-    return "DEADLINE_EXCEEDED" if at_deadline else "CANCELLED"
 
 
 def _request_id(context: grpc.aio.ServicerContext) -> str:
@@ -101,6 +95,19 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
         self._limits = limits
         self._stream_max_pages = stream_max_pages_in_flight
         self._page_defaults = page_defaults or PageOptions()
+        self._shutting_down = False
+
+    def begin_shutdown(self) -> None:
+        """The server stops: calls gRPC cuts off from now on ended by the shutdown."""
+        self._shutting_down = True
+
+    def _ended_code(self, context: grpc.aio.ServicerContext) -> str:
+        """The status of a call gRPC cancelled: at its deadline, by the client going away,
+        or at the end of the shutdown's grace period (the client sees UNAVAILABLE)."""
+        remaining = context.time_remaining()
+        if remaining is not None and remaining <= DEADLINE_SLACK_S:
+            return "DEADLINE_EXCEEDED"
+        return "UNAVAILABLE" if self._shutting_down else "CANCELLED"
 
     def _page_options(self, options: ocr_pb2.PageOptions) -> PageOptions:
         """Request options over the server's defaults; an unset message is all defaults."""
@@ -178,7 +185,7 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
         try:
             result = await call()
         except asyncio.CancelledError:
-            code_name = _ended_code(context)
+            code_name = self._ended_code(context)
             log.info("%s %s", method, _ENDED[code_name], extra={"method": method})
             self._record(method, code_name, start)
             raise
@@ -277,7 +284,7 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
                 code_name = "OK"
                 outcome = f"OK, {pages} pages in {(time.perf_counter() - start) * 1e3:.1f} ms"
             else:
-                code_name = _ended_code(context)
+                code_name = self._ended_code(context)
                 outcome = f"{_ENDED[code_name]} after {pages} pages"
             log.info(
                 "RecognizeDocument %s",
@@ -401,7 +408,7 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
             if failure is not None:
                 code = failure[0].name
             else:
-                code = "OK" if finished else _ended_code(context)
+                code = "OK" if finished else self._ended_code(context)
             self._record("StreamRecognize", code, start)
             self._log_stream_end(code, answered, errors, start, failure)
         if failure is not None:

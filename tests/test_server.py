@@ -511,6 +511,36 @@ def test_the_message_limit_bounds_requests_not_answers(tmp_path) -> None:
         assert stop_server(srv) == 0, srv.log()
 
 
+def test_a_stream_cut_off_at_the_end_of_the_grace_period_is_logged_as_such(tmp_path) -> None:
+    """A stream still open when the shutdown's grace period ends gets UNAVAILABLE; the
+    server logged and counted it "cancelled by the client", sending its operator looking
+    for a client fault."""
+    srv = start_server(tmp_path / "cut-off.log", "--grace-s", "1")
+    line = ocr_pb2.Image(data=png(render_line("held open")))
+    release = threading.Event()
+
+    def held_open() -> Iterator[ocr_pb2.StreamRecognizeRequest]:
+        yield ocr_pb2.StreamRecognizeRequest(id="only", line=line)
+        release.wait(60)
+
+    try:
+        with grpc.insecure_channel(srv.address) as channel:
+            stream = ocr_pb2_grpc.OcrServiceStub(channel).StreamRecognize(held_open(), timeout=120)
+            assert next(stream).line.text == "held open"
+            srv.process.send_signal(signal.SIGTERM)
+            with pytest.raises(grpc.RpcError) as info:
+                next(stream)
+            assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+            release.set()
+        assert srv.process.wait(60) == 0, srv.log()
+        log_text = srv.log()
+        assert "StreamRecognize cut off by the server's shutdown (grace period over)" in log_text
+        assert "cancelled by the client" not in log_text
+    finally:
+        release.set()
+        stop_server(srv)
+
+
 def test_sigterm_finishes_in_flight_work_then_refuses_new_calls(tmp_path) -> None:
     """SIGTERM: health turns NOT_SERVING and a new call is refused with UNAVAILABLE while
     accepted work is still in flight; that work is then answered in full and the server
