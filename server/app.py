@@ -339,7 +339,7 @@ async def serve(
         await health_servicer.enter_graceful_shutdown()
         if metrics is not None:
             metrics.serving.set(0)
-        servicer.begin_shutdown()
+        servicer.begin_shutdown(config.grace_s)
         await server.stop(config.grace_s)
     finally:
         await server.stop(0)

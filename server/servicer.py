@@ -95,19 +95,24 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
         self._limits = limits
         self._stream_max_pages = stream_max_pages_in_flight
         self._page_defaults = page_defaults or PageOptions()
-        self._shutting_down = False
+        #: When the shutdown's grace period ends (``time.monotonic``); None while serving.
+        self._cut_off_at: float | None = None
 
-    def begin_shutdown(self) -> None:
-        """The server stops: calls gRPC cuts off from now on ended by the shutdown."""
-        self._shutting_down = True
+    def begin_shutdown(self, grace_s: float) -> None:
+        """The server stops: calls still running in ``grace_s`` are cut off by gRPC."""
+        self._cut_off_at = time.monotonic() + grace_s
 
     def _ended_code(self, context: grpc.aio.ServicerContext) -> str:
-        """The status of a call gRPC cancelled: at its deadline, by the client going away,
-        or at the end of the shutdown's grace period (the client sees UNAVAILABLE)."""
+        """The status of a call gRPC cancelled: at its deadline, by the client going away
+        (also during the drain), or at the end of the shutdown's grace period (the client
+        sees UNAVAILABLE)."""
         remaining = context.time_remaining()
         if remaining is not None and remaining <= DEADLINE_SLACK_S:
             return "DEADLINE_EXCEEDED"
-        return "UNAVAILABLE" if self._shutting_down else "CANCELLED"
+        cut_off = self._cut_off_at is not None and (
+            time.monotonic() >= self._cut_off_at - DEADLINE_SLACK_S
+        )
+        return "UNAVAILABLE" if cut_off else "CANCELLED"
 
     def _page_options(self, options: ocr_pb2.PageOptions) -> PageOptions:
         """Request options over the server's defaults; an unset message is all defaults."""

@@ -515,7 +515,7 @@ def test_a_stream_cut_off_at_the_end_of_the_grace_period_is_logged_as_such(tmp_p
     """A stream still open when the shutdown's grace period ends gets UNAVAILABLE; the
     server logged and counted it "cancelled by the client", sending its operator looking
     for a client fault."""
-    srv = start_server(tmp_path / "cut-off.log", "--grace-s", "1")
+    srv = start_server(tmp_path / "cut-off.log", "--grace-s", "3")
     line = ocr_pb2.Image(data=png(render_line("held open")))
     release = threading.Event()
 
@@ -525,17 +525,22 @@ def test_a_stream_cut_off_at_the_end_of_the_grace_period_is_logged_as_such(tmp_p
 
     try:
         with grpc.insecure_channel(srv.address) as channel:
-            stream = ocr_pb2_grpc.OcrServiceStub(channel).StreamRecognize(held_open(), timeout=120)
-            assert next(stream).line.text == "held open"
+            stub = ocr_pb2_grpc.OcrServiceStub(channel)
+            held, left = (stub.StreamRecognize(held_open(), timeout=120) for _ in range(2))
+            assert next(held).line.text == "held open"
+            assert next(left).line.text == "held open"
             srv.process.send_signal(signal.SIGTERM)
+            time.sleep(0.5)
+            left.cancel()  # the client leaves during the drain: its own doing
             with pytest.raises(grpc.RpcError) as info:
-                next(stream)
+                next(held)
             assert info.value.code() == grpc.StatusCode.UNAVAILABLE
             release.set()
         assert srv.process.wait(60) == 0, srv.log()
         log_text = srv.log()
-        assert "StreamRecognize cut off by the server's shutdown (grace period over)" in log_text
-        assert "cancelled by the client" not in log_text
+        cut_off = "StreamRecognize cut off by the server's shutdown (grace period over)"
+        assert log_text.count(cut_off) == 1
+        assert log_text.count("StreamRecognize cancelled by the client") == 1
     finally:
         release.set()
         stop_server(srv)
