@@ -7,6 +7,7 @@ command line wins over the environment, which wins over the default.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -433,9 +434,9 @@ def parse_config(
         threads=a.threads,
         idle_threads=a.idle_threads,
         idle_max_pixels=a.idle_max_pixels,
-        pin_workers=a.pin_workers,
-        sched_batch=a.sched_batch,
-        graph_optimization=a.graph_optimization,
+        pin_workers=a.pin_workers.lower(),
+        sched_batch=a.sched_batch.lower(),
+        graph_optimization=a.graph_optimization.lower(),
         max_batch_lines=a.max_batch_lines,
         max_batch_pixels=a.max_batch_pixels,
         max_delay_ms=a.max_delay_ms,
@@ -464,7 +465,7 @@ def parse_config(
         auth_tokens=env.get("OCR_AUTH_TOKENS", ""),
         grace_s=a.grace_s,
         log_level=a.log_level.upper(),
-        log_format=a.log_format,
+        log_format=a.log_format.lower(),
         reflection=not _bool(a.no_reflection),
     )
     _validate(parser, config)
@@ -505,12 +506,23 @@ def _validate(parser: argparse.ArgumentParser, c: ServerConfig) -> None:
         parser.error(f"--pin-workers must be auto|on|off, got {c.pin_workers!r}")
     if c.sched_batch not in SCHED_BATCH_MODES:
         parser.error(f"--sched-batch must be auto|on|off, got {c.sched_batch!r}")
-    if c.max_connection_age_s < 0:
-        parser.error("--max-connection-age-s must not be negative")
-    if c.max_delay_ms < 0 or c.grace_s < 0:
-        parser.error("--max-delay-ms and --grace-s must not be negative")
+    seconds = {
+        "--max-connection-age-s": c.max_connection_age_s,
+        "--max-delay-ms": c.max_delay_ms,
+        "--grace-s": c.grace_s,
+    }
+    for flag, value in seconds.items():
+        if not (math.isfinite(value) and value >= 0):  # nan passed `value < 0` checks
+            parser.error(f"{flag} must be a finite number, at least 0, got {value}")
+    if not 0 <= c.port <= 65535:  # the socket layer wraps others around: 70000 served 4464
+        parser.error(f"--port must be in 0..65535, got {c.port}")
     if not 0 <= c.metrics_port <= 65535:
         parser.error(f"--metrics-port must be in 0..65535, got {c.metrics_port}")
+    if c.metrics_port and c.metrics_port <= c.port <= c.metrics_port + c.processes - 1:
+        parser.error(
+            f"--metrics-port {c.metrics_port} overlaps --port {c.port}"
+            + (" (each process serves metrics on the next port up)" if c.processes > 1 else "")
+        )
     if c.processes > 1 and c.port == 0:
         parser.error("--processes needs a fixed --port: the processes share it")
     if c.processes > 1 and c.metrics_port and c.metrics_port + c.processes - 1 > 65535:

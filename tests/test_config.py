@@ -159,6 +159,16 @@ def test_env_beats_default_only_for_its_own_flag() -> None:
         ([], {"OCR_PIN_WORKERS": "always"}),
         (["--log-level", "verbose"], {}),
         ([], {"OCR_LOG_LEVEL": "loud"}),
+        # review, session 27: these were accepted (70000 served on 4464, nan crashed later)
+        (["--port", "70000"], {}),
+        (["--port", "-5"], {}),
+        ([], {"OCR_PORT": "65536"}),
+        (["--grace-s", "nan"], {}),
+        (["--grace-s", "inf"], {}),
+        (["--max-delay-ms", "nan"], {}),
+        (["--max-connection-age-s", "nan"], {}),
+        (["--port", "9000", "--metrics-port", "9000"], {}),
+        (["--port", "9001", "--metrics-port", "9000", "--processes", "2"], {}),
     ],
 )
 def test_invalid_values_exit_with_usage_error(
@@ -316,3 +326,18 @@ def test_help_shows_defaults_only_where_a_flag_has_one() -> None:
     assert "(default: )" not in text
     assert "[env OCR_TLS_CERT]" in text  # unset flags keep their help, without a default
     assert "--no-pages [BOOL]" in text  # a switch takes an optional true/false
+
+
+def test_word_choices_from_the_environment_ignore_case() -> None:
+    """OCR_LOG_LEVEL=debug was taken while OCR_LOG_FORMAT=JSON or OCR_PIN_WORKERS=ON were
+    refused."""
+    env = {
+        "OCR_LOG_FORMAT": "JSON",
+        "OCR_PIN_WORKERS": "ON",
+        "OCR_SCHED_BATCH": "Off",
+        "OCR_GRAPH_OPTIMIZATION": "ALL",
+    }
+    config = parse_config([], env=env)
+    assert (config.log_format, config.pin_workers, config.sched_batch) == ("json", "on", "off")
+    assert config.graph_optimization == "all"
+    assert parse_config(["--port", "9000", "--metrics-port", "9001"], env={}).metrics_port == 9001
