@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -42,6 +43,19 @@ M = TypeVar("M", bound=PooledModel)
 
 class ListenError(OSError):
     """The address cannot be bound (in use without --reuse-port, or not ours to bind)."""
+
+
+def check_host(host: str) -> None:
+    """Raise ``ListenError`` when ``--host`` names no address at all (a typo): gRPC would
+    only fail to bind, after the model load, and that reads as a port in use."""
+    name = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    try:
+        socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ListenError(
+            f"--host {host}: not an address this machine can listen on ({exc.strerror}); "
+            "give one of its addresses or names, 0.0.0.0 or [::] for all"
+        ) from None
 
 
 #: Why a ``--no-pages`` server refuses page and document calls (FAILED_PRECONDITION).
@@ -207,9 +221,11 @@ async def serve(
         except (NotImplementedError, RuntimeError):  # not the main thread / not Unix
             pass
 
-    # Security settings are checked before the (slow) model load, so a typo fails at once.
+    # Security settings and the host are checked before the (slow) model load, so a typo
+    # fails at once.
     credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
     tokens = load_tokens(config.auth_tokens_file, config.auth_tokens)
+    await asyncio.to_thread(check_host, config.host)
     recognizers, page_models, default = await asyncio.to_thread(load_recognizers, config)
     worker_cpus = pin_plan(config, recognizers)
     # Before the engine's and gRPC's threads start, so that they inherit the policy.
@@ -311,7 +327,8 @@ async def serve(
     if port == 0:
         raise ListenError(
             f"could not listen on {config.host}:{config.port}: the port is in use (another "
-            "server there needs --reuse-port on both to share it) or not allowed"
+            "server there needs --reuse-port on both to share it), or the address is not "
+            "this machine's, or not allowed"
         )
     await server.start()
     try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,7 @@ def server_credentials(
     if b"CERTIFICATE" not in chain:
         raise SecurityConfigError(f"the TLS certificate {cert} is not a PEM certificate")
     roots = _read(client_ca, "client CA") if client_ca is not None else None
+    _check_with_openssl(cert, key, client_ca)
     return grpc.ssl_server_credentials(
         [(private_key, chain)],
         root_certificates=roots,
@@ -69,11 +71,44 @@ def server_credentials(
     )
 
 
+def _no_password() -> bytes:
+    return b""  # an encrypted key then fails to load, with a reason, instead of prompting
+
+
+def _check_with_openssl(cert: Path, key: Path, client_ca: Path | None) -> None:
+    """Load the files as a TLS server will, before the models load: gRPC itself finds a
+    key that is not the certificate's, or a broken CA, only when it binds, and then says
+    the port is in use."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key, password=_no_password)
+    except ssl.SSLError as exc:
+        raise SecurityConfigError(
+            f"the TLS certificate {cert} and key {key} cannot be used together "
+            f"({exc.reason or exc}): the key must be the certificate's own, unencrypted, "
+            "and the certificate file must start with the server's certificate"
+        ) from None
+    if client_ca is None:
+        return
+    try:
+        context.load_verify_locations(cafile=str(client_ca))
+    except ssl.SSLError as exc:
+        raise SecurityConfigError(
+            f"the client CA {client_ca} holds no usable PEM certificate ({exc.reason or exc})"
+        ) from None
+
+
 def load_tokens(tokens_file: Path | None, env_tokens: str) -> frozenset[str]:
     """The accepted bearer tokens from a file and/or a comma-separated string; may be empty."""
     tokens: set[str] = set()
     if tokens_file is not None:
-        text = _read(tokens_file, "tokens file").decode("utf-8", errors="strict")
+        try:
+            # utf-8-sig: a byte-order mark (Windows Notepad) is not part of the first token
+            text = _read(tokens_file, "tokens file").decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise SecurityConfigError(
+                f"the tokens file {tokens_file} is not UTF-8 text (byte {exc.start})"
+            ) from None
         for line in text.splitlines():
             line = line.split("#", 1)[0].strip()
             if line:
@@ -81,6 +116,13 @@ def load_tokens(tokens_file: Path | None, env_tokens: str) -> frozenset[str]:
         if not tokens:
             raise SecurityConfigError(f"the tokens file {tokens_file} holds no token")
     tokens.update(t.strip() for t in env_tokens.split(",") if t.strip())
+    unsendable = [t for t in tokens if not all("!" <= ch <= "~" for ch in t)]
+    if unsendable:
+        # gRPC metadata values are printable ASCII: no client could ever send such a token.
+        raise SecurityConfigError(
+            f"{len(unsendable)} token(s) with characters other than printable ASCII "
+            "(spaces, accents, control characters); clients cannot send them"
+        )
     short = [t for t in tokens if len(t) < 16]
     if short:
         raise SecurityConfigError(

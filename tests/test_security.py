@@ -21,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ocr_client import AsyncOcrClient, OcrClient, Unauthenticated, tls_credentials
 from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
+from ocr_server.security import SecurityConfigError, load_tokens
 from tests.conftest import (
     ServerProcess,
     png,
@@ -284,3 +285,44 @@ def test_client_connects_with_mutual_tls(mtls_server: ServerProcess, pki) -> Non
     command += ["--cert", str(pki["client_cert"]), "--key", str(pki["client_key"])]
     result = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "Hello World 2026" in result.stdout, result.stderr
+
+
+# ---------------------------------------------------------------- review, session 27
+
+
+def test_tls_files_that_cannot_work_are_named_before_the_models_load(pki, tmp_path) -> None:
+    """A key that is not the certificate's, or a CA file with no certificate, passed the
+    PEM-marker check, then gRPC failed to bind after the model load and the server said
+    the port was in use."""
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    tls = ["--tls-cert", str(pki["cert"]), "--tls-key", str(pki["key"])]
+    cases = [
+        (
+            ["--tls-cert", str(pki["cert"]), "--tls-key", str(pki["client_key"])],
+            "cannot be used together",
+        ),
+        (
+            [*tls, "--tls-client-ca", str(garbage)],
+            f"the client CA {garbage} holds no usable PEM certificate",
+        ),
+        (["--host", "no-such-host.invalid"], "--host no-such-host.invalid: not an address"),
+    ]
+    for args, message in cases:
+        result = run_server_to_exit("--port", "0", "--no-fetch", *args, timeout=60)
+        output = result.stderr + result.stdout
+        assert result.returncode == 1 and message in output, output
+        assert "loaded model" not in output and "in use" not in output, output
+
+
+def test_a_tokens_file_is_read_as_people_save_it(tmp_path: Path) -> None:
+    token = "t0ken-" + "x" * 20
+    notepad = tmp_path / "notepad.txt"
+    notepad.write_bytes(b"\xef\xbb\xbf" + token.encode() + b"\r\n# a comment\r\n")
+    assert load_tokens(notepad, "") == {token}  # not '\ufeff' + token: it never matched
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes(b"caf\xe9-" + b"x" * 20 + b"\n")
+    with pytest.raises(SecurityConfigError, match="is not UTF-8 text"):
+        load_tokens(latin1, "")
+    with pytest.raises(SecurityConfigError, match="other than printable ASCII"):
+        load_tokens(None, "caf\u00e9-" + "x" * 20)
