@@ -269,7 +269,14 @@ async def serve(
     engine.start()
     metrics = ServerMetrics(engine) if config.metrics_port else None
     if metrics is not None:
-        metrics_port = metrics.start_http(config.metrics_port, config.host.strip("[]"))
+        try:
+            metrics_port = metrics.start_http(config.metrics_port, config.host.strip("[]"))
+        except OSError as exc:
+            await engine.aclose()
+            raise ListenError(
+                f"could not serve metrics on port {config.metrics_port} (--metrics-port): "
+                f"{exc.strerror or exc}; another process may hold it"
+            ) from None
         log.info("Prometheus metrics on port %d at /metrics", metrics_port)
 
     server = grpc.aio.server(

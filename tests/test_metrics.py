@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import socket
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from tests.conftest import (
     png,
     render_line,
     render_page,
+    run_server_to_exit,
     start_server,
     stop_server,
 )
@@ -162,3 +164,18 @@ def test_calls_that_end_early_are_counted_and_logged_by_how_they_ended(metrics_s
         "RecognizeLines ended at the client's deadline" in log
         or "RecognizeLines DEADLINE_EXCEEDED" in log
     )
+
+
+def test_a_metrics_port_in_use_is_one_line_saying_so() -> None:
+    """It ended in a raw traceback (and non-JSON lines under --log-format json)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_server_to_exit(
+            "--host", "127.0.0.1", "--port", "0", "--metrics-port", str(port),
+            "--model", "ppocr-v6-tiny", "--workers", "1",
+        )  # fmt: skip
+    assert result.returncode == 1
+    assert f"cannot start: could not serve metrics on port {port}" in result.stderr
+    assert "Traceback" not in result.stderr
