@@ -20,12 +20,13 @@ with a share of its CPUs idle. With ``--metrics-port P`` child i serves metrics 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 
 from ocr_core.cpus import usable_cpus
@@ -64,6 +65,29 @@ def child_command(argv: Sequence[str], config: ServerConfig, index: int) -> list
     return command
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with(parent: int) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that has the kernel send the child SIGTERM when ``parent`` dies.
+
+    A supervisor killed with SIGKILL (OOM killer, systemd's KillMode=process) left its
+    children serving, orphaned, on the shared port, where a restarted server joined them.
+    None where ``prctl`` is not there (not Linux): children then outlive a killed parent.
+    """
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork
+    except (OSError, AttributeError):
+        return None
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # it died before the line above
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
 def supervise(config: ServerConfig, argv: Sequence[str]) -> int:
     """Run ``config.processes`` children until they exit; 0 when all stopped cleanly."""
     cpus = usable_cpus()
@@ -98,7 +122,9 @@ def supervise(config: ServerConfig, argv: Sequence[str]) -> int:
             # A child inherits the affinity of the process that forks it.
             os.sched_setaffinity(0, share)
             try:
-                child = subprocess.Popen(child_command(argv, config, index))
+                child = subprocess.Popen(
+                    child_command(argv, config, index), preexec_fn=_die_with(os.getpid())
+                )
             finally:
                 os.sched_setaffinity(0, own)
             children[child.pid] = (index, child)
@@ -120,7 +146,9 @@ def supervise(config: ServerConfig, argv: Sequence[str]) -> int:
                 continue
             index, child = reaped
             code = child.returncode = os.waitstatus_to_exitcode(status)
-            if code == 0 and stopping:
+            # -SIGTERM: a child stopped before its server set its SIGTERM handler (a stop
+            # right after the start) ended as asked, like one that drained and exited 0.
+            if stopping and code in (0, -signal.SIGTERM):
                 continue
             failed = True
             log.error(

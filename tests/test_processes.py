@@ -242,3 +242,48 @@ def test_a_client_refuses_fewer_than_one_connection() -> None:
         OcrClient("127.0.0.1:1", connections=0)
     with pytest.raises(ValueError, match="connections must be at least 1"):
         AsyncOcrClient("127.0.0.1:1", connections=0)
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(len(USABLE) < 2, reason="needs 2 usable CPUs")
+def test_children_do_not_outlive_a_killed_supervisor(tmp_path: Path) -> None:
+    """SIGKILL to the supervisor (the OOM killer, systemd's KillMode=process) left both
+    children serving as orphans on the shared port."""
+    log = tmp_path / "server.log"
+    supervisor = _start(free_port(), log)
+    children: list[int] = []
+    try:
+        _wait_serving(log, 2)
+        children = _children(supervisor.pid)
+        supervisor.kill()
+        supervisor.wait(30)
+        deadline = time.monotonic() + 60
+        while not all(_gone(pid) for pid in children):
+            assert time.monotonic() < deadline, f"orphans still running: {children}"
+            time.sleep(0.2)
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+        for pid in children:  # orphans, when this fails
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(len(USABLE) < 2, reason="needs 2 usable CPUs")
+def test_a_stop_right_after_the_start_is_a_clean_exit(tmp_path: Path) -> None:
+    """SIGTERM before the children's servers set their handlers killed them with -15,
+    which the supervisor reported as failures and exited 1."""
+    log = tmp_path / "server.log"
+    supervisor = _start(free_port(), log)
+    try:
+        deadline = time.monotonic() + 30
+        while len(_children(supervisor.pid)) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(60) == 0, log.read_text()
+        assert "exited with status" not in log.read_text()
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
