@@ -45,6 +45,14 @@ class ListenError(OSError):
     """The address cannot be bound (in use without --reuse-port, or not ours to bind)."""
 
 
+def _refusals_counter(metrics: ServerMetrics | None) -> Callable[[str], None] | None:
+    """Counts calls refused for their token as ``ocr_rpc_calls_total{code="UNAUTHENTICATED"}``:
+    the servicer, which counts every other outcome, never sees them."""
+    if metrics is None:
+        return None
+    return lambda method: metrics.observe_call(method, "UNAUTHENTICATED", 0.0)
+
+
 def check_host(host: str) -> None:
     """Raise ``ListenError`` when ``--host`` names no address at all (a typo): gRPC would
     only fail to bind, after the model load, and that reads as a port in use."""
@@ -280,7 +288,7 @@ async def serve(
         log.info("Prometheus metrics on port %d at /metrics", metrics_port)
 
     server = grpc.aio.server(
-        interceptors=[TokenAuthInterceptor(tokens)] if tokens else [],
+        interceptors=[TokenAuthInterceptor(tokens, _refusals_counter(metrics))] if tokens else [],
         # The OCR service counts its own calls and streams against --max-concurrent-rpcs
         # (OcrServicer); gRPC's bound, which counts every service, sits above it so that
         # health checks still answer while streams hold every OCR slot, and reflection and

@@ -135,8 +135,13 @@ def load_tokens(tokens_file: Path | None, env_tokens: str) -> frozenset[str]:
 class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
     """Answers UNAUTHENTICATED, before the handler runs, to calls without a valid token."""
 
-    def __init__(self, tokens: Iterable[str]) -> None:
+    def __init__(
+        self, tokens: Iterable[str], on_refused: Callable[[str], None] | None = None
+    ) -> None:
+        """``on_refused(method)`` is told of each refused call (its short name, as the
+        metrics count calls), since no handler of the server's own sees it."""
         self._tokens = [t.encode() for t in tokens]
+        self._on_refused = on_refused
         if not self._tokens:
             raise ValueError("TokenAuthInterceptor needs at least one token")
 
@@ -165,6 +170,8 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
         if self._authorised(handler_call_details.invocation_metadata):
             return handler
         log.info("%s refused: missing or invalid bearer token", method)
+        if self._on_refused is not None:
+            self._on_refused(method.rsplit("/", 1)[-1])
         return _refusing(handler)
 
 

@@ -24,6 +24,7 @@ from ocr_client.proto.ocr.v1 import ocr_pb2, ocr_pb2_grpc
 from ocr_server.security import SecurityConfigError, load_tokens
 from tests.conftest import (
     ServerProcess,
+    free_port,
     png,
     render_line,
     render_page,
@@ -31,6 +32,7 @@ from tests.conftest import (
     start_server,
     stop_server,
 )
+from tests.test_metrics import scrape, value
 
 pytestmark = pytest.mark.integration
 
@@ -326,3 +328,25 @@ def test_a_tokens_file_is_read_as_people_save_it(tmp_path: Path) -> None:
         load_tokens(latin1, "")
     with pytest.raises(SecurityConfigError, match="other than printable ASCII"):
         load_tokens(None, "caf\u00e9-" + "x" * 20)
+
+
+def test_calls_refused_for_their_token_are_counted(tmp_path: Path) -> None:
+    """The servicer counts every outcome but these, which never reach it: a server
+    rejecting a client's token by the thousand showed only its OK calls."""
+    metrics_port = free_port()
+    srv = start_server(
+        tmp_path / "server.log",
+        "--metrics-port",
+        str(metrics_port),
+        env={"OCR_AUTH_TOKENS": TOKEN},
+    )
+    try:
+        with grpc.insecure_channel(srv.address) as channel:
+            for metadata in ((), (("authorization", "Bearer wrong-token-0123456789"),)):
+                with pytest.raises(grpc.RpcError):
+                    _recognize(channel, metadata)
+        samples = scrape(metrics_port)
+        calls = "ocr_rpc_calls_total"
+        assert value(samples, calls, method="RecognizeLines", code="UNAUTHENTICATED") == 2
+    finally:
+        assert stop_server(srv) == 0, srv.log()
