@@ -123,10 +123,9 @@ def _cmd_fetch(registry: ModelRegistry, names: list[str], *, all_: bool, force: 
             if registry.is_user_model(name):  # nothing to download; fetch checks the files
                 registry.fetch(name, log=print)
                 continue
-            if not force and registry.is_fetched(name):
+            if not registry.fetch(name, force=force, log=print):
                 print(f"{name}: already fetched and verified in {registry.model_dir(name)}")
                 continue
-            registry.fetch(name, force=force, log=print)
             spec = registry.resolve(name, fetch_missing=False)
             print(f"{name}: ready ({spec.recognizer_path})")
         except OcrError as exc:

@@ -616,8 +616,10 @@ class ModelRegistry:
 
     def fetch(
         self, name: str, *, force: bool = False, log: Callable[[str], None] | None = None
-    ) -> None:
+    ) -> bool:
         """Download and verify the model's files; a no-op when already fetched (unless force).
+        Returns whether anything was downloaded; a complete model loses what a killed fetch
+        left beside it.
 
         Without ``force`` a present file with the wrong hash is refused rather than replaced,
         the same rule as ``resolve``: only an explicit ``--force`` overwrites local files.
@@ -628,11 +630,11 @@ class ModelRegistry:
             model = self._user[name]
             self._check_user_files(model)
             say(f"{name}: user model from {model.config_path}; nothing to fetch")
-            return
+            return False
         model = self._manifest[name]
         if not force and self.is_fetched(name):
             _tidy(self.model_dir(name))
-            return
+            return False
         try:
             with _locked(self.model_dir(name) / ".lock"):
                 # Re-inspect under the lock: another process may have fetched meanwhile.
@@ -640,12 +642,11 @@ class ModelRegistry:
                 for f, path, state, actual in self._inspect(model):
                     if force or state is FetchState.MISSING:
                         todo.append(f)
-                    elif state is FetchState.MISMATCH:
-                        raise self._mismatch_error(name, path, f.sha256, actual)
-                    elif state is FetchState.UNREADABLE:
-                        raise self._unreadable_error(name, path, actual)
+                    else:
+                        self._refuse_if_bad(name, f, path, state, actual)
                 if todo:
                     self._download_and_install(name, todo, say)
+                return bool(todo)
         except OSError as exc:  # a cache folder that is a file, read-only, full, ...
             where = exc.filename or self._cache_dir
             raise ModelLoadError(
@@ -686,10 +687,7 @@ class ModelRegistry:
         model = self._manifest[name]
         missing: list[Path] = []
         for f, path, state, actual in self._inspect(model):
-            if state is FetchState.MISMATCH:
-                raise self._mismatch_error(name, path, f.sha256, actual)
-            if state is FetchState.UNREADABLE:
-                raise self._unreadable_error(name, path, actual)
+            self._refuse_if_bad(name, f, path, state, actual)
             if state is FetchState.MISSING:
                 missing.append(path)
         if missing:
@@ -737,18 +735,22 @@ class ModelRegistry:
             parts += ["--cache-dir", str(self._cache_dir)]
         return shlex.join([*parts, *args])
 
-    def _mismatch_error(self, name: str, path: Path, expected: str, actual: str) -> ModelLoadError:
-        return ModelLoadError(
-            f"refusing {path}: sha256 is {actual}, expected {expected} for model {name!r}; "
-            f"`{self._cli('fetch', '--force', name)}` replaces it"
-        )
-
-    def _unreadable_error(self, name: str, path: Path, why: str) -> ModelLoadError:
-        return ModelLoadError(
-            f"model {name!r}: cannot read cached file {path}: {why}; give this user read "
-            "access to the cache (it was filled by another user?), or choose another with "
-            "--cache-dir (ocr-models), --model-dir (ocr-server) or $OCR_MODEL_DIR"
-        )
+    def _refuse_if_bad(
+        self, name: str, f: _RemoteFile, path: Path, state: FetchState, actual: str
+    ) -> None:
+        """Raise for a cached file that is present but cannot be used (``_inspect``'s
+        ``actual`` is then its sha256 or why it cannot be read); never replaced unasked."""
+        if state is FetchState.MISMATCH:
+            raise ModelLoadError(
+                f"refusing {path}: sha256 is {actual}, expected {f.sha256} for model {name!r}; "
+                f"`{self._cli('fetch', '--force', name)}` replaces it"
+            )
+        if state is FetchState.UNREADABLE:
+            raise ModelLoadError(
+                f"model {name!r}: cannot read cached file {path}: {actual}; give this user read "
+                "access to the cache (it was filled by another user?), or choose another with "
+                "--cache-dir (ocr-models), --model-dir (ocr-server) or $OCR_MODEL_DIR"
+            )
 
     def _check_user_files(self, model: _UserModel) -> None:
         for p in model.paths():

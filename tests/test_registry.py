@@ -686,6 +686,9 @@ def test_a_complete_model_loses_what_a_killed_force_fetch_left(env: Env) -> None
     (model_dir / ".charset.txt.0123456789abcdef.part").write_bytes(b"half")
     env.registry().fetch("demo")
     assert not list(model_dir.glob("*.part"))
+    (model_dir / ".download-k2ll").mkdir()  # and `ocr-models fetch`, which checks first
+    assert env.cli("fetch", "demo") == 0
+    assert not (model_dir / ".download-k2ll").exists()
     assert env.downloader.calls == ["demopkg==1.0"]
 
 
