@@ -423,8 +423,7 @@ class OcrEngine:
                 while not ended.done():
                     with contextlib.suppress(asyncio.CancelledError):
                         await asyncio.wait([ended])
-                if not ended.cancelled():
-                    ended.exception()  # PageAbandoned or a result no one wants: retrieved
+                ended.exception()  # PageAbandoned or a result no one wants: retrieved
             raise
 
     def _lines_of(

@@ -280,7 +280,6 @@ async def serve(
         try:
             metrics_port = metrics.start_http(config.metrics_port, config.host.strip("[]"))
         except OSError as exc:
-            await engine.aclose()
             raise ListenError(
                 f"could not serve metrics on port {config.metrics_port} (--metrics-port): "
                 f"{exc.strerror or exc}; another process may hold it"
