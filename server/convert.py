@@ -26,6 +26,11 @@ def image_source(image: ocr_pb2.Image) -> ImageSource:
         return image.data
     if kind == "raw":
         raw = image.raw
+        if raw.color_order not in ocr_pb2.ColorOrder.values():  # proto3 enums are open
+            raise InvalidInput(
+                f"raw image has color_order={raw.color_order}; use COLOR_ORDER_RGB (1) or "
+                "COLOR_ORDER_BGR (2), or leave it unset for RGB"
+            )
         return RawPixels(
             width=raw.width,
             height=raw.height,

@@ -358,6 +358,16 @@ def _rows() -> list[Row]:
             page_expect=Expect(INVALID, "channels=5"),
         ),
         image_row(
+            "raw colour order 7 (not in the enum)",
+            ocr_pb2.Image(
+                raw=ocr_pb2.RawImage(
+                    width=10, height=10, channels=3, pixels=b"\x00" * 300, color_order=7
+                )
+            ),
+            Expect(INVALID, "raw image has color_order=7; use COLOR_ORDER_RGB (1) or"),
+            page_expect=Expect(INVALID, "color_order=7"),
+        ),
+        image_row(
             "raw declaring 100000 x 100000",
             raw(100_000, 100_000, 1, b""),
             Expect(EXHAUSTED, "image is 100000x100000 = 10000000000 pixels, over the"),
