@@ -29,6 +29,7 @@ from ocr_core.detection import DetectionOptions
 from ocr_core.documents import Document, DocumentLimits, open_document
 from ocr_core.errors import (
     InvalidInput,
+    ModelLoadError,
     ModelNotFound,
     OcrError,
     TooLarge,
@@ -183,25 +184,42 @@ class OcrEngine:
             served.batcher.start()
 
     async def warm_up(self) -> None:
-        """Run one line through every session of every model so the first request is not slow."""
+        """Run one line through every session of every model so the first request is not slow.
+
+        A model that loads but cannot run (a user model whose graph fails on a real line)
+        fails here as ``ModelLoadError`` naming it, so the server refuses to start with one
+        line instead of a traceback, or of reporting SERVING and failing every call.
+        """
         line_image = np.full((48, 320, 3), 255, dtype=np.uint8)
-        for served in self._models.values():
+        loop = asyncio.get_running_loop()
+        for name, served in self._models.items():
             rec = served.recognizer
             line = prepare_line(line_image, rec.input_height, served.buckets)
-            loop = asyncio.get_running_loop()
-            await asyncio.gather(
-                *(
-                    loop.run_in_executor(self._pool, rec.infer, w, [line])
-                    for w in range(rec.workers)
+            try:
+                await asyncio.gather(
+                    *(
+                        loop.run_in_executor(self._pool, rec.infer, w, [line])
+                        for w in range(rec.workers)
+                    )
                 )
-            )
-            if rec.has_idle_session:
-                await loop.run_in_executor(self._pool, rec.infer_idle, [line])
+                if rec.has_idle_session:
+                    await loop.run_in_executor(self._pool, rec.infer_idle, [line])
+            except Exception as exc:
+                raise ModelLoadError(
+                    f"model {name!r} loaded but failed its warm-up run on a blank "
+                    f"{rec.input_height}x{line.bucket_width} line: {exc}"
+                ) from exc
             if served.pages is not None:
                 page = np.full((256, 256, 3), 255, dtype=np.uint8)
-                await loop.run_in_executor(
-                    self._pool, find_lines, page, served.pages, WARM_UP_PAGE_OPTIONS
-                )
+                try:
+                    await loop.run_in_executor(
+                        self._pool, find_lines, page, served.pages, WARM_UP_PAGE_OPTIONS
+                    )
+                except Exception as exc:
+                    raise ModelLoadError(
+                        f"model {name!r}: its page models (detector, orientation) loaded but "
+                        f"failed their warm-up run on a blank 256x256 page: {exc}"
+                    ) from exc
 
     async def aclose(self) -> None:
         """Close every batcher (queued lines fail with ShuttingDown) and the pool."""
