@@ -34,8 +34,8 @@ User config format::
     charset_metadata_key = "character"   # read the charset from this ONNX metadata key
     input_height = 48                    # optional, default 48
     detector = "det.onnx"                # optional: a DB text detector; enables page RPCs
-    line_classifier = "cls.onnx"         # optional: 0/180 line classifier (PP-OCR cls)
-    page_orientation = "orient.onnx"     # optional: 0/90/180/270 page classifier
+    line_classifier = "cls.onnx"         # optional, with a detector: 0/180 line classifier
+    page_orientation = "orient.onnx"     # optional, with a detector: 0/90/180/270 page classifier
     description = "my fine-tuned model"  # optional
 
 Exactly one of ``charset`` and ``charset_metadata_key`` must be given. A user model may not
@@ -471,6 +471,11 @@ def _parse_user_config(
             for role in _PAGE_ROLES
             if (value := _get_str(entry, role, mwhere, required=False)) is not None
         }
+        if page_files and "detector" not in page_files:
+            raise ModelLoadError(
+                f"{mwhere}: {' and '.join(sorted(page_files))} serve(s) only the page RPCs, "
+                'which need a text detector; add `detector = "det.onnx"` or remove them'
+            )
         models[name] = _UserModel(
             name=name,
             description=_get_str(entry, "description", mwhere, required=False) or "",

@@ -671,6 +671,18 @@ def test_user_model_missing_detector_file_is_named(tmp_path: Path) -> None:
         registry.resolve("mine")
 
 
+@pytest.mark.parametrize("role", ["line_classifier", "page_orientation"])
+def test_a_page_classifier_without_a_detector_is_refused(tmp_path: Path, role: str) -> None:
+    """It was ignored without a word: the page RPCs stayed off and the file unused."""
+    config = tmp_path / "models.toml"
+    config.write_text(
+        f'[models.mine]\nrecognizer = "rec.onnx"\ncharset_metadata_key = "character"\n'
+        f'{role} = "cls.onnx"\n'
+    )
+    with pytest.raises(ModelLoadError, match=rf"\[models.mine\]: {role} serve\(s\) only the page"):
+        ModelRegistry.from_files(cache_dir=tmp_path / "cache", user_config=config)
+
+
 # ------------------------------------------------------------------ review, session 27
 
 
