@@ -1,4 +1,4 @@
-"""JSON log lines: one object per record, with what an operator filters on."""
+"""Log lines, text or JSON: one per record, with what an operator filters on."""
 
 from __future__ import annotations
 
@@ -37,3 +37,21 @@ def test_a_json_line_names_the_process_and_the_request(capsys: pytest.CaptureFix
         ("INFO", "ocr_server.app", "req-7", "hi x"),
         ("INFO", "ocr_server.app", "-", "outside a call"),
     ]
+
+
+def test_a_text_line_names_the_process_and_the_request(capsys: pytest.CaptureFixture[str]) -> None:
+    """Text logs had no pid, so the lines of ``--processes`` children could not be told apart."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    try:
+        configure_logging("INFO", "text")
+        token = request_id_var.set("req-7")
+        try:
+            logging.getLogger("ocr_server.app").info("hi %s", "x")
+        finally:
+            request_id_var.reset(token)
+    finally:
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    line = capsys.readouterr().err.strip()
+    assert line.split(" ", 2)[2] == f"[{os.getpid()}] INFO ocr_server.app [req-7] hi x"
