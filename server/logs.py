@@ -9,9 +9,20 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
+from collections.abc import Iterable
 from contextvars import ContextVar
+from typing import Any
 
 request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
+
+
+def request_id_of(metadata: Iterable[tuple[str, Any]] | None) -> str:
+    """The call's ``x-request-id`` (at most 64 characters), or a new random one."""
+    for key, value in metadata or ():
+        if key == "x-request-id" and value:
+            return str(value)[:64]
+    return uuid.uuid4().hex[:16]
 
 
 class _RequestIdFilter(logging.Filter):

@@ -24,6 +24,8 @@ from typing import Any
 
 import grpc
 
+from ocr_server.logs import request_id_of, request_id_var
+
 log = logging.getLogger(__name__)
 
 #: Method-name prefixes reachable without a token.
@@ -169,10 +171,9 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
             return handler
         if self._authorised(handler_call_details.invocation_metadata):
             return handler
-        log.info("%s refused: missing or invalid bearer token", method)
         if self._on_refused is not None:
             self._on_refused(method.rsplit("/", 1)[-1])
-        return _refusing(handler)
+        return _refusing(handler, method)
 
 
 _REFUSAL = (
@@ -181,14 +182,28 @@ _REFUSAL = (
 )
 
 
-def _refusing(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
-    """A handler of the same kind as ``handler`` that answers UNAUTHENTICATED."""
+def _refusing(handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    """A handler of the same kind as ``handler`` that answers UNAUTHENTICATED.
+
+    It logs the refusal and sends the call's request id back, as every other answer does,
+    so that a client's log line and the server's can be matched.
+    """
+
+    async def abort(context: grpc.aio.ServicerContext) -> None:
+        rid = request_id_of(context.invocation_metadata())
+        request_id_var.set(rid)
+        log.info(
+            "%s UNAUTHENTICATED: missing or invalid bearer token",
+            method,
+            extra={"method": method.rsplit("/", 1)[-1], "status": "UNAUTHENTICATED"},
+        )
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, _REFUSAL, (("x-request-id", rid),))
 
     async def refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, _REFUSAL)
+        await abort(context)
 
     async def refuse_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, _REFUSAL)
+        await abort(context)
         yield  # pragma: no cover - abort raises; this makes the function a generator
 
     if handler.request_streaming and handler.response_streaming:

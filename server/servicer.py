@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -33,7 +32,7 @@ from ocr_server.convert import (
     page_options,
     page_result,
 )
-from ocr_server.logs import request_id_var
+from ocr_server.logs import request_id_of, request_id_var
 from ocr_server.metrics import ServerMetrics
 from ocr_server.status import status_details, status_for
 
@@ -50,10 +49,7 @@ _ENDED = {
 
 
 def _request_id(context: grpc.aio.ServicerContext) -> str:
-    for key, value in context.invocation_metadata() or ():
-        if key == "x-request-id" and value:
-            return str(value)[:64]
-    return uuid.uuid4().hex[:16]
+    return request_id_of(context.invocation_metadata())
 
 
 @dataclass
@@ -134,12 +130,22 @@ class OcrServicer(ocr_pb2_grpc.OcrServiceServicer):
         costs nothing per call, where a server interceptor costs every call a coroutine.
         """
         if self._active_calls >= self._max_calls:
-            self._record(method, "RESOURCE_EXHAUSTED", time.perf_counter())
-            await context.abort(
-                grpc.StatusCode.RESOURCE_EXHAUSTED,
+            rid = _request_id(context)
+            request_id_var.set(rid)
+            message = (
                 f"the server is handling its limit of {self._max_calls} calls and streams at "
                 "once (--max-concurrent-rpcs); retry with backoff, or send more work per call "
-                "or stream",
+                "or stream"
+            )
+            log.info(
+                "%s RESOURCE_EXHAUSTED: %s",
+                method,
+                message,
+                extra={"method": method, "status": "RESOURCE_EXHAUSTED"},
+            )
+            self._record(method, "RESOURCE_EXHAUSTED", time.perf_counter())
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, message, (("x-request-id", rid),)
             )
         self._active_calls += 1
         try:

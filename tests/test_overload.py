@@ -54,10 +54,17 @@ def test_concurrent_calls_beyond_the_bound_are_refused_then_served(tmp_path) -> 
             for call in streams:  # both are being served: each answered its first item
                 assert next(call).line.text == "open stream"
             with pytest.raises(grpc.RpcError) as info:
-                stub.RecognizeLines(ocr_pb2.RecognizeLinesRequest(images=[line]), timeout=30)
+                stub.RecognizeLines(
+                    ocr_pb2.RecognizeLinesRequest(images=[line]),
+                    timeout=30,
+                    metadata=(("x-request-id", "over-the-bound-1"),),
+                )
             assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
             assert "limit of 2 calls and streams" in info.value.details()
             assert "--max-concurrent-rpcs" in info.value.details()
+            # A refusal is logged and answers with the request id, like every other error.
+            assert ("x-request-id", "over-the-bound-1") in info.value.trailing_metadata()
+            assert "[over-the-bound-1] RecognizeLines RESOURCE_EXHAUSTED: " in srv.log()
             # Probes are not counted: a liveness check must not fail (and restart the pod,
             # ending every stream) because streams hold every slot.
             health = health_pb2_grpc.HealthStub(channel)

@@ -203,6 +203,14 @@ def test_tokens_are_required_except_for_health(token_server: ServerProcess) -> N
                 _recognize(channel, metadata)
             assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED
             assert "authorization: Bearer" in info.value.details()
+        # A refusal answers with the request id, and the log line carries it.
+        with pytest.raises(grpc.RpcError) as info:
+            _recognize(channel, (("x-request-id", "no-token-1"),))
+        assert ("x-request-id", "no-token-1") in info.value.trailing_metadata()
+        assert (
+            "[no-token-1] /ocr.v1.OcrService/RecognizeLines UNAUTHENTICATED: missing or "
+            "invalid bearer token" in token_server.log()
+        )
         # Streams are refused the same way.
         stub = ocr_pb2_grpc.OcrServiceStub(channel)
         item = ocr_pb2.StreamRecognizeRequest(
