@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 import uuid
 from collections.abc import Iterable
@@ -67,3 +68,14 @@ def configure_logging(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+
+
+def quiet_grpc_core() -> None:
+    """Keep gRPC's C core to its errors unless ``GRPC_VERBOSITY`` says otherwise.
+
+    By default it writes an INFO line of its own format (not JSON, no request id) for each
+    failed TLS handshake, so any port scanner or plaintext client filled the log. Only has
+    an effect before grpc is first imported; ``GRPC_VERBOSITY=INFO`` brings those lines back.
+    """
+    if not os.environ.get("GRPC_VERBOSITY"):
+        os.environ["GRPC_VERBOSITY"] = "ERROR"

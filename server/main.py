@@ -9,17 +9,20 @@ import sys
 from collections.abc import Sequence
 
 from ocr_core.errors import OcrError
-from ocr_server.app import ListenError, serve
 from ocr_server.config import parse_config
-from ocr_server.logs import configure_logging
-from ocr_server.security import SecurityConfigError
-from ocr_server.supervisor import supervise
+from ocr_server.logs import configure_logging, quiet_grpc_core
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     config = parse_config(argv)
     configure_logging(config.log_level, config.log_format)
+    quiet_grpc_core()
+    # Imported only now: gRPC reads GRPC_VERBOSITY once, when it is imported.
+    from ocr_server.app import ListenError, serve
+    from ocr_server.security import SecurityConfigError
+    from ocr_server.supervisor import supervise
+
     if config.processes > 1:
         return supervise(config, argv)
     try:
