@@ -1,7 +1,8 @@
 """Client side of the server's security: TLS credentials from files, and bearer tokens.
 
 A token travels as the metadata ``authorization: Bearer <token>`` on every call. It is added
-by a channel interceptor rather than gRPC's call credentials, because gRPC refuses call
+by a channel interceptor (blocking client) or with each call (asyncio client, see
+``AsyncOcrClient``) rather than by gRPC's call credentials, because gRPC refuses call
 credentials on plaintext channels, and a token over plaintext is legitimate on loopback or
 behind a TLS-terminating proxy. Over the internet, use TLS as well.
 """
@@ -85,51 +86,7 @@ class BearerTokenInterceptor(
         return continuation(_with_token(details, self._header), requests)
 
 
-def _aio_details(details: Any, header: tuple[str, str]) -> grpc.aio.ClientCallDetails:
-    return grpc.aio.ClientCallDetails(
-        details.method,
-        details.timeout,
-        grpc.aio.Metadata(*(details.metadata or ()), header),
-        details.credentials,
-        details.wait_for_ready,
-    )
-
-
-class _AsyncToken:
-    """Adds the token to one kind of call (see ``async_bearer_token_interceptors``)."""
-
-    def __init__(self, header: tuple[str, str]) -> None:
-        self._header = header
-
-    async def _forward(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(_aio_details(details, self._header), request)
-
-
-class _AsyncTokenUnaryUnary(_AsyncToken, grpc.aio.UnaryUnaryClientInterceptor):
-    intercept_unary_unary = _AsyncToken._forward
-
-
-class _AsyncTokenUnaryStream(_AsyncToken, grpc.aio.UnaryStreamClientInterceptor):
-    intercept_unary_stream = _AsyncToken._forward
-
-
-class _AsyncTokenStreamUnary(_AsyncToken, grpc.aio.StreamUnaryClientInterceptor):
-    intercept_stream_unary = _AsyncToken._forward
-
-
-class _AsyncTokenStreamStream(_AsyncToken, grpc.aio.StreamStreamClientInterceptor):
-    intercept_stream_stream = _AsyncToken._forward
-
-
-def async_bearer_token_interceptors(token: str) -> list[grpc.aio.ClientInterceptor]:
-    """Interceptors that add ``authorization: Bearer <token>`` to every call of an asyncio
-    channel: one per kind of call, because grpc.aio files an interceptor under the first
-    kind it implements only (one object implementing all four sent the token on unary
-    calls alone, and streams were refused UNAUTHENTICATED)."""
-    header = _bearer_header(token)
-    return [
-        _AsyncTokenUnaryUnary(header),
-        _AsyncTokenUnaryStream(header),
-        _AsyncTokenStreamUnary(header),
-        _AsyncTokenStreamStream(header),
-    ]
+def bearer_metadata(token: str) -> tuple[tuple[str, str]]:
+    """``authorization: Bearer <token>`` as one call's metadata (the asyncio client sends
+    it with every call)."""
+    return (_bearer_header(token),)

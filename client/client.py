@@ -34,6 +34,7 @@ from collections.abc import (
     AsyncIterable,
     AsyncIterator,
     Callable,
+    Coroutine,
     Generator,
     Iterable,
     Iterator,
@@ -46,7 +47,7 @@ from typing import Any, Self, TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from ocr_client.auth import BearerTokenInterceptor, async_bearer_token_interceptors
+from ocr_client.auth import BearerTokenInterceptor, bearer_metadata
 from ocr_client.errors import (
     OcrClientError,
     ServerError,
@@ -908,6 +909,64 @@ async def _aiter_items(
             yield item
 
 
+#: What grpc.aio reports when a write fails because the call has just ended (grpc#36066).
+_CORE_INTERNAL = "Internal error from Core"
+#: How long a stream waits for the server's status after grpc.aio's INTERNAL stand-in.
+_STATUS_GRACE_S = 1.0
+
+
+def _settled(status_getter: Coroutine[Any, Any, _T]) -> _T:
+    """The value of one of a finished grpc.aio call's status getters (``code()`` ...),
+    which return without waiting once the call has a status."""
+    try:
+        status_getter.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    status_getter.close()
+    raise RuntimeError("the call has no status yet")
+
+
+class _StatusWitness:
+    """Keeps the status the server ended a stream call with, for when grpc.aio loses it.
+
+    A write that fails because the server has just ended the call makes grpc.aio replace
+    the call's status with INTERNAL "Internal error from Core" (grpc#36066, open): the
+    caller of a refused stream (unknown model, bad token) got ``ServerError`` instead of
+    ``ModelNotFound`` or ``Unauthenticated`` in up to half of the tries. Every status the
+    call takes passes through its done callbacks, so the server's own is seen here
+    whichever of the two comes first.
+    """
+
+    def __init__(self, call: Any) -> None:
+        self.status: grpc.aio.AioRpcError | None = None
+        self.seen = asyncio.Event()
+        call.add_done_callback(self._on_status)
+
+    def _on_status(self, call: Any) -> None:
+        if self.status is not None or call.cancelled():
+            return
+        details = _settled(call.details())
+        if details == _CORE_INTERNAL:
+            return
+        self.status = grpc.aio.AioRpcError(
+            _settled(call.code()),
+            grpc.aio.Metadata(),
+            _settled(call.trailing_metadata()),
+            details,
+            _settled(call.debug_error_string()),
+        )
+        self.seen.set()
+
+    async def real(self, err: grpc.RpcError) -> grpc.RpcError:
+        """``err``, or the server's status when ``err`` is grpc.aio's stand-in for it (which
+        may arrive just before the server's own: wait a moment for that)."""
+        if not (isinstance(err, grpc.aio.AioRpcError) and err.details() == _CORE_INTERNAL):
+            return err
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.seen.wait(), _STATUS_GRACE_S)
+        return self.status or err
+
+
 async def _write_stream(
     call: Any,
     items: Iterable[StreamItem] | AsyncIterable[StreamItem],
@@ -966,7 +1025,10 @@ class AsyncOcrClient:
         """``address``, ``credentials``, ``token`` and ``connections`` as for
         :class:`OcrClient` (host names in a list are resolved here, before any event loop
         runs)."""
-        self._interceptors = async_bearer_token_interceptors(token) if token else []
+        # The token goes as each call's metadata, not through grpc.aio interceptors: on an
+        # intercepted stream, a refused or failed call left grpc's request task pending
+        # and reported INTERNAL over the server's status far more often (grpc#36066).
+        self._metadata = bearer_metadata(token) if token else None
         self._timeout = _check_timeout(timeout)
         self.address, self.target, self._options = _target_and_options(address, options)
         self._connections = _check_connections(connections)
@@ -1001,7 +1063,6 @@ class AsyncOcrClient:
                     self.target,
                     self._credentials,
                     options,
-                    interceptors=self._interceptors,
                 )
                 for _ in range(self._connections)
             ]
@@ -1078,7 +1139,7 @@ class AsyncOcrClient:
         if not request.images:
             return model, []
         with _rpc_errors():
-            response = await stub.RecognizeLines(request, timeout=seconds)
+            response = await stub.RecognizeLines(request, timeout=seconds, metadata=self._metadata)
         return response.model, _lines_from_response(response, len(request.images))
 
     async def stream_recognize(
@@ -1098,7 +1159,8 @@ class AsyncOcrClient:
         call at once rather than when the generator is garbage-collected.
         """
         seconds = self._deadline(timeout)
-        call = self._get_stub().StreamRecognize(timeout=seconds)
+        call = self._get_stub().StreamRecognize(timeout=seconds, metadata=self._metadata)
+        witness = _StatusWitness(call)
         feed = _FeedState()
         writer = asyncio.create_task(
             _write_stream(call, items, model, ordered, color_order, feed, page_options)
@@ -1118,7 +1180,8 @@ class AsyncOcrClient:
                 except grpc.RpcError as err:
                     if feed.error is not None:
                         raise feed.error from None
-                    raise from_rpc_error(err) from err
+                    real = await witness.real(err)
+                    raise from_rpc_error(real) from real
                 if response is grpc.aio.EOF:
                     break
                 yield StreamItemResult.from_proto(response)
@@ -1144,7 +1207,9 @@ class AsyncOcrClient:
             _is_path(image), _page_request, image, model, options, color_order
         )
         with _rpc_errors():
-            response: PageResult = await stub.RecognizePage(request, timeout=seconds)
+            response: PageResult = await stub.RecognizePage(
+                request, timeout=seconds, metadata=self._metadata
+            )
         return response
 
     async def recognize_document(
@@ -1163,7 +1228,7 @@ class AsyncOcrClient:
         request = await _build_request(
             _is_path(data), _document_request, data, model, options, pdf_dpi
         )
-        call = stub.RecognizeDocument(request, timeout=seconds)
+        call = stub.RecognizeDocument(request, timeout=seconds, metadata=self._metadata)
         try:
             with _rpc_errors():
                 async for page in call:
@@ -1175,7 +1240,9 @@ class AsyncOcrClient:
         """See :meth:`OcrClient._list_models`."""
         with _rpc_errors():
             return await self._get_stub().ListModels(
-                ocr_pb2.ListModelsRequest(), timeout=self._deadline(timeout)
+                ocr_pb2.ListModelsRequest(),
+                timeout=self._deadline(timeout),
+                metadata=self._metadata,
             )
 
     async def list_models(self, timeout: float | None = None) -> list[ModelInfo]:  # noqa: ASYNC109
@@ -1190,13 +1257,17 @@ class AsyncOcrClient:
         """The micro-batchers' counters, as the proto message (a diagnostics call)."""
         request = ocr_pb2.GetStatsRequest()
         with _rpc_errors():
-            return await self._get_stub().GetStats(request, timeout=self._deadline(timeout))
+            return await self._get_stub().GetStats(
+                request, timeout=self._deadline(timeout), metadata=self._metadata
+            )
 
     async def check_health(self, service: str = "", timeout: float | None = None) -> str:  # noqa: ASYNC109
         """See :meth:`OcrClient.check_health`."""
         request = health_pb2.HealthCheckRequest(service=service)
         try:
-            response = await self._get_health().Check(request, timeout=self._deadline(timeout))
+            response = await self._get_health().Check(
+                request, timeout=self._deadline(timeout), metadata=self._metadata
+            )
         except grpc.RpcError as err:
             return _health_failure(err)
         return _health_status(response.status)
