@@ -67,6 +67,9 @@ MAX_IMAGES_PER_CALL = 256
 # message limit with files still fits: each image's field tags and lengths (at most 12
 # bytes) and, once per request, the model name (counted apart) and spare room.
 _IMAGE_FRAMING_BYTES = 16
+# A StreamRecognize page request besides its image and id: tags, lengths, the options of
+# the stream's first message.
+_STREAM_FRAMING_BYTES = 128
 _REQUEST_FRAMING_BYTES = 1024
 # More connections than this gain nothing against any server layout this project measured
 # (4 per process of `ocr-server --processes`); the cap catches typos like 1000.
@@ -278,10 +281,10 @@ def _run_calls(
         pool.shutdown(cancel_futures=True)
 
 
-def _too_big(size: int, limit: int) -> OcrClientError:
+def _too_big(size: int, limit: int, what: str = "the file") -> OcrClientError:
     """The failure of an image that would not fit in a request even alone."""
     return OcrClientError(
-        f"the file is {size:,} bytes, over the {limit:,} a request may carry (the server's "
+        f"{what} is {size:,} bytes, over the {limit:,} a request may carry (the server's "
         "--max-message-bytes or this client's limit); send it scaled down or compressed"
     )
 
@@ -566,6 +569,18 @@ def _recognize_pages(args: argparse.Namespace, paths: list[str], files: dict[str
                     files[info.source], pdf_dpi=args.pdf_dpi, name=info.source
                 )
                 for page in pages_of:
+                    # The request around the image: its id, framing, the stream's options.
+                    size = page.image.ByteSize() + len(page.id.encode()) + _STREAM_FRAMING_BYTES
+                    if size > room:
+                        # The server (or this client) would end the whole stream over it.
+                        lost += 1
+                        produced += 1
+                        progress.message(
+                            f"error: {page.source} page {page.index + 1}: "
+                            f"{_too_big(size, room, 'the page as sent')}; not sent"
+                        )
+                        progress.advance(failed=True)
+                        continue
                     if not window.enter():
                         return
                     sent.append((page.source, page.index))
@@ -600,6 +615,7 @@ def _recognize_pages(args: argparse.Namespace, paths: list[str], files: dict[str
     deadline = args.timeout * max(total, 1)
     with _client(args) as client:
         _check_reads_pages(client, args.model, args.address)
+        room = _request_limits(client, several=True)[1]
         stream = _merged(
             [
                 client.stream_recognize(
@@ -612,6 +628,7 @@ def _recognize_pages(args: argparse.Namespace, paths: list[str], files: dict[str
                 for _ in range(streams)
             ]
         )
+        ended: OcrClientError | None = None  # the whole stream failed (its pages are lost)
         try:
             for result in stream:
                 window.leave()
@@ -633,14 +650,27 @@ def _recognize_pages(args: argparse.Namespace, paths: list[str], files: dict[str
                 else:
                     progress.message(f"error: {source} page {index + 1}: {result.error}")
                     progress.advance(failed=True)
+        except OcrClientError as exc:
+            ended = exc
         finally:
             window.close()
             stream.close()
             progress.close()
     pages = [results[n] for n in sorted(results)]
-    if not pages:
+    if ended is not None:
+        if not pages:
+            raise ended
+        # A server restart or a dropped connection must not throw away the pages answered.
+        print(
+            f"error: the stream ended after {len(pages)} of {total} pages were recognised: "
+            f"{ended}{_hint(ended, args)}; writing those",
+            file=sys.stderr,
+        )
+    elif not pages:
         raise _CliError("no page was recognised; nothing written")
     _emit(formats.write(args.format, pages), args.output)
+    if ended is not None:
+        return 1
     # A page sent and not in the results failed (its error was reported above).
     return 1 if unreadable or lost or len(pages) < len(sent) else 0
 
@@ -844,8 +874,10 @@ def _build_parser() -> argparse.ArgumentParser:
             "write them in input order. "
             "PNG/JPEG/BMP/WebP/GIF/TIFF pages are sent as they are; multi-page TIFF and PDF are "
             f"split here, which needs the extra: {documents.EXTRA_HINT}. "
-            "A page that fails, or a file that is no document (empty, another format), is "
-            "reported on stderr and the others are still written; the exit status is then 1. "
+            "A page that fails, is too large for a request, or a file that is no document "
+            "(empty, another format), is reported on stderr and the others are still written; "
+            "so are the pages recognised before the stream itself ended (a server restart). "
+            "The exit status is then 1. "
             "A missing file or an -o that cannot be written stops before anything is sent. "
             "--timeout is per page."
         ),

@@ -1815,3 +1815,61 @@ def test_cli_pages_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
             cli.main(["pages", "x.png", *bad])
         assert info.value.code == 2
     capsys.readouterr()
+
+
+class _EndsAfterTwo(FakeOcr):
+    """Answers two stream items, then ends the stream as a server shutting down does."""
+
+    def StreamRecognize(
+        self,
+        request_iterator: Iterator[ocr_pb2.StreamRecognizeRequest],
+        context: grpc.ServicerContext,
+    ) -> Iterator[ocr_pb2.StreamRecognizeResponse]:
+        for answered, request in enumerate(request_iterator):
+            if answered == 2:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "cut off by the server's shutdown")
+            page = _describe_page(request.page)
+            yield ocr_pb2.StreamRecognizeResponse(id=request.id, page=page)
+
+
+def test_cli_pages_writes_the_pages_answered_before_the_stream_ended(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A stream cut off midway (a server restart) threw away every page answered on it."""
+    paths = []
+    for i in range(4):
+        paths.append(str(tmp_path / f"p{i}.png"))
+        Image.new("L", (20 + i, 10), 255).save(paths[-1])
+    with _serve(_EndsAfterTwo()) as served:
+        status = cli.main(
+            ["pages", *paths, "-f", "json", "--max-in-flight", "1", "--address", served.address]
+        )
+    assert status == 1
+    captured = capsys.readouterr()
+    assert [p["source"] for p in json.loads(captured.out)["pages"]] == paths[:2]
+    assert captured.err == (
+        "error: the stream ended after 2 of 4 pages were recognised: cut off by the "
+        "server's shutdown (UNAVAILABLE); writing those\n"
+    )
+
+
+def test_cli_pages_leaves_out_a_page_over_the_message_limit_and_sends_the_others(
+    fake: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The server (or the client's channel) ended the whole stream over one such page."""
+    fake.servicer.max_message_bytes = 20_000
+    paths = [str(tmp_path / name) for name in ("a.png", "big.png", "c.png")]
+    Image.new("L", (20, 10), 255).save(paths[0])
+    noise = np.random.default_rng(0).integers(0, 256, (120, 120, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(paths[1])
+    Image.new("L", (22, 10), 255).save(paths[2])
+    assert cli.main(["pages", *paths, "-f", "json", "--address", fake.address]) == 1
+    captured = capsys.readouterr()
+    assert [p["source"] for p in json.loads(captured.out)["pages"]] == [paths[0], paths[2]]
+    assert captured.err.startswith(f"error: {paths[1]} page 1: the page as sent is ")
+    assert captured.err.endswith(
+        " bytes, over the 20,000 a request may carry (the server's --max-message-bytes or "
+        "this client's limit); send it scaled down or compressed; not sent\n"
+    )
+    sent = [r.id for r in fake.servicer.stream_requests if r.HasField("page")]
+    assert len(sent) == 2
