@@ -475,10 +475,17 @@ def _not_ready(address: str, seconds: float) -> ServerUnavailable:
     )
 
 
+#: The longest deadline sent (ten years): gRPC takes one past its int64 nanoseconds (about
+#: 9.2e9 s) as already passed, so ``math.inf`` or 1e10 failed every call at once.
+_MAX_TIMEOUT_S = 10 * 365 * 86400.0
+
+
 def _check_timeout(timeout: float) -> float:
+    """A call's timeout in seconds: positive; ``math.inf`` (or anything over ten years)
+    means no deadline in practice."""
     if not timeout > 0:
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-    return float(timeout)
+    return min(float(timeout), _MAX_TIMEOUT_S)
 
 
 def _is_path(x: object) -> bool:

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import io
 import json
+import math
 import os
 import queue
 import re
@@ -1873,3 +1874,21 @@ def test_cli_pages_leaves_out_a_page_over_the_message_limit_and_sends_the_others
     )
     sent = [r.id for r in fake.servicer.stream_requests if r.HasField("page")]
     assert len(sent) == 2
+
+
+def test_an_infinite_or_huge_timeout_means_no_deadline_in_practice(fake: Fake) -> None:
+    """gRPC reads a deadline past ~9.2e9 s as already passed: these failed at once."""
+    line = _gray()
+    with OcrClient(fake.address, timeout=math.inf) as client:
+        client.recognize_line(line)
+        client.recognize_line(line, timeout=1e10)
+    for remaining in fake.servicer.deadlines[-2:]:
+        assert remaining is not None and remaining > 365 * 86400  # the wire rounds it
+
+    async def run() -> None:
+        async with AsyncOcrClient(fake.address, timeout=math.inf) as client:
+            await client.recognize_line(line)
+
+    asyncio.run(run())
+    with pytest.raises(ValueError, match="positive number of seconds"):
+        OcrClient(fake.address, timeout=math.nan)
