@@ -299,11 +299,11 @@ async def serve(
             # and a small one must not fail a call after its work is done for its answer.
             ("grpc.max_send_message_length", -1),
             ("grpc.so_reuseport", 1 if config.reuse_port else 0),
+            # An aged connection takes no new calls (the client opens another, re-resolving
+            # DNS) and keeps the ones it has: no grace limit, which cut a long stream (a
+            # book's pages) at age + grace, with its answered pages lost to the client.
             *(
-                [
-                    ("grpc.max_connection_age_ms", int(config.max_connection_age_s * 1000)),
-                    ("grpc.max_connection_age_grace_ms", int(config.grace_s * 1000)),
-                ]
+                [("grpc.max_connection_age_ms", int(config.max_connection_age_s * 1000))]
                 if config.max_connection_age_s > 0
                 else []
             ),

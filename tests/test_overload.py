@@ -311,3 +311,26 @@ def test_sigterm_under_load_answers_every_accepted_call(tmp_path) -> None:
         callers_refused.set()
         if srv.process.poll() is None:
             stop_server(srv)
+
+
+def test_an_aged_connection_keeps_its_stream_to_the_end(tmp_path) -> None:
+    """The age grace was --grace-s: a stream longer than age + grace (a book's pages, here
+    2 s against 1 + 0.5) was cut with UNAVAILABLE, logged as cancelled by the client."""
+    srv = start_server(tmp_path / "age.log", "--max-connection-age-s", "1", "--grace-s", "0.5")
+    line = ocr_pb2.Image(data=png(render_line("still here")))
+
+    def slow_items() -> Iterator[ocr_pb2.StreamRecognizeRequest]:
+        for i in range(8):
+            yield ocr_pb2.StreamRecognizeRequest(id=str(i), line=line)
+            time.sleep(0.25)
+
+    try:
+        with grpc.insecure_channel(srv.address) as channel:
+            stub = ocr_pb2_grpc.OcrServiceStub(channel)
+            answers = list(stub.StreamRecognize(slow_items(), timeout=60))
+            assert [a.line.text for a in answers] == ["still here"] * 8
+            # Calls after the age go on a new connection.
+            reply = stub.RecognizeLines(ocr_pb2.RecognizeLinesRequest(images=[line]), timeout=30)
+            assert reply.results[0].text == "still here"
+    finally:
+        assert stop_server(srv) == 0, srv.log()
