@@ -222,20 +222,19 @@ def _image_error(err: OcrClientError) -> str:
     return text if err.image_index is None else text.removeprefix(f"image {err.image_index}: ")
 
 
-def _request_limits(client: OcrClient, several: bool) -> tuple[int, int]:
+def _request_limits(client: OcrClient, ask: bool) -> tuple[int, int]:
     """The most images, and bytes, one RecognizeLines call may carry.
 
-    The server's limits are asked only when there are several images to split; the byte
-    limit is also this client's own (the channel refuses to send more, and the whole run
-    would fail before anything was sent). A limit the server does not report (0) is left
-    to the client's.
+    The server's limits are asked only when ``ask`` (several images to split, or a large
+    one): its ``--max-message-bytes``, higher or lower than the client's default, is the
+    limit. One it does not report (0, or not asked) is taken as the client's default.
     """
     images, size = MAX_IMAGES_PER_CALL, DEFAULT_MAX_MESSAGE_BYTES
-    if several:
+    if ask:
         limits = client.server_limits()
         # A server started with a lower --max-lines-per-request refuses bigger calls.
         images = min(images, limits.max_lines_per_request or images)
-        size = min(size, limits.max_message_bytes or size)
+        size = limits.max_message_bytes or size
     return images, size
 
 
@@ -304,7 +303,8 @@ def _cmd_lines(args: argparse.Namespace) -> int:
     if any(outcome is None for outcome in outcomes):
         with _client(args) as client:
             several = sum(outcome is None for outcome in outcomes) > 1
-            images, limit = _request_limits(client, several)
+            ask = several or max(sizes) > DEFAULT_MAX_MESSAGE_BYTES // 2
+            images, limit = _request_limits(client, ask)
             room = limit - _REQUEST_FRAMING_BYTES - len(args.model.encode())
             for i, size in enumerate(sizes):
                 if outcomes[i] is None and size + _IMAGE_FRAMING_BYTES > room:
@@ -615,7 +615,7 @@ def _recognize_pages(args: argparse.Namespace, paths: list[str], files: dict[str
     deadline = args.timeout * max(total, 1)
     with _client(args) as client:
         _check_reads_pages(client, args.model, args.address)
-        room = _request_limits(client, several=True)[1]
+        room = _request_limits(client, ask=True)[1]
         stream = _merged(
             [
                 client.stream_recognize(

@@ -79,8 +79,9 @@ __all__ = [
 
 DEFAULT_ADDRESS = "localhost:50051"
 DEFAULT_TIMEOUT_S = 30.0
-# Large enough for a full request of raw lines (256 lines of 32 x 2000 RGB pixels are
-# about 48 MiB) and for the server's own request limit; the server enforces its limit.
+# The largest response this client accepts, and the request size the CLI plans for when a
+# server does not report its own limit (the server's default --max-message-bytes). Requests
+# themselves are not capped by the client: the server enforces its limit.
 DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
 SERVICE_NAME = "ocr.v1.OcrService"
@@ -221,9 +222,13 @@ class StreamItemResult:
 
 
 def _channel_options(options: Sequence[tuple[str, Any]]) -> list[tuple[str, Any]]:
-    """Default message limits, overridden key by key by the caller's options."""
+    """Default message limits, overridden key by key by the caller's options.
+
+    Requests are not capped here: the server's ``--max-message-bytes`` is the limit (it
+    may be above this client's default), and it refuses a larger one RESOURCE_EXHAUSTED.
+    """
     merged: dict[str, Any] = {
-        "grpc.max_send_message_length": DEFAULT_MAX_MESSAGE_BYTES,
+        "grpc.max_send_message_length": -1,
         "grpc.max_receive_message_length": DEFAULT_MAX_MESSAGE_BYTES,
     }
     merged.update(options)

@@ -969,8 +969,9 @@ def test_cli_lines_calls_stay_under_the_message_limit(
     fake: Fake, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Calls are cut by bytes as well as by images (256 line PNGs of 300 KB are more than
-    a 64 MiB request), under the smaller of the server's reported limit and the client's
-    own; a file that cannot fit in any call fails alone, and the others are recognised."""
+    a 64 MiB request), under the server's reported limit (the client's default when it
+    reports none); a file that cannot fit in any call fails alone, and the others are
+    recognised."""
     fake.servicer.max_message_bytes = 100_000
     paths = _write_images(tmp_path, *([30_000] * 7), 200_000, 10)
     assert cli.main(["lines", *paths, "--address", fake.address]) == 1
@@ -1892,3 +1893,15 @@ def test_an_infinite_or_huge_timeout_means_no_deadline_in_practice(fake: Fake) -
     asyncio.run(run())
     with pytest.raises(ValueError, match="positive number of seconds"):
         OcrClient(fake.address, timeout=math.nan)
+
+
+def test_cli_lines_sends_a_file_over_the_default_limit_to_a_server_that_takes_it(
+    fake: Fake, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The client capped requests at its own 64 MiB whatever the server's --max-message-bytes
+    allowed: an operator who raised the server's limit still had the file refused."""
+    monkeypatch.setattr(cli, "DEFAULT_MAX_MESSAGE_BYTES", 100_000)
+    fake.servicer.max_message_bytes = 1_000_000
+    paths = _write_images(tmp_path, 200_000)
+    assert cli.main(["lines", *paths, "--address", fake.address]) == 0
+    assert [len(r.images) for r in fake.servicer.recognize_requests] == [1]
