@@ -497,6 +497,16 @@ def _is_path(x: object) -> bool:
     return isinstance(x, str | os.PathLike)
 
 
+def _check_many(images: object, what: str) -> None:
+    """Refuse one path or one file's bytes where a collection is expected: both iterate
+    (as characters or ints), which failed later with FileNotFoundError: 'i'."""
+    if isinstance(images, str | bytes | bytearray | memoryview | os.PathLike):
+        raise TypeError(
+            f"{what} takes a list of images (or items), got a single {type(images).__name__}; "
+            "pass [image], or use recognize_line / recognize_page for one"
+        )
+
+
 def _recognize_request(
     images: Sequence[ImageInput], model: str, color_order: ColorOrder | str
 ) -> ocr_pb2.RecognizeLinesRequest:
@@ -763,6 +773,7 @@ class OcrClient:
         timeout: float | None,
     ) -> tuple[str, list[LineResult]]:
         """``recognize_lines`` plus the name of the model that ran (the CLI reports it)."""
+        _check_many(images, "recognize_lines")
         seconds = self._deadline(timeout)
         request = _recognize_request(images, model, color_order)
         if not request.images:
@@ -793,6 +804,7 @@ class OcrClient:
         dropping it after a ``break``) cancels the call, so the server stops working on the
         rest.
         """
+        _check_many(items, "stream_recognize")
         seconds = self._deadline(timeout)
         feed = _SyncRequestFeed(_stream_requests(items, model, ordered, color_order, page_options))
         call = self._stub.StreamRecognize(iter(feed), timeout=seconds)
@@ -1143,6 +1155,7 @@ class AsyncOcrClient:
         color_order: ColorOrder | str,
         timeout: float | None,  # noqa: ASYNC109
     ) -> tuple[str, list[LineResult]]:
+        _check_many(images, "recognize_lines")
         seconds = self._deadline(timeout)
         stub = self._get_stub()
         images = list(images)
@@ -1170,6 +1183,7 @@ class AsyncOcrClient:
         ``await aclose()`` the generator (or use ``contextlib.aclosing``): that cancels the
         call at once rather than when the generator is garbage-collected.
         """
+        _check_many(items, "stream_recognize")
         seconds = self._deadline(timeout)
         call = self._get_stub().StreamRecognize(timeout=seconds, metadata=self._metadata)
         witness = _StatusWitness(call)

@@ -1905,3 +1905,26 @@ def test_cli_lines_sends_a_file_over_the_default_limit_to_a_server_that_takes_it
     paths = _write_images(tmp_path, 200_000)
     assert cli.main(["lines", *paths, "--address", fake.address]) == 0
     assert [len(r.images) for r in fake.servicer.recognize_requests] == [1]
+
+
+@pytest.mark.parametrize("single", ["line.png", b"\x89PNG...", Path("line.png")])
+def test_a_single_image_where_a_list_is_expected_is_a_clear_type_error(
+    fake: Fake, single: object
+) -> None:
+    """A path string iterated as characters failed with FileNotFoundError: 'l'."""
+    with OcrClient(fake.address) as client:
+        with pytest.raises(TypeError, match="takes a list of images"):
+            client.recognize_lines(single)  # type: ignore[arg-type]
+        with pytest.raises(TypeError, match="takes a list of images"):
+            list(client.stream_recognize(single))  # type: ignore[arg-type]
+
+    async def run() -> None:
+        async with AsyncOcrClient(fake.address) as client:
+            with pytest.raises(TypeError, match="takes a list of images"):
+                await client.recognize_lines(single)  # type: ignore[arg-type]
+            with pytest.raises(TypeError, match="takes a list of images"):
+                async for _ in client.stream_recognize(single):  # type: ignore[arg-type]
+                    pass
+
+    asyncio.run(run())
+    assert fake.servicer.recognize_requests == [] and fake.servicer.stream_requests == []
