@@ -303,7 +303,8 @@ def _cmd_lines(args: argparse.Namespace) -> int:
     if any(outcome is None for outcome in outcomes):
         with _client(args) as client:
             several = sum(outcome is None for outcome in outcomes) > 1
-            ask = several or max(sizes) > DEFAULT_MAX_MESSAGE_BYTES // 2
+            # A lone file over the default limit may still fit the server's own (asked then).
+            ask = several or max(sizes) + _REQUEST_FRAMING_BYTES > DEFAULT_MAX_MESSAGE_BYTES
             images, limit = _request_limits(client, ask)
             room = limit - _REQUEST_FRAMING_BYTES - len(args.model.encode())
             for i, size in enumerate(sizes):
@@ -669,10 +670,8 @@ def _recognize_pages(args: argparse.Namespace, paths: list[str], files: dict[str
     elif not pages:
         raise _CliError("no page was recognised; nothing written")
     _emit(formats.write(args.format, pages), args.output)
-    if ended is not None:
-        return 1
     # A page sent and not in the results failed (its error was reported above).
-    return 1 if unreadable or lost or len(pages) < len(sent) else 0
+    return 1 if ended or unreadable or lost or len(pages) < len(sent) else 0
 
 
 def _cmd_models(args: argparse.Namespace) -> int:

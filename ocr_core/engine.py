@@ -191,10 +191,12 @@ class OcrEngine:
         line instead of a traceback, or of reporting SERVING and failing every call.
         """
         line_image = np.full((48, 320, 3), 255, dtype=np.uint8)
+        page = np.full((256, 256, 3), 255, dtype=np.uint8)
         loop = asyncio.get_running_loop()
         for name, served in self._models.items():
             rec = served.recognizer
             line = prepare_line(line_image, rec.input_height, served.buckets)
+            what = f"a blank {rec.input_height}x{line.bucket_width} line"
             try:
                 await asyncio.gather(
                     *(
@@ -204,22 +206,15 @@ class OcrEngine:
                 )
                 if rec.has_idle_session:
                     await loop.run_in_executor(self._pool, rec.infer_idle, [line])
-            except Exception as exc:
-                raise ModelLoadError(
-                    f"model {name!r} loaded but failed its warm-up run on a blank "
-                    f"{rec.input_height}x{line.bucket_width} line: {exc}"
-                ) from exc
-            if served.pages is not None:
-                page = np.full((256, 256, 3), 255, dtype=np.uint8)
-                try:
+                if served.pages is not None:
+                    what = "a blank 256x256 page (detector, orientation)"
                     await loop.run_in_executor(
                         self._pool, find_lines, page, served.pages, WARM_UP_PAGE_OPTIONS
                     )
-                except Exception as exc:
-                    raise ModelLoadError(
-                        f"model {name!r}: its page models (detector, orientation) loaded but "
-                        f"failed their warm-up run on a blank 256x256 page: {exc}"
-                    ) from exc
+            except Exception as exc:
+                raise ModelLoadError(
+                    f"model {name!r} loaded but failed its warm-up run on {what}: {exc}"
+                ) from exc
 
     async def aclose(self) -> None:
         """Close every batcher (queued lines fail with ShuttingDown) and the pool."""
