@@ -291,7 +291,7 @@ def test_a_refused_async_stream_raises_the_servers_status_every_time(
     token_server: ServerProcess, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """grpc.aio replaced the status of a stream the server refused while items were still
-    being written with INTERNAL "Internal error from Core" (grpc#36066): here, in 13 to 32
+    being written with INTERNAL "Internal error from Core" (grpc#36066): here, in 13 to 19
     of 40 tries, the caller got ServerError instead of Unauthenticated or ModelNotFound,
     and an intercepted stream left grpc's request task pending ("Task was destroyed")."""
     line = png(render_line("Hello World 2026"))
