@@ -18,6 +18,9 @@ from ocr_core.pages import PageOptions, PageText
 
 T = TypeVar("T")
 
+#: The ColorOrder values this server knows (a set: checked for every raw image).
+_COLOR_ORDERS = frozenset(ocr_pb2.ColorOrder.values())
+
 
 def image_source(image: ocr_pb2.Image) -> ImageSource:
     """The core's view of an ``Image``: encoded bytes or a raw pixel buffer."""
@@ -26,7 +29,7 @@ def image_source(image: ocr_pb2.Image) -> ImageSource:
         return image.data
     if kind == "raw":
         raw = image.raw
-        if raw.color_order not in ocr_pb2.ColorOrder.values():  # proto3 enums are open
+        if raw.color_order not in _COLOR_ORDERS:  # proto3 enums are open
             raise InvalidInput(
                 f"raw image has color_order={raw.color_order}; use COLOR_ORDER_RGB (1) or "
                 "COLOR_ORDER_BGR (2), or leave it unset for RGB"
